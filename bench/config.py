@@ -1,0 +1,183 @@
+"""Run configuration: the matrix a user asks for, and the cells it expands into."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+BACKENDS = ("hf", "unsloth")
+OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "paged_adamw_32bit")
+CHECKPOINTING = ("auto", "none", "standard", "unsloth")
+
+
+class ConfigError(ValueError):
+    """A configuration the suite refuses (CLI exit code 2)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What must be identical between the two backends of a matched pair."""
+
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: Optional[tuple[str, ...]] = None  # None: the architecture's attention + MLP set
+    optimizer: str = "adamw_8bit"
+    learning_rate: float = 2e-4
+    grad_accum: int = 1
+    steps: int = 4  # timed optimizer steps
+    warmup_steps: int = 2  # untimed steps first (compilation, allocator warm-up)
+    seed: int = 1234
+    gradient_checkpointing: str = "auto"  # auto: hf -> standard, unsloth -> unsloth
+
+    def checkpointing_for(self, backend: str) -> str:
+        if self.gradient_checkpointing != "auto":
+            return self.gradient_checkpointing
+        return "unsloth" if backend == "unsloth" else "standard"
+
+    def validate(self) -> None:
+        for name in ("lora_r", "lora_alpha", "grad_accum", "steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.warmup_steps < 1:
+            raise ConfigError("warmup-steps must be >= 1 (the first step compiles and is not timed)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.learning_rate <= 0:
+            raise ConfigError("learning-rate must be > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.gradient_checkpointing not in CHECKPOINTING:
+            raise ConfigError(
+                f"unknown gradient checkpointing {self.gradient_checkpointing!r}; known: {', '.join(CHECKPOINTING)}"
+            )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measured configuration: a backend, a model and one (seq_len, batch_size)."""
+
+    backend: str
+    model: str
+    tier: str
+    mode: str
+    seq_len: int
+    batch_size: int
+    train: TrainSettings
+    dtype: str
+    target_modules: tuple[str, ...]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.batch_size * self.train.grad_accum
+
+    @property
+    def pair_key(self) -> str:
+        """Identifies the configuration independent of backend (hf and unsloth share it)."""
+        t = self.train
+        settings = {
+            "model": self.model, "tier": self.tier, "mode": self.mode, "seq_len": self.seq_len,
+            "batch_size": self.batch_size, "dtype": self.dtype, "lora_r": t.lora_r,
+            "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
+            "target_modules": list(self.target_modules), "optimizer": t.optimizer,
+            "learning_rate": t.learning_rate, "grad_accum": t.grad_accum, "steps": t.steps,
+            "warmup_steps": t.warmup_steps, "seed": t.seed,
+            "gradient_checkpointing": t.gradient_checkpointing,
+        }
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        model = self.model.rstrip("/").split("/")[-1]
+        return f"{self.tier}-{self.mode}-{model}-s{self.seq_len}-b{self.batch_size}-{digest}"
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.pair_key}-{self.backend}"
+
+    @property
+    def gradient_checkpointing(self) -> str:
+        return self.train.checkpointing_for(self.backend)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train"] = asdict(self.train)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Cell":
+        d = dict(d)
+        train = dict(d.pop("train"))
+        if train.get("target_modules") is not None:
+            train["target_modules"] = tuple(train["target_modules"])
+        return cls(train=TrainSettings(**train), target_modules=tuple(d.pop("target_modules")), **d)
+
+
+@dataclass
+class RunConfig:
+    """The matrix of a `bench run`: models x backends x seq_lens x batch_sizes on one tier."""
+
+    tier: str
+    models: list[str]
+    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    seq_lens: list[int] = field(default_factory=lambda: [1024])
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    train: TrainSettings = field(default_factory=TrainSettings)
+    device: str = "cuda"
+    isolate: str = "model"  # "model": one worker per (backend, model); "cell": one per cell
+    cell_timeout_s: float = 900.0
+    load_timeout_s: float = 900.0
+    trust_remote_code: bool = False
+    attn_implementation: str = "sdpa"
+    skip_dominated: bool = True  # cells larger in both seq and batch than an OOM cell are skipped
+
+    def validate(self) -> None:
+        self.train.validate()
+        for b in self.backends:
+            if b not in BACKENDS:
+                raise ConfigError(f"unknown backend {b!r}; known: {', '.join(BACKENDS)}")
+        if not self.backends or not self.models:
+            raise ConfigError("at least one backend and one model are needed")
+        for name, values in (("seq-len", self.seq_lens), ("batch-size", self.batch_sizes)):
+            if not values:
+                raise ConfigError(f"{name} needs at least one value")
+            for v in values:
+                if v <= 0:
+                    raise ConfigError(f"{name} must be > 0, got {v}")
+        if self.isolate not in ("model", "cell"):
+            raise ConfigError("isolate must be 'model' or 'cell'")
+        if self.device not in ("cuda", "cpu"):
+            raise ConfigError("device must be 'cuda' or 'cpu'")
+
+    def with_train(self, **changes) -> "RunConfig":
+        return replace(self, train=replace(self.train, **changes))
+
+
+def order_cells(cells: list[Cell]) -> list[Cell]:
+    """Smallest memory first: fewest tokens per step, then shorter sequences."""
+    return sorted(cells, key=lambda c: (c.batch_size * c.seq_len, c.seq_len, c.batch_size))
+
+
+def dominates(bigger: Cell, smaller: Cell) -> bool:
+    """True if `bigger` needs at least the memory of `smaller` (same backend/model, >= in both sizes)."""
+    return (
+        bigger.backend == smaller.backend
+        and bigger.model == smaller.model
+        and bigger.seq_len >= smaller.seq_len
+        and bigger.batch_size >= smaller.batch_size
+    )
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """'1024,2048' -> [1024, 2048], with a clear error for anything else."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not a whole number") from None
+    if not out:
+        raise ConfigError(f"{name}: no values given")
+    return out
