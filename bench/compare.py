@@ -54,11 +54,16 @@ def parity_for(record: ResultRecord, partner: ResultRecord) -> dict:
     hf, un = (record, partner) if record.backend == "hf" else (partner, record)
     verdict = measure.parity(hf.trainable_params, un.trainable_params, hf.loss_first, un.loss_first)
     if hf.quantization and un.quantization:
-        keys = ("bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")
-        diff = [k for k in keys if hf.quantization.get(k) != un.quantization.get(k)]
+        keys = ("load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype")
+        diff = [k for k in keys if _norm(hf.quantization.get(k)) != _norm(un.quantization.get(k))]
         if diff:
             verdict["matched"] = False
             verdict["reasons"].append(
                 "quantization differs: " + ", ".join(f"{k} {hf.quantization.get(k)} vs {un.quantization.get(k)}" for k in diff))
     verdict["cells"] = [hf.cell_id, un.cell_id]
     return verdict
+
+
+def _norm(value):
+    """'torch.bfloat16' and 'bfloat16' name the same dtype."""
+    return value.removeprefix("torch.") if isinstance(value, str) else value

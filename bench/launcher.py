@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 from bench.compare import parity_for
 from bench.config import Cell, ConfigError, RunConfig, dominates, order_cells
-from bench.models import ModelRef, resolve_model
+from bench.models import ModelRef, default_cache_dir, resolve_model
 from bench.results import (SCHEMA_VERSION, ResultRecord, ResultsError, append_record, latest_per_cell,
                            read_records)
 from bench.tiers import TierPlan, detect_host_gpu, get_tier, plan_tier
@@ -89,6 +89,9 @@ class WorkerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+        if job.get("cache_dir"):  # Unsloth writes generated code; keep it out of the user's cwd
+            env.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(job["cache_dir"]) / "unsloth_compiled_cache"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", "--job", self.job_file.name, "--event-fd", str(write_fd)],
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
@@ -219,7 +222,7 @@ class Runner:
             "backend": backend,
             "run_id": self.run_id,
             "device": cfg.device,
-            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
+            "cache_dir": str(self.cache_dir or default_cache_dir()),
             "plan": self.plan.tier_plan.to_dict(),
             "model_ref": asdict(ref),
             "backend_settings": {

@@ -27,6 +27,20 @@ def make_optimizer(name: str, params, lr: float):
     return cls(params, lr=lr, weight_decay=0.0)
 
 
+def attach_scaler(model, scaler) -> None:
+    """Hand the GradScaler to every wrapper level, as the HF/Unsloth trainers do.
+
+    Unsloth's fused cross-entropy computes d(loss)/d(hidden) inside the forward and reads
+    `accelerator_scaler` there; without it fp16 gradients underflow. Plain HF ignores it.
+    """
+    current, seen = model, set()
+    while isinstance(current, torch.nn.Module) and id(current) not in seen:
+        seen.add(id(current))
+        current.accelerator_scaler = scaler
+        current = next((getattr(current, a) for a in ("base_model", "model")
+                        if isinstance(getattr(current, a, None), torch.nn.Module)), None)
+
+
 @dataclass
 class TrainResult:
     step_s: list[float] = field(default_factory=list)
@@ -74,6 +88,7 @@ def train_steps(
         for p in params:  # fp16 gradients cannot be unscaled; LoRA weights train in fp32, as peft does
             if p.dtype != torch.float32:
                 p.data = p.data.float()
+        attach_scaler(model, scaler)
     optimizer = make_optimizer(optimizer_name, params, learning_rate)
     sync = torch.cuda.synchronize if on_cuda else None
     result = TrainResult()

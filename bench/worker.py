@@ -16,6 +16,7 @@ import time
 import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 
 
 def _now() -> str:
@@ -110,7 +111,7 @@ class Worker:
         if ref.source == "synthetic":
             self.ev.emit("status", text="writing synthetic checkpoint")
             path, build_s = ensure_synthetic_checkpoint(
-                ref, cache_dir=job.get("cache_dir") and __import__("pathlib").Path(job["cache_dir"]),
+                ref, cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None,
                 device=job["device"], progress=lambda t: self.ev.emit("status", text=t))
             path = str(path)
             if job["device"] == "cuda":

@@ -7,6 +7,7 @@ transformers and peft globally. The worker imports unsloth before anything else.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 from contextlib import redirect_stdout
@@ -32,6 +33,9 @@ def load(path: str, s: BackendSettings) -> LoadedModel:
             banner.write(text)
             return os.sys.__stdout__.write(text)
 
+    handler = logging.StreamHandler(banner)  # "patched N layers ..." goes through transformers' logger
+    tf_logger = logging.getLogger("transformers")
+    tf_logger.addHandler(handler)
     with redirect_stdout(Tee()):
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=path,
@@ -52,7 +56,9 @@ def load(path: str, s: BackendSettings) -> LoadedModel:
             random_state=s.seed,
             max_seq_length=s.max_seq_len,
         )
+    tf_logger.removeHandler(handler)
     text = banner.getvalue()
+    fast = re.search(r"Unsloth [\d.]+: Fast (\w+) patching", text)
     patched = re.search(r"patched (\d+) layers with (\d+) QKV layers, (\d+) O layers and (\d+) MLP layers", text)
     trainable, total = count_params(model)
     return LoadedModel(
@@ -65,6 +71,9 @@ def load(path: str, s: BackendSettings) -> LoadedModel:
             "unsloth_version": getattr(unsloth, "__version__", None),
             "model_class": type(model.base_model.model).__name__ if hasattr(model, "base_model") else type(model).__name__,
             "linear4bit_modules": count_4bit_linears(model),
+            "patching_banner": fast.group(1) if fast else None,
+            "embedding_device": str(model.get_input_embeddings().weight.device),
+            "compiled_fallback": os.environ.get("UNSLOTH_USE_NEW_MODEL") == "1",
             "patched_layers": dict(zip(("layers", "qkv", "o", "mlp"), map(int, patched.groups()))) if patched else None,
             "banner": text[-3000:],
         },
