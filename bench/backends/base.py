@@ -58,4 +58,6 @@ def quantization_summary(model) -> dict[str, Any]:
 
 
 def count_4bit_linears(model) -> int:
-    return sum(1 for m in model.modules() if m.__class__.__name__ == "Linear4bit")
+    """bitsandbytes 4-bit linears (peft's LoRA wrapper of the same class name is not counted)."""
+    return sum(1 for m in model.modules()
+               if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes"))

@@ -1,0 +1,109 @@
+import json
+
+import pytest
+
+from bench.config import Cell, ConfigError, RunConfig, TrainSettings, dominates, order_cells, parse_int_list
+from bench.models import (SHIPPED, ModelError, build_tokenizer, config_hash, ensure_synthetic_checkpoint,
+                          parameter_counts, resolve_model)
+
+
+def cell(backend="hf", seq=1024, bs=1, **train):
+    return Cell(backend, "llama-3.1-8b", "t4", "emulated", seq, bs, TrainSettings(**train), "float16",
+                ("q_proj", "v_proj"))
+
+
+def test_pair_key_shared_across_backends_and_cell_id_differs():
+    a, b = cell("hf"), cell("unsloth")
+    assert a.pair_key == b.pair_key and a.cell_id != b.cell_id
+    assert cell(lora_r=64).pair_key != a.pair_key  # any training setting changes the key
+    assert Cell.from_dict(a.to_dict()) == a
+
+
+def test_checkpointing_auto_per_backend():
+    assert cell("hf").gradient_checkpointing == "standard"
+    assert cell("unsloth").gradient_checkpointing == "unsloth"
+    assert cell("unsloth", gradient_checkpointing="none").gradient_checkpointing == "none"
+
+
+def test_order_smallest_memory_first_and_domination():
+    cells = [cell(seq=2048, bs=2), cell(seq=1024, bs=2), cell(seq=2048, bs=1), cell(seq=1024, bs=1)]
+    ordered = order_cells(cells)
+    assert [(c.seq_len, c.batch_size) for c in ordered] == [(1024, 1), (1024, 2), (2048, 1), (2048, 2)]
+    assert dominates(cell(seq=2048, bs=2), cell(seq=2048, bs=1))
+    assert not dominates(cell(seq=1024, bs=2), cell(seq=2048, bs=1))
+    assert not dominates(cell("unsloth", seq=4096), cell("hf", seq=1024))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"steps": 0}, "steps must be > 0"), ({"lora_r": -1}, "lora-r"), ({"optimizer": "sgd"}, "unknown optimizer"),
+    ({"warmup_steps": 0}, "warmup"), ({"lora_dropout": 1.5}, "dropout"),
+])
+def test_bad_train_settings(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainSettings(**changes).validate()
+
+
+def test_bad_matrix():
+    with pytest.raises(ConfigError, match="seq-len must be > 0"):
+        RunConfig("t4", ["tiny-llama"], seq_lens=[0]).validate()
+    with pytest.raises(ConfigError, match="unknown backend"):
+        RunConfig("t4", ["tiny-llama"], backends=["vllm"]).validate()
+    with pytest.raises(ConfigError, match="not a whole number"):
+        parse_int_list("1024,abc", "--seq-len")
+
+
+def test_shipped_architectures_and_parameter_counts():
+    names = set(SHIPPED)
+    for required in ("llama-3.1-8b", "llama-3.2-1b", "llama-3.2-3b", "mistral-7b-v0.3", "qwen2.5-7b", "gemma-2-9b",
+                     "phi-3-mini", "pythia-1b"):
+        assert required in names
+    assert not SHIPPED["pythia-1b"].unsloth_fast_path
+    # the published sizes of the architectures the configs copy (in billions, rounded)
+    assert round(parameter_counts(SHIPPED["llama-3.1-8b"].config_dict())["total"] / 1e9, 2) == 8.03
+    assert round(parameter_counts(SHIPPED["mistral-7b-v0.3"].config_dict())["total"] / 1e9, 2) == 7.25
+
+
+def test_resolve_model_kinds(tmp_path):
+    assert resolve_model("tiny-llama").source == "synthetic"
+    cfg = tmp_path / "my-arch.json"
+    cfg.write_text(json.dumps(SHIPPED["tiny-llama"].config_dict()))
+    assert resolve_model(str(cfg)).name == "my-arch"
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(ckpt))
+    (ckpt / "config.json").write_text(json.dumps(SHIPPED["tiny-llama"].config_dict()))
+    assert resolve_model(str(ckpt)).source == "local"
+    with pytest.raises(ModelError, match="unknown model"):
+        resolve_model("no-such-model")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ModelError, match="not a transformers config"):
+        resolve_model(str(tmp_path / "x.json"))
+
+
+def test_synthetic_checkpoint_is_deterministic_cached_and_loadable(tmp_path):
+    ref = resolve_model("tiny-llama")
+    a, build_s = ensure_synthetic_checkpoint(ref, tmp_path / "a")
+    b, _ = ensure_synthetic_checkpoint(ref, tmp_path / "b")
+    assert build_s > 0 and a.name.endswith(config_hash(ref.config))
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    again, again_s = ensure_synthetic_checkpoint(ref, tmp_path / "a")
+    assert again == a and again_s == 0.0
+    assert not [p for p in a.parent.iterdir() if p.name.startswith(".")]  # no temp dir left behind
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(a, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(a)
+    assert len(tok) == model.config.vocab_size
+    assert tok.pad_token_id not in (tok.eos_token_id, None)
+    norm = model.model.norm.weight
+    assert torch.all(norm == 1)
+    std = model.model.layers[0].mlp.up_proj.weight.float().std().item()
+    assert std == pytest.approx(0.02, rel=0.1)
+
+
+def test_tokenizer_places_special_tokens_at_config_ids():
+    tok = build_tokenizer(SHIPPED["llama-3.1-8b"].config_dict())
+    assert len(tok) == 128256 and tok.bos_token_id == 128000 and tok.eos_token_id == 128001

@@ -1,0 +1,102 @@
+import json
+from dataclasses import asdict
+
+import pytest
+
+from bench.compare import pair_records, parity_for
+from bench.results import (SCHEMA_VERSION, ResultRecord, ResultsError, append_record, finished_cell_ids, load,
+                           read_records)
+
+
+def test_committed_gpu_results_round_trip(gpu_results_files, tmp_path):
+    assert gpu_results_files, "GPU results are committed under reports/results/"
+    for path in gpu_results_files:
+        records = read_records(path)
+        assert records
+        copy = tmp_path / path.name
+        for r in records:
+            append_record(copy, r)
+        assert [asdict(r) for r in read_records(copy)] == [asdict(r) for r in records]
+        for r in records:  # every record carries where it came from
+            assert r.env["gpu_name"] and r.env["driver"] and r.env["git_commit"]
+            assert r.env["packages"]["torch"] and r.env["packages"]["bitsandbytes"]
+
+
+def test_cpu_run_records_round_trip(cpu_results, tmp_path):
+    records = read_records(cpu_results)
+    assert len(records) == 4 and all(r.status == "ok" for r in records)
+    copy = tmp_path / "copy.jsonl"
+    for r in records:
+        append_record(copy, r)
+    assert copy.read_text() == cpu_results.read_text()
+
+
+def _record_lines(cpu_results):
+    return cpu_results.read_text().splitlines()
+
+
+def test_bad_json_names_file_and_line(cpu_results, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_record_lines(cpu_results)[0] + "\n{not json\n")
+    with pytest.raises(ResultsError, match=r"bad.jsonl:2: not valid JSON"):
+        read_records(bad)
+
+
+def test_other_schema_version_is_refused(cpu_results, tmp_path):
+    data = json.loads(_record_lines(cpu_results)[0])
+    data["schema_version"] = SCHEMA_VERSION + 1
+    bad = tmp_path / "v2.jsonl"
+    bad.write_text(json.dumps(data) + "\n")
+    with pytest.raises(ResultsError, match="schema_version"):
+        read_records(bad)
+
+
+def test_unknown_and_missing_fields_are_refused(cpu_results, tmp_path):
+    data = json.loads(_record_lines(cpu_results)[0])
+    extra = dict(data, surprise=1)
+    (tmp_path / "extra.jsonl").write_text(json.dumps(extra) + "\n")
+    with pytest.raises(ResultsError, match="unknown fields"):
+        read_records(tmp_path / "extra.jsonl")
+    del data["backend"]
+    (tmp_path / "missing.jsonl").write_text(json.dumps(data) + "\n")
+    with pytest.raises(ResultsError, match="missing fields"):
+        read_records(tmp_path / "missing.jsonl")
+
+
+def test_empty_and_unreadable_files(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ResultsError, match="holds no records"):
+        load([tmp_path / "empty.jsonl"])
+    with pytest.raises(ResultsError, match="cannot read"):
+        read_records(tmp_path / "absent.jsonl")
+
+
+def test_latest_record_per_cell_wins_and_resume_set(cpu_results, tmp_path):
+    lines = _record_lines(cpu_results)
+    retried = json.loads(lines[0])
+    retried["status"], retried["error"] = "timeout", "cell took over 1 s"
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join([lines[0], json.dumps(retried)] + lines[1:]) + "\n")
+    recs = load([path])
+    assert len(recs) == 4
+    assert next(r for r in recs if r.cell_id == retried["cell_id"]).status == "timeout"
+    assert retried["cell_id"] not in finished_cell_ids(path)
+    assert len(finished_cell_ids(path)) == 3
+
+
+def test_parity_verdict_propagates_to_both_sides(gpu_results_files):
+    records = load([p for p in gpu_results_files if "h100-native" in p.name])
+    pairs = [p for p in pair_records(records) if p.both_ok]
+    assert pairs
+    for p in pairs:
+        assert p.hf.matched is True and p.unsloth.matched is True
+        assert p.hf.trainable_params == p.unsloth.trainable_params
+        assert parity_for(p.hf, p.unsloth)["matched"]
+
+
+def test_parity_for_flags_a_loss_mismatch(gpu_results_files):
+    records = load([p for p in gpu_results_files if "h100-native" in p.name])
+    pair = next(p for p in pair_records(records) if p.both_ok)
+    tampered = ResultRecord.from_dict(dict(asdict(pair.unsloth), loss_first=pair.hf.loss_first * 1.01))
+    verdict = parity_for(pair.hf, tampered)
+    assert not verdict["matched"] and "first-step losses differ" in verdict["reasons"][0]
