@@ -22,6 +22,15 @@ def _exit(code: int) -> None:
     raise SystemExit(code)
 
 
+def _wide(console):
+    """Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the tables."""
+    from rich.console import Console
+
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, width=max(console.width, 160))
+
+
 def _load_results(paths: List[Path]):
     from bench import gate
     from bench.results import load
@@ -82,7 +91,7 @@ def baseline_show(path: Path = typer.Argument(..., help="Baseline JSON.")):
         t.add_row(c.label, c.status, gate.format_bytes(c.peak_device_bytes), gate.format_bytes(c.peak_reserved_bytes),
                   gate.format_bytes(c.peak_allocated_bytes), gate.format_bytes(c.peak_rss_bytes),
                   "-" if c.tokens_per_s is None else f"{c.tokens_per_s:,.0f}", c.cell_id)
-    console.print(t)
+    _wide(console).print(t)
     console.print(f"sources: {', '.join(snap.sources)}", soft_wrap=True)
     console.print(f"GPU: {' / '.join(gate._gpu_names(snap, snap.cells))}", soft_wrap=True)
 
@@ -152,9 +161,11 @@ def gate_command(
 
 
 _STYLE = {"regression": "bold red", "improvement": "green", "ok": ""}
+_VERDICT = {"regression": "FAIL", "improvement": "better", "ok": "ok"}
 
 
 def _print_report(report, console) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -165,31 +176,32 @@ def _print_report(report, console) -> None:
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     with_baseline = report.baseline_path is not None
-    t = Table(title="qlora-bench gate")
-    t.add_column("cell")
-    t.add_column("status")
+    t = Table(title="qlora-bench gate", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("cell", no_wrap=True)
+    t.add_column("status", no_wrap=True)
     if with_baseline:
-        t.add_column(f"{report.settings.metric} base", justify="right")
-        t.add_column("new", justify="right")
-        t.add_column("Δ", justify="right")
-        t.add_column("tok/s Δ", justify="right")
+        t.add_column(f"{report.settings.metric} base", justify="right", no_wrap=True)
+        t.add_column("new", justify="right", no_wrap=True)
+        t.add_column("Δ", justify="right", no_wrap=True)
+        t.add_column("tok/s Δ", justify="right", no_wrap=True)
     else:
-        t.add_column(f"{report.settings.metric} peak", justify="right")
+        t.add_column(f"{report.settings.metric} peak", justify="right", no_wrap=True)
     t.add_column("verdict")
     for row in report.rows:
         status_new = row.new.status if row.new else "missing"
         label = escape(row.label + (f" ({'; '.join(row.key_differences)})" if row.key_differences else ""))
         verdict = row.verdict
         kinds = sorted({f.kind for f in row.findings if f.severity == verdict})
-        verdict_text = f"[{_STYLE[verdict]}]{verdict}{': ' + ', '.join(kinds) if kinds and verdict != 'ok' else ''}[/]" \
-            if _STYLE[verdict] else verdict
+        text = _VERDICT[verdict] + (": " + ", ".join(kinds) if kinds and verdict != "ok" else "")
+        verdict_text = f"[{_STYLE[verdict]}]{text}[/]" if _STYLE[verdict] else text
         if with_baseline:
             status = f"{row.baseline.status if row.baseline else 'new'}→{status_new}"
             t.add_row(label, status, gate.format_bytes(row.baseline_bytes), gate.format_bytes(row.new_bytes),
                       gate.format_change(row.memory_change), gate.format_change(row.speed_change), verdict_text)
         else:
             t.add_row(label, status_new, gate.format_bytes(row.new_bytes), verdict_text)
-    console.print(t)
+    # Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the table.
+    _wide(console).print(t)
     for f in report.regressions:
         console.print(f"[bold red]REGRESSION[/] {escape(f'[{f.kind}] {f.cell_id}: {f.message}')}", soft_wrap=True, highlight=False)
     for f in report.improvements:
