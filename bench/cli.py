@@ -61,6 +61,8 @@ def run(
     skip_dominated: bool = typer.Option(True, "--skip-dominated/--no-skip-dominated",
                                         help="Skip cells at least as large as one that ran out of memory."),
     report: Optional[Path] = typer.Option(None, "--report", help="Render a markdown report here at the end."),
+    fast_paths: bool = typer.Option(True, "--fast-paths/--no-fast-paths",
+                                    help="Profile one extra untimed step per Unsloth cell: which kernels ran."),
 ):
     """Measure matched HF and Unsloth QLoRA cells on one GPU tier (native or emulated)."""
     from bench.config import RunConfig, TrainSettings, parse_int_list
@@ -89,6 +91,7 @@ def run(
         batch_sizes=parse_int_list(batch_size, "--batch-size") if batch_size else list(defaults["batch_sizes"]),
         train=train, device=device, isolate=isolate, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout,
         trust_remote_code=trust_remote_code, attn_implementation=attn_implementation, skip_dominated=skip_dominated,
+        fast_paths=fast_paths,
     )
     plan = make_plan(config, host=host)
     if report is not None:

@@ -57,6 +57,8 @@ class RunProgress:
                      f"  device {gib(r.peak_device_bytes)} GiB  first step {fmt(r.first_step_s, '.1f', ' s')}")
         elif r.error:
             line += f"  {r.error.splitlines()[0][:160]}"
+        if r.fast_paths:
+            line += f"  {_fast_paths(r)}"
         if r.matched is False:
             line += "  [bold red]PARITY FAILED: " + "; ".join(r.parity["reasons"]) + "[/]"
         elif r.matched:
@@ -64,6 +66,15 @@ class RunProgress:
         for w in r.warnings:
             line += f"\n        [yellow]warning:[/] {w}"
         self.console.print(line)
+
+
+def _fast_paths(r: ResultRecord) -> str:
+    """'fast paths k/n' for an Unsloth record that carries a summary, else ''."""
+    if not r.fast_paths:
+        return ""
+    from kernels_check import format_fast_paths
+
+    return format_fast_paths(r.fast_paths)
 
 
 def comparison_tables(records: list[ResultRecord]) -> list[Table]:
@@ -76,8 +87,8 @@ def comparison_tables(records: list[ResultRecord]) -> list[Table]:
     for (tier, mode, model), pairs in groups.items():
         t = Table(title=f"{model} on {tier} ({mode})", title_justify="left")
         for col in ("seq", "batch", "backend", "status", "peak alloc GiB", "peak device GiB", "tokens/s",
-                    "first step s", "MFU", "speed-up", "mem saved", "parity"):
-            t.add_column(col, justify="right" if col not in ("backend", "status", "parity") else "left")
+                    "first step s", "MFU", "speed-up", "mem saved", "parity", "fast paths"):
+            t.add_column(col, justify="right" if col not in ("backend", "status", "parity", "fast paths") else "left")
         for p in sorted(pairs, key=lambda p: (p.any.seq_len, p.any.batch_size)):
             for r in (p.hf, p.unsloth):
                 if r is None:
@@ -93,6 +104,7 @@ def comparison_tables(records: list[ResultRecord]) -> list[Table]:
                     fmt(p.memory_reduction() * 100 if p.memory_reduction() is not None else None, ".0f", " %")
                     if is_un else "",
                     parity,
+                    _fast_paths(r),
                 )
         tables.append(t)
     return tables

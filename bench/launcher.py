@@ -223,6 +223,7 @@ class Runner:
             "run_id": self.run_id,
             "device": cfg.device,
             "cache_dir": str(self.cache_dir or default_cache_dir()),
+            "fast_paths": cfg.fast_paths,
             "plan": self.plan.tier_plan.to_dict(),
             "model_ref": asdict(ref),
             "backend_settings": {

@@ -216,12 +216,32 @@ class Worker:
                         f"device peak {peak_device / 1024**3:.2f} GiB exceeded the {plan['tier']} memory "
                         f"({plan['memory_limit_bytes'] / 1024**3:.2f} GiB) outside the torch cap: "
                         "a real card would likely have run out of memory")
+        if job.get("fast_paths") and on_cuda and rec.ok and cell.backend == "unsloth":
+            rec.fast_paths = self.fast_paths(cell)
         rec.finished_at = _now()
         self.loaded.model.zero_grad(set_to_none=True)
         gc.collect()
         if on_cuda:
             torch.cuda.empty_cache()
         return rec
+
+    def fast_paths(self, cell) -> dict:
+        """Which kernels one more (profiled, untimed) training step runs, after all measurements."""
+        from bench.train import train_steps
+        from kernels_check import summarize_fast_paths
+
+        t = cell.train
+
+        def one_step():
+            train_steps(self.loaded.model, device=self.job["device"], dtype=cell.dtype, optimizer_name=t.optimizer,
+                        learning_rate=t.learning_rate, seed=t.seed, batch_size=cell.batch_size,
+                        seq_len=cell.seq_len, grad_accum=t.grad_accum, total_steps=1,
+                        vocab_size=self.ref.vocab_size)
+
+        try:
+            return summarize_fast_paths(self.loaded.model, one_step, log_text=self.loaded.info.get("banner"))
+        except Exception as exc:  # noqa: BLE001 - the measurement stands without the summary
+            return {"_error": short_error(exc)}
 
 
 if __name__ == "__main__":
