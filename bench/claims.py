@@ -293,20 +293,30 @@ def _memory_label(field: str) -> str:
     return {"peak_device_bytes": "peak device memory", "peak_allocated_bytes": "peak allocated memory"}.get(field, field)
 
 
+def _counted(n: int, noun: str) -> str:
+    """'3 matched pairs (...)', '1 matched pair (...)'."""
+    if n == 1:
+        noun = noun.replace("pairs", "pair", 1).replace("cells", "cell", 1)
+    return f"{n} {noun}"
+
+
 def _aggregate_verdict(rule: dict, values: list[tuple[float, str]], fmt: Callable[[float], str], noun: str
                        ) -> tuple[str, str]:
     """Verdict over (value, refs) items: the median against the rule, or each item."""
     nums = [v for v, _ in values]
     refs = "; ".join(f"{fmt(v)} ({r})" for v, r in values)
-    if rule.get("aggregate", "each") == "median":
+    noun = _counted(len(nums), noun)
+    if rule.get("aggregate", "each") == "median" and len(nums) > 1:
         med = statistics.median(nums)
         ok = compare(med, rule)
-        spread = f", range {fmt(min(nums))} to {fmt(max(nums))}" if len(nums) > 1 else ""
-        text = f"median {fmt(med)} over {len(nums)} {noun}{spread}: {refs}"
+        text = f"median {fmt(med)} over {noun}, range {fmt(min(nums))} to {fmt(max(nums))}: {refs}"
+    elif rule.get("aggregate", "each") == "median":
+        ok = compare(nums[0], rule)
+        text = f"{noun}: {refs}"
     else:
         failing = [v for v in nums if not compare(v, rule)]
         ok = not failing
-        text = f"{len(nums)} {noun}: {refs}"
+        text = f"{noun}: {refs}"
         if failing:
             text += f"; {len(failing)} outside the rule"
     return (HOLDS if ok else FAILS), f"{text}. Rule: {rule_text(rule, fmt)}."
@@ -387,7 +397,8 @@ def _check_cell_points(rule: dict, inp: Inputs) -> tuple[str, str]:
                          f"({(v / point['target'] - 1) * 100:+.0f} %{'' if ok else ', outside'}) ({_link(e.ref)})")
     if not parts:
         return NOT_MEASURED, (why or "none of the stated model and batch-size points was measured") + "."
-    text = (f"{measured_points} of {len(rule['points'])} stated points measured ({_memory_label(rule['field'])}): "
+    text = (f"{measured_points} of {len(rule['points'])} stated points measured, {_counted(len(parts), 'cells')} "
+            f"({_memory_label(rule['field'])}): "
             + "; ".join(parts) + f". Rule: {rule_text(rule, _fmt_gib)}.")
     return (FAILS if bad else HOLDS), text
 

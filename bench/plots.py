@@ -88,7 +88,7 @@ def _draw_vram(fig, spec: VramPlot) -> None:
         ax.set_title(backend)
         _seq_axis(ax, spec.seq_lens)
         ax.set_ylim(0, top * 1.12)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="lower right")
     axes[0].set_ylabel(spec.ylabel)
     fig.suptitle(spec.title, fontsize=11)
 

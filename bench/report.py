@@ -760,6 +760,16 @@ def _peak_text(r: ResultRecord, group: Group) -> str:
     return "memory not recorded"
 
 
+def _headroom_text(r: ResultRecord, group: Group, fraction: float = 0.9) -> str:
+    """', little headroom: 0.58 GiB left' when the device peak is within 10 % of the tier's memory."""
+    from bench.tiers import TIERS
+
+    tier = TIERS.get(group.tier)
+    if tier is None or r.peak_device_bytes is None or r.peak_device_bytes < fraction * tier.usable_vram_bytes:
+        return ""
+    return f", little headroom: {(tier.usable_vram_bytes - r.peak_device_bytes) / GiB:.2f} GiB left"
+
+
 def _cost_text(group: Group, r: ResultRecord) -> str:
     from bench.tiers import TIERS
 
@@ -865,7 +875,9 @@ def _backend_fit_text(group: Group, model: str, backend: str) -> str:
     if fit:
         top = max(fit, key=lambda e: _size(e.record))
         text = (f"{label} fits up to seq_len {top.record.seq_len} x batch {top.record.batch_size} "
-                f"({_peak_text(top.record, group)}, {link(top.ref)})")
+                f"({_peak_text(top.record, group)}{_headroom_text(top.record, group)}, {link(top.ref)})")
+        if _size(top.record) == max(_size(e.record) for e in mine):
+            text += "; that is the largest size measured, larger ones were not tried"
     else:
         text = f"{label} fits at no measured size"
     failed = sorted((e for e in mine if not fits(e.record) and e.record.status in ("ok", "oom", "skipped")),
@@ -985,8 +997,7 @@ def build_report(results: Results, out: Path) -> Report:
     out = Path(out)
     results_dir = out.parent
     stem = _slug(out.stem)
-    tiers = sorted({g.tier for g in results.groups}, key=_tier_rank)
-    title = f"qlora-bench report: {', '.join(tiers)}"
+    title = "qlora-bench report: " + "; ".join(g.title for g in results.groups)
     n = len(results.entries)
     sources = " ".join(_rel(p, results_dir) for p in results.paths)
     blocks: list[Block] = [
