@@ -152,7 +152,7 @@ def load_results(paths: Sequence[Union[str, Path]]) -> Results:
     for p in map(Path, paths):
         if p.is_dir():
             raise ResultsError(f"{p} is a directory: pass the .jsonl results files in it")
-        if p not in unique:
+        if all(p.resolve() != q.resolve() for q in unique):
             unique.append(p)
     raw: list[tuple[ResultRecord, Path]] = []
     for p in unique:
@@ -745,7 +745,8 @@ def _partner(group: Group, e: Entry) -> Optional[Entry]:
 
 
 def approach_text(r: ResultRecord) -> str:
-    return (f"{BACKEND_LABEL[r.backend]} QLoRA (NF4), seq_len {r.seq_len} x batch {r.batch_size}, "
+    quant = str((r.quantization or {}).get("bnb_4bit_quant_type") or "4-bit").upper()
+    return (f"{BACKEND_LABEL[r.backend]} QLoRA ({quant}), seq_len {r.seq_len} x batch {r.batch_size}, "
             f"{r.optimizer}, gradient checkpointing '{r.gradient_checkpointing}', LoRA r {r.lora_r}")
 
 
@@ -905,7 +906,19 @@ def summary_items(results: Results) -> list[tuple[str, list[str]]]:
                               "so no fit or speed verdict.", []))
                 continue
             fit = fitting(g, model)
-            verdict = "**fits**" if fit else "**does not fit at any measured size**"
+            if fit:
+                tops = []
+                for b in ("unsloth", "hf"):
+                    mine = [e for e in fit if e.record.backend == b]
+                    if mine:
+                        top = max(mine, key=lambda e: _size(e.record)).record
+                        tops.append(f"{BACKEND_LABEL[b]} up to s{top.seq_len} "
+                                    f"b{top.batch_size}")
+                    elif any(e.record.backend == b for e in measured):
+                        tops.append(f"{BACKEND_LABEL[b]} at no measured size")
+                verdict = f"**fits** ({'; '.join(tops)})"
+            else:
+                verdict = "**does not fit at any measured size**"
             details = [_backend_fit_text(g, model, b) + "." for b in ("unsloth", "hf")]
             comp = [p for p in g.pairs if p.any.record.model == model and p.comparable]
             if comp:
@@ -980,12 +993,15 @@ def fast_path_table(results: Results) -> Optional[Table]:
             counts = ran_unsloth_kernels(r.fast_paths)
             if counts is None:
                 continue
-            paths = ", ".join(f"{k}: {v}" for k, v in sorted(r.fast_paths.items()))
+            paths = ", ".join(f"{k}: {v}" for k, v in sorted(r.fast_paths.items()) if not k.startswith("_"))
+            source = r.fast_paths.get("_source", "-")
+            if r.fast_paths.get("_profile_error"):
+                source += f" (profiler failed: {_first_line(r.fast_paths['_profile_error'], 120)})"
             rows.append([link(e.ref), r.model, f"s{r.seq_len} b{r.batch_size}", g.title,
-                         f"{counts[0]}/{counts[1]}", md_escape(paths)])
+                         f"{counts[0]}/{counts[1]}", md_escape(paths), md_escape(source)])
     if not rows:
         return None
-    return Table(["cell", "model", "size", "group", "on Unsloth kernels", "fast paths"], rows)
+    return Table(["cell", "model", "size", "group", "Unsloth kernels ran (k/n)", "fast paths", "source"], rows)
 
 
 # -- the whole document --------------------------------------------------------------------------------
@@ -1066,7 +1082,8 @@ def build_report(results: Results, out: Path) -> Report:
     if fp is not None:
         blocks.append(Heading(2, "Fast paths (fallback check)", "fast-paths"))
         blocks.append(Para("Which fast paths ran on Unsloth's hand-written kernels, per the records' fast-path "
-                           "summary (kernels_check)."))
+                           "summary (kernels_check: one profiled, untimed step per Unsloth cell). k/n: of the n "
+                           "fast paths Unsloth has a kernel for, k ran it; k < n means a fallback."))
         blocks.append(fp)
 
     blocks.append(Heading(2, "Appendix: cells", "cells"))
