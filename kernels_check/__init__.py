@@ -1,0 +1,56 @@
+"""kernels_check: which Unsloth fast kernels ran on a model, which fell back, and what that costs.
+
+Library API for the run integration (bench/worker.py), importable without torch or unsloth:
+
+- `summarize_fast_paths(model, profile_step, log_text=None)`: profile one call of `profile_step`
+  (one training step) and return the compact `fast_paths` dict of a run record, e.g.
+  {"norm": "unsloth", "rope": "unsloth", "attention": "flash", ..., "_source": "trace+static"}.
+  A profiler failure falls back to the static check (`_source` "static", `_profile_error` set).
+- `static_fast_paths(model, log_text=None)`: the same dict from the static check only (no profiler).
+- `format_fast_paths(fast_paths)`: "fast paths k/n" for the console.
+
+Modules: patterns (kernel-name table), classify (pure classification), trace (torch.profiler),
+static (installed patches), heuristic (claim F2), coverage (markdown), result / check / worker
+(`bench kernels-check`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from kernels_check.classify import UNSLOTH_KERNEL_PATHS, count_unsloth_paths, format_fast_paths
+
+__all__ = ["summarize_fast_paths", "static_fast_paths", "format_fast_paths", "count_unsloth_paths",
+           "UNSLOTH_KERNEL_PATHS"]
+
+
+def static_fast_paths(model: Any, log_text: Optional[str] = None) -> dict[str, str]:
+    """fast_paths from the installed patches alone (what they should run); `_source` is "static"."""
+    from kernels_check.static import inspect_model, static_fast_paths as _static
+
+    return _static(inspect_model(model, log_text=log_text))
+
+
+def summarize_fast_paths(model: Any, profile_step: Callable[[], Any], log_text: Optional[str] = None) -> dict[str, str]:
+    """Profile one call of `profile_step` and return the run record's `fast_paths`.
+
+    Call it after a cell's timed steps and memory readings (the profiler slows the step and
+    allocates). Trace verdicts win; the static check fills `lora_matmul` and any path the trace
+    did not show. Never raises for a profiler problem: it degrades to the static check and says
+    so in `_profile_error`.
+    """
+    from kernels_check.classify import classify, merge_fast_paths, trace_fast_paths
+    from kernels_check.static import expected_fast_paths, inspect_model
+    from kernels_check.trace import kernel_stats, profile_step as _profile
+
+    expected = expected_fast_paths(inspect_model(model, log_text=log_text))
+    try:
+        trace, _ = _profile(profile_step)
+        kernels = kernel_stats(trace)
+        if not kernels:
+            raise RuntimeError("the profiler recorded no GPU kernels")
+        return merge_fast_paths(trace_fast_paths(classify(kernels)), expected)
+    except Exception as exc:  # noqa: BLE001 - a run must not fail because the profiler did
+        out = merge_fast_paths(None, expected)
+        out["_profile_error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+        return out

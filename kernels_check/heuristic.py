@@ -1,0 +1,77 @@
+"""The articles' fallback heuristic (claim F2), kept as a secondary signal beside the trace verdict.
+
+F2: "If VRAM reduction is < 30 %, the model is likely using fallback kernels" (measured with
+torch.cuda.max_memory_allocated, i.e. `peak_allocated_bytes`, against the matched HF run). The
+suite shows this verdict next to what the trace saw, so a reader can tell when it is wrong.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Iterable, Mapping, Optional
+
+from kernels_check.classify import count_unsloth_paths
+
+F2_THRESHOLD = 0.30  # memory reduction below which F2 calls it a fallback
+F2_METRIC = "peak_allocated_bytes"  # F2 watches torch.cuda.max_memory_allocated()
+
+SUSPECT = "suspect fallback"
+LIKELY_FAST = "no fallback suspected"
+NO_DATA = "no matched HF run"
+
+
+def f2_verdict(memory_reduction: Optional[float], threshold: float = F2_THRESHOLD) -> str:
+    """F2's call on one memory reduction (fraction of HF's peak saved; 0.6 = 60 % less)."""
+    if memory_reduction is None:
+        return NO_DATA
+    return SUSPECT if memory_reduction < threshold else LIKELY_FAST
+
+
+def model_pairs(records: Iterable, model: str) -> list[dict]:
+    """The model's finished hf/unsloth pairs: cell size, memory reduction (F2 metric), speed-up, parity."""
+    from bench.compare import pair_records
+
+    rows = []
+    for p in pair_records([r for r in records if r.model == model]):
+        if not p.both_ok:
+            continue
+        r = p.unsloth
+        rows.append({"tier": r.tier, "mode": r.mode, "seq_len": r.seq_len, "batch_size": r.batch_size,
+                     "memory_reduction": p.memory_reduction(F2_METRIC), "speedup": p.speedup,
+                     "matched": r.matched})
+    return rows
+
+
+def model_summary(records: Iterable, model: str) -> dict:
+    """Median speed-up and memory reduction over the model's pairs, and F2's verdict on the median.
+
+    Pairs that failed the parity check are left out (their comparison is not matched); if only
+    such pairs exist they are used and `unmatched` says so.
+    """
+    rows = model_pairs(records, model)
+    usable = [r for r in rows if r["matched"] is not False] or rows
+    reductions = [r["memory_reduction"] for r in usable if r["memory_reduction"] is not None]
+    speedups = [r["speedup"] for r in usable if r["speedup"] is not None]
+    reduction = statistics.median(reductions) if reductions else None
+    return {
+        "pairs": len(usable),
+        "memory_reduction": reduction,
+        "memory_reduction_range": (min(reductions), max(reductions)) if reductions else None,
+        "speedup": statistics.median(speedups) if speedups else None,
+        "unmatched": bool(usable) and all(r["matched"] is False for r in usable),
+        "cells": sorted({f"s{r['seq_len']} b{r['batch_size']}" for r in usable}),
+        "f2": f2_verdict(reduction),
+    }
+
+
+def heuristic_vs_trace(f2: str, fast_paths: Optional[Mapping[str, str]]) -> Optional[bool]:
+    """Whether F2 agrees with the trace: F2 suspects a fallback exactly when some Unsloth-kernel path fell back.
+
+    None when either side has nothing to say.
+    """
+    if f2 == NO_DATA or not fast_paths:
+        return None
+    k, n = count_unsloth_paths(fast_paths)
+    if n == 0:
+        return None
+    return (f2 == SUSPECT) == (k < n)

@@ -1,0 +1,99 @@
+"""A kernels-check result (one model, one JSON document) and its analysis (pure).
+
+The worker writes the raw evidence only: the profiled step's kernels (name, category, summed
+duration, launch count), the static report, what was run and where. Classification is derived
+here on every read, so a corrected pattern table re-classifies saved results.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from kernels_check.classify import (Classification, KernelStat, classify, compare_static_trace, merge_fast_paths,
+                                    trace_fast_paths)
+from kernels_check.static import expected_fast_paths
+from kernels_check.trace import TraceError
+
+RESULT_FORMAT = "qlora-bench-kernels/1"
+
+
+@dataclass
+class Analysis:
+    result: dict
+    classification: Optional[Classification]  # None when no kernels were profiled
+    observed: dict[str, str]  # trace verdicts (empty without a trace)
+    expected: dict[str, str]  # static check's expectation
+    fast_paths: dict[str, str]  # what a run record carries
+    agreement: dict[str, dict]  # per fast path: expected / observed / agree
+
+    @property
+    def model(self) -> str:
+        return self.result.get("model", "?")
+
+    @property
+    def ok(self) -> bool:
+        return self.result.get("status") == "ok"
+
+    @property
+    def profiled(self) -> bool:
+        return self.classification is not None
+
+    @property
+    def disagreements(self) -> list[str]:
+        return [p for p, a in self.agreement.items() if not a["agree"]]
+
+
+def analyse(result: dict, patterns=None) -> Analysis:
+    """Classify a result's kernels and set them beside the static check's expectation."""
+    kernels = [KernelStat.from_dict(k) for k in result.get("kernels") or []]
+    cls = classify(kernels, patterns) if kernels else None
+    observed = trace_fast_paths(cls) if cls else {}
+    static = result.get("static")
+    expected = expected_fast_paths(static) if static else {}
+    fast_paths = merge_fast_paths(observed, expected) if (observed or expected) else {}
+    return Analysis(result, cls, observed, expected, fast_paths, compare_static_trace(expected, observed))
+
+
+def validate_result(data: Any, where: str) -> dict:
+    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
+        raise TraceError(f"{where}: not a kernels-check result (format {RESULT_FORMAT!r} expected)")
+    for key in ("model", "status"):
+        if key not in data:
+            raise TraceError(f"{where}: kernels-check result without {key!r}")
+    return data
+
+
+def load_results(paths: Iterable[Path]) -> list[dict]:
+    """Results from files and directories (every *.json in a directory that is a result)."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for f in sorted(p.glob("*.json")):
+                data = _read_json(f)
+                if isinstance(data, dict) and data.get("format") == RESULT_FORMAT:
+                    out.append(validate_result(data, str(f)))
+            continue
+        out.append(validate_result(_read_json(p), str(p)))
+    if not out:
+        raise TraceError("no kernels-check results found in " + ", ".join(str(p) for p in paths))
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TraceError(f"cannot read {path}: {exc}") from exc
+
+
+def write_result(path: Path, result: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
