@@ -68,4 +68,11 @@ cp "$WORK/t4-heavier-r64.jsonl" "$OUT/"
 gate gate-fail "$OUT/t4-heavier-r64.jsonl" --ignore-key lora_r
 python3 -m bench gate "$OUT/t4-heavier-r64.jsonl" --baseline "$BASELINE" "${SUBSET[@]}" "${TOL[@]}" \
     --ignore-key lora_r --allow-env-mismatch --json > "$OUT/gate-fail.json" 2>>"$LOG"
+# The pytest plugin's CUDA path (vram_budget on real GPU tensors), where pytest is installed.
+if python3 -c "import pytest" 2>/dev/null; then
+    say "pytest plugin on the GPU: tests/test_pytest_plugin.py -m gpu"
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_pytest_plugin.py 2>&1 | tail -n 15 | tee -a "$LOG"
+else
+    say "pytest not importable here: GPU plugin tests not run"
+fi
 say "done: $(ls "$OUT" | tr '\n' ' ')"
