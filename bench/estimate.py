@@ -596,7 +596,9 @@ def estimate(
         loss_phase = {**persistent, **stored, **loss_terms}
         if backend != "hf":
             loss_phase["dequant_buffer"] = dequant
-        layer_phase = {**persistent, **layer_stored, "lora_grads": per_layer_grads,
+        # Offloaded checkpoints leave the GPU side constant, so the worst layer is the last one
+        # backpropagated (layer 0), with every layer's LoRA gradients allocated.
+        layer_phase = {**persistent, **layer_stored, "lora_grads": grads if gc == "unsloth" else per_layer_grads,
                        "layer_activations": _granule(layer_act * N) + mask if gc != "none" else mask,
                        "backward_workspace": _granule(backward_ws), "dequant_buffer": dequant}
         if gc == "standard":

@@ -1,0 +1,366 @@
+"""The VRAM estimator: shapes against transformers, byte counts against real bitsandbytes objects, the
+HF activation coefficients against what a real decoder layer saves, and the predictions against
+every measured GPU cell committed under reports/results (the accuracy target)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import estimate as E
+from bench.estimate import GiB, MiB
+from bench.models import SHIPPED, parameter_counts, resolve_model
+from bench.results import load
+from tests.conftest import run_bench
+
+CFG = {name: m.config_dict() for name, m in SHIPPED.items()}
+LLAMA8 = CFG["llama-3.1-8b"]
+
+
+# -- shapes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shapes_match_transformers_parameter_counts(name):
+    shape = E.model_shape(CFG[name])
+    counts = parameter_counts(CFG[name])  # meta-device instance of the real transformers class
+    assert shape.total_params == counts["total"]
+    assert shape.matmul_params == counts["matmul"]
+
+
+def test_lora_parameter_count_by_hand():
+    # Llama-3.1-8B, r=16 on all seven projections: per layer 16 * (4096+4096 + 2*(4096+1024) + 4096+4096
+    # + 2*(4096+14336) + 14336+4096) = 1,310,720; 32 layers.
+    assert E.model_shape(LLAMA8).lora_params(16, None) == 32 * 1_310_720 == 41_943_040
+    tiny = E.model_shape(CFG["tiny-llama"])
+    assert tiny.lora_params(16, ["q_proj", "v_proj"]) == 2 * 16 * ((64 + 64) + (64 + 32))
+    with pytest.raises(E.EstimateError, match="not projections"):
+        tiny.lora_params(16, ["qkv_proj"])
+
+
+def test_lora_counts_match_measured_trainable_parameters(gpu_results_files):
+    records = [r for r in load(gpu_results_files, allow_empty=True) if r.trainable_params]
+    if not records:
+        pytest.skip("no committed GPU results")
+    for r in records:
+        shape = E.model_shape(resolve_model(r.model).config)
+        assert shape.lora_params(r.lora_r, r.target_modules) == r.trainable_params, r.cell_id
+
+
+# -- byte counts against the real libraries -------------------------------------------------------
+
+
+def test_nf4_bytes_by_hand():
+    n = 4096 * 4096
+    # packed 4-bit: n/2; absmax uint8 per 64: n/64; fp32 scale per 256 absmax; offset and nf4 code
+    # tables each one 512 B allocator block.
+    expected = n // 2 + n // 64 + (n // 64 // 256) * 4 + 512 + 512
+    assert E.nf4_tensor_bytes(n) == expected == 8_655_872
+    assert E.nf4_tensor_bytes(n, double_quant=False) == n // 2 + (n // 64) * 4 + 512
+
+
+@pytest.mark.parametrize("numel", [64 * 4096, 300 * 256 * 64 + 64, 1000 * 64 + 7])
+def test_nf4_bytes_match_real_bitsandbytes_quant_state(numel):
+    torch = pytest.importorskip("torch")
+    from bitsandbytes.functional import quantize_4bit
+
+    packed, state = quantize_4bit(torch.randn(numel, dtype=torch.bfloat16), blocksize=64, compress_statistics=True,
+                                  quant_type="nf4")
+    assert state.blocksize == E.NF4_BLOCKSIZE and state.state2.blocksize == E.NF4_NESTED_BLOCKSIZE
+    pieces = [packed, state.absmax, state.state2.absmax, state.offset.reshape(1), state.code]
+    real = sum(E._granule(t.numel() * t.element_size()) for t in pieces)  # state2.code is shared: not counted
+    assert E.nf4_tensor_bytes(numel) == real
+
+
+def test_optimizer_state_bytes_match_real_bitsandbytes_and_torch():
+    torch = pytest.importorskip("torch")
+    import bitsandbytes as bnb
+
+    sizes = [16 * 64, 16 * 4096, 4096 * 16, 14336 * 16]  # the first is under min_8bit_size: fp32 states
+    for name, cls in (("adamw_8bit", bnb.optim.AdamW8bit), ("adamw_torch", torch.optim.AdamW)):
+        params = [torch.nn.Parameter(torch.randn(n)) for n in sizes]
+        opt = cls(params, lr=1e-3)
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+        real = 0
+        for p in params:
+            for key, t in opt.state[p].items():
+                if torch.is_tensor(t) and t.numel() > 1 and not key.startswith("qmap"):  # qmaps are shared
+                    real += E._granule(t.numel() * t.element_size())
+        assert E.optimizer_state_bytes(sizes, name) == real, name
+
+
+def test_unquantized_weights_fp32_for_hf_and_16bit_for_unsloth():
+    shape = E.model_shape(LLAMA8)
+    # embed_tokens + untied lm_head = 2 * 128256 * 4096; norms 65 * 4096.
+    params = 2 * 128256 * 4096 + 65 * 4096
+    assert shape.unquantized_params == params
+    assert E.unquantized_weight_bytes(shape, "hf", 2) == 4 * params
+    assert E.unquantized_weight_bytes(shape, "unsloth", 2) == 2 * params
+
+
+def test_unsloth_ce_rows_follow_fused_linear_rows():
+    # n*H/V = 65.4 -> 64, raised to the floor pow2(512*151936/128256) = 512.
+    assert E.unsloth_ce_rows(2048, 4096, 128256) == 512
+    assert E.unsloth_ce_rows(32768, 4096, 128256) == 1024
+    assert E.unsloth_ce_rows(300, 4096, 128256) == 300  # never more rows than tokens
+    assert E.unsloth_ce_rows(10**6, 4096, 128256) == 4096  # _MAX_ROWS
+    assert E.unsloth_ce_rows(10**6, 3584, 256000) == 2097  # capped at 2 GiB / (256000 * 4 B) rows
+
+
+def test_hf_layer_coefficients_match_saved_tensors(tmp_path):
+    """Bytes a real transformers + peft + bitsandbytes (NF4) decoder layer saves for backward under
+    bf16 autocast, per token, equal `hf_layer_activation_bytes_per_token` plus the layer input (4H);
+    with gradient checkpointing, only the fp32 layer input (4H). Measured as the slope over sequence
+    length of the difference between a 2-layer and a 1-layer model, so constant tensors (LoRA
+    weight casts, the lm_head weight copy) cancel."""
+    torch = pytest.importorskip("torch")
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+
+    cfg = dict(hidden_size=256, intermediate_size=768, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+               vocab_size=512, max_position_embeddings=1024, tie_word_embeddings=False)
+    seqs = (64, 192)
+
+    def saved_bytes(layers: int) -> dict[tuple[bool, int], int]:
+        config = AutoConfig.for_model("llama", num_hidden_layers=layers, **cfg)
+        torch.manual_seed(0)
+        path = tmp_path / f"l{layers}"
+        AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(path)
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=q, dtype=torch.bfloat16,
+                                                     device_map={"": "cpu"}, attn_implementation="sdpa")
+        model.config.use_cache = False
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
+        model.train()
+        out = {}
+        for gc in (True, False):
+            if not gc:
+                model.base_model.model.gradient_checkpointing_disable()
+            for seq in seqs:
+                seen, total = set(), 0
+
+                def pack(t):
+                    nonlocal total
+                    key = t.untyped_storage().data_ptr()
+                    if key not in seen:
+                        seen.add(key)
+                        total += t.untyped_storage().nbytes()
+                    return t
+
+                ids = torch.randint(0, 512, (1, seq))
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        model(input_ids=ids, labels=ids)
+                out[(gc, seq)] = total
+        return out
+
+    one, two = saved_bytes(1), saved_bytes(2)
+    shape = E.model_shape(dict(cfg, model_type="llama", num_hidden_layers=1))
+    for gc, expected in ((False, E.hf_layer_activation_bytes_per_token(shape, 16, None) + 4 * 256), (True, 4 * 256)):
+        per_layer = {s: two[(gc, s)] - one[(gc, s)] for s in seqs}
+        slope = (per_layer[seqs[1]] - per_layer[seqs[0]]) / (seqs[1] - seqs[0])
+        assert slope == pytest.approx(expected, rel=0.01), (gc, slope, expected)
+
+
+# -- properties of the estimate -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "llama-3.2-1b", "phi-3-mini", "pythia-1b", "gemma-2-9b"])
+@pytest.mark.parametrize("backend", ["hf", "unsloth"])
+def test_estimate_grows_with_tokens_and_breakdown_sums(name, backend):
+    # From 1024 tokens up: below, Unsloth keeps small hidden states on the GPU instead of offloading
+    # them (under 2 MiB, or seq < 512), which is cheaper or dearer depending on the model.
+    previous = 0
+    for seq in [s for s in (1024, 2048, 4096, 8192) if s <= CFG[name]["max_position_embeddings"]]:
+        e = E.estimate(CFG[name], backend, seq, 1)
+        assert sum(e.breakdown.values()) == e.total_bytes
+        assert e.total_bytes > previous
+        assert e.peak_allocated_bytes == e.phases[e.peak_phase] == max(e.phases.values())
+        previous = e.total_bytes
+    assert E.estimate(CFG[name], backend, 1024, 2).total_bytes > E.estimate(CFG[name], backend, 1024, 1).total_bytes
+
+
+def test_backends_differ_where_the_libraries_differ():
+    hf = E.estimate(LLAMA8, "hf", 2048, 1)
+    un = E.estimate(LLAMA8, "unsloth", 2048, 1)
+    assert hf.breakdown["weights_nf4"] == un.breakdown["weights_nf4"]
+    assert hf.breakdown["weights_16_32bit"] == 2 * un.breakdown["weights_16_32bit"]  # peft's fp32 upcast
+    assert "logits_and_loss" in hf.breakdown and hf.peak_phase == "loss"  # fp32 logits dominate HF
+    # 12 B per logit: fp32 log-softmax, its gradient and the input gradient.
+    assert hf.breakdown["logits_and_loss"] == E._granule(12 * 2048 * 128256)
+    assert un.total_bytes < hf.total_bytes
+
+
+def test_checkpointing_modes_order():
+    none = E.estimate(LLAMA8, "hf", 2048, 1, gradient_checkpointing="none").total_bytes
+    std = E.estimate(LLAMA8, "hf", 2048, 1).total_bytes
+    assert none > std
+    offl = E.estimate(LLAMA8, "unsloth", 8192, 1).total_bytes
+    plain = E.estimate(LLAMA8, "unsloth", 8192, 1, gradient_checkpointing="standard").total_bytes
+    assert plain > offl
+    # Unsloth turns its offloaded checkpointing into plain checkpointing below seq 512.
+    assert E.estimate(LLAMA8, "unsloth", 256, 1).gradient_checkpointing == "standard"
+    with pytest.raises(E.EstimateError, match="only in the unsloth backend"):
+        E.estimate(LLAMA8, "hf", 1024, 1, gradient_checkpointing="unsloth")
+
+
+def test_max_fit_is_the_boundary_of_the_verdict():
+    usable = 15 * GiB
+    for backend in ("hf", "unsloth"):
+        s = E.max_fit_seq_len(LLAMA8, backend, 1, usable, multiple_of=64)
+        assert E.estimate(LLAMA8, backend, s, 1).total_bytes <= usable < E.estimate(LLAMA8, backend, s + 64, 1).total_bytes
+        b = E.max_fit_batch_size(LLAMA8, backend, 1024, usable)
+        assert E.estimate(LLAMA8, backend, 1024, b).total_bytes <= usable < E.estimate(LLAMA8, backend, 1024, b + 1).total_bytes
+    assert E.max_fit_seq_len(LLAMA8, "hf", 1, 4 * GiB) is None  # the weights alone do not fit
+    assert E.max_fit_seq_len(CFG["tiny-llama"], "hf", 1, 15 * GiB) == 1024  # capped at max positions
+
+
+def test_bad_requests_raise():
+    for kwargs in ({"seq_len": 0, "batch_size": 1}, {"seq_len": 1024, "batch_size": -1},
+                   {"seq_len": 200_000, "batch_size": 1}):
+        with pytest.raises(E.EstimateError):
+            E.estimate(LLAMA8, "hf", **kwargs)
+    with pytest.raises(E.EstimateError, match="unknown backend"):
+        E.estimate(LLAMA8, "vllm", 1024, 1)
+    with pytest.raises(E.EstimateError, match="no shape model"):
+        E.model_shape({"model_type": "mamba", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1,
+                       "vocab_size": 8})
+
+
+# -- against the measured cells -------------------------------------------------------------------
+
+
+def _gpu_records(files):
+    return [r for r in load(files, allow_empty=True) if r.peak_device_bytes is not None]
+
+
+def test_every_measured_cell_within_the_target(gpu_results_files):
+    """|predicted - measured peak_device_bytes| <= max(10 % of measured, 0.5 GiB) on every ok GPU cell."""
+    records = _gpu_records(gpu_results_files)
+    rows, skipped = E.validate_records(records, lambda m: resolve_model(m).config)
+    if not rows:
+        pytest.skip("no committed GPU results")
+    misses = [f"{r.cell_id}: predicted {r.predicted_bytes / GiB:.2f}, measured {r.measured_bytes / GiB:.2f} GiB"
+              for r in rows if not r.within]
+    assert not misses, misses
+    assert {r.backend for r in rows} == {"hf", "unsloth"}
+    assert not skipped, skipped
+
+
+def test_fit_verdicts_agree_with_measured_outcomes(gpu_results_files):
+    verdicts = E.fit_verdicts(_gpu_records(gpu_results_files), lambda m: resolve_model(m).config)
+    if not verdicts:
+        pytest.skip("no committed GPU results")
+    wrong = [v for v in verdicts if not v["agree"]]
+    assert not wrong, wrong
+
+
+def test_calibrated_constants_agree_with_the_records(gpu_results_files):
+    records = _gpu_records(gpu_results_files)
+    if not records:
+        pytest.skip("no committed GPU results")
+    cal = E.calibration_from_records(records, lambda m: resolve_model(m).config)
+    hopper = [r for r in records if E.compute_capability_of(r.env.get("gpu_name")) == (9, 0)]
+    if hopper:
+        hf_outside = E.NON_TORCH_BYTES_BY_CC["9.0"]
+        assert abs(cal["non_torch_bytes"]["hf"] - hf_outside) <= 48 * MiB
+        assert abs(cal["non_torch_bytes"]["unsloth"] - hf_outside - E.UNSLOTH_EXTRA_NON_TORCH_BYTES) <= 48 * MiB
+    for backend, value in cal["allocator_slack_of_transient"].items():
+        assert abs(value - E.ALLOCATOR_SLACK_OF_TRANSIENT[backend]) <= 0.04, backend
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_cli_json_has_one_object_per_backend_with_verdict():
+    proc = run_bench("estimate", "--model", "llama-3.1-8b", "--gpu-tier", "t4", "--backend", "hf,unsloth",
+                     "--seq-len", "1024", "--batch-size", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [d["backend"] for d in data] == ["hf", "unsloth"]
+    for d in data:
+        assert sum(d["breakdown"].values()) == d["total_bytes"]
+        assert d["usable_bytes"] == 15360 * MiB and d["fits"] is (d["total_bytes"] <= d["usable_bytes"])
+        assert d["margin_bytes"] == d["usable_bytes"] - d["total_bytes"] and d["dtype"] == "float16"
+    assert data[0]["total_bytes"] == E.estimate(LLAMA8, "hf", 1024, 1, dtype="float16",
+                                                compute_capability=(7, 5)).total_bytes
+
+
+def test_cli_max_fit_and_table():
+    proc = run_bench("estimate", "--model", "llama-3.1-8b", "--gpu-tier", "t4", "--max-fit", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["backend"], r["kind"]): r for r in json.loads(proc.stdout)}
+    seq = rows[("unsloth", "max_seq_len")]["max_seq_len"]
+    assert seq == E.max_fit_seq_len(LLAMA8, "unsloth", 1, 15360 * MiB, multiple_of=64, dtype="float16",
+                                    compute_capability=(7, 5))
+    assert rows[("hf", "max_seq_len")]["max_seq_len"] < seq
+    table = run_bench("estimate", "--gpu-tier", "a10g", "--seq-len", "2048,4096")
+    assert table.returncode == 0 and "breakdown at the peak" in table.stdout and "logits_and_loss" in table.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "no-such-model", "--gpu-tier", "t4"], "unknown model"),
+    (["--gpu-tier", "t5"], "unknown GPU tier"),
+    (["--gpu-tier", "t4", "--seq-len", "0"], "must be > 0"),
+    (["--gpu-tier", "t4", "--batch-size", "-2"], "must be > 0"),
+    (["--gpu-tier", "t4", "--seq-len", "300000"], "positions"),
+    (["--gpu-tier", "t4", "--seq-len", "8192", "--batch-size", "64"], "nothing fits"),
+    (["--gpu-tier", "t4", "--optimizer", "sgd"], "unknown optimizer"),
+    (["--gpu-tier", "t4", "--seq-len", "abc"], "not a whole number"),
+])
+def test_cli_bad_input_exits_2(args, message):
+    proc = run_bench("estimate", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+
+
+def test_cli_max_fit_that_fits_nothing_exits_2(tmp_path):
+    huge = dict(LLAMA8, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64)
+    (tmp_path / "llama-70b.json").write_text(json.dumps(huge))
+    proc = run_bench("estimate", "--model", str(tmp_path / "llama-70b.json"), "--gpu-tier", "t4", "--max-fit")
+    assert proc.returncode == 2 and "nothing fits" in proc.stderr
+
+
+def test_cli_validate_writes_the_report(gpu_results_files, tmp_path):
+    if not _gpu_records(gpu_results_files):
+        pytest.skip("no committed GPU results")
+    out = tmp_path / "estimator.md"
+    proc = run_bench("estimate", "--validate", *map(str, gpu_results_files), "--out", str(out), "--strict")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    assert "| backend | cells | within bound |" in text and "**NO**" not in text
+    n_cells = len(E.validate_records(_gpu_records(gpu_results_files), lambda m: resolve_model(m).config)[0])
+    assert text.count("| yes |") >= n_cells
+    cpu_only = run_bench("estimate", "--validate")
+    assert cpu_only.returncode == 2
+
+
+def test_committed_estimator_report_is_current(gpu_results_files):
+    """reports/estimator.md, when committed, is what `bench estimate --validate` renders today."""
+    from tests.conftest import REPO
+
+    report = REPO / "reports" / "estimator.md"
+    if not report.exists():
+        pytest.skip("reports/estimator.md not generated yet")
+    import re
+
+    sources = re.search(r"--validate ([^`]*)`", report.read_text()).group(1).split()
+    records = load([REPO / s for s in sources])
+    rows, skipped = E.validate_records(records, lambda m: resolve_model(m).config)
+    expected = E.render_validation_markdown(rows, skipped, sources,
+                                            E.fit_verdicts(records, lambda m: resolve_model(m).config))
+    assert report.read_text() == expected
+
+
+def test_error_bound():
+    assert E.error_bound_bytes(2 * GiB) == 0.5 * GiB
+    assert E.error_bound_bytes(20 * GiB) == 2 * GiB
+    assert E.error_bound_bytes(5 * GiB) == 0.5 * GiB
+    assert math.isclose(E.error_bound_bytes(6 * GiB), 0.6 * GiB, abs_tol=1)
