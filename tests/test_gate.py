@@ -86,9 +86,8 @@ class Result(NamedTuple):
 
 def bench_inproc(capsys, *args) -> Result:
     """The same CLI entry point (`bench.cli.main`) in this process: (exit code, stdout, stderr)."""
-    from bench.cli import console, err_console, main
+    from bench.cli import main
 
-    console.width = err_console.width = 400  # one message, one line (as COLUMNS does for subprocesses)
     old = sys.argv
     sys.argv = ["bench", *map(str, args)]
     code = 0
@@ -100,6 +99,15 @@ def bench_inproc(capsys, *args) -> Result:
         sys.argv = old
     out, err = capsys.readouterr()
     return Result(code, out, err)
+
+
+@pytest.fixture(autouse=True)
+def _wide_consoles(monkeypatch):
+    """One message, one line in-process too (as COLUMNS=400 does for subprocesses); restored after."""
+    from bench.cli import console, err_console
+
+    monkeypatch.setattr(console, "_width", 400)
+    monkeypatch.setattr(err_console, "_width", 400)
 
 
 @pytest.fixture(scope="session")
