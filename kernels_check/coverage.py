@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from kernels_check.classify import ORIGIN_LABEL, UNSLOTH_KERNEL_PATHS, count_unsloth_paths
-from kernels_check.heuristic import F2_THRESHOLD, NO_DATA, heuristic_vs_trace, model_summary
+from kernels_check.heuristic import F2_THRESHOLD, NO_DATA, f2_verdict, heuristic_vs_trace, model_pairs, model_summary
 from kernels_check.result import Analysis, analyse
 
 DISPLAY = {"unsloth": "unsloth kernel", "compiled": "compiled", "eager": "eager", "bitsandbytes": "bitsandbytes",
@@ -131,7 +131,7 @@ def coverage_markdown(results: Iterable[dict], records: Optional[list] = None, t
     lines.append("")
     lines += _legend()
     for a in analyses:
-        lines += model_details(a)
+        lines += model_details(a, pairs=model_pairs(records, a.model) if records else None)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -193,8 +193,8 @@ def _legend() -> list[str]:
     ]
 
 
-def model_details(a: Analysis, top: int = 3, unknown_top: int = 10) -> list[str]:
-    """Per-architecture section: top kernels per path, unknown kernels, static notes."""
+def model_details(a: Analysis, top: int = 3, unknown_top: int = 10, pairs: Optional[list[dict]] = None) -> list[str]:
+    """Per-architecture section: top kernels per path, unknown kernels, static notes, run-record pairs."""
     out = [f"## {a.model}", ""]
     if not a.ok:
         out += [f"Status **{a.result.get('status')}**: {a.result.get('error')}", ""]
@@ -224,6 +224,14 @@ def model_details(a: Analysis, top: int = 3, unknown_top: int = 10) -> list[str]
             out.append(f"- unknown kernels ({len(c.unknown)}, {_pct(c.unknown_share)} of GPU time):")
             for k in c.unknown[:unknown_top]:
                 out.append(f"  - `{_short(k.name, 160)}` x{k.count}, {k.total_us / 1000:.2f} ms")
+    if pairs:
+        out.append("- run records (hf vs unsloth pairs):")
+        for p in sorted(pairs, key=lambda p: (p["tier"], p["mode"], p["seq_len"], p["batch_size"])):
+            speed = "-" if p["speedup"] is None else f"{p['speedup']:.2f}x"
+            mem = "-" if p["memory_reduction"] is None else f"{p['memory_reduction'] * 100:.0f} % less peak allocated"
+            parity = {True: "matched", False: "PARITY FAILED", None: "parity unknown"}[p["matched"]]
+            out.append(f"  - {p['tier']} ({p['mode']}) s{p['seq_len']} b{p['batch_size']}: {speed}, {mem}, "
+                       f"F2: {f2_verdict(p['memory_reduction'])}, {parity}")
     out.append("")
     return out
 

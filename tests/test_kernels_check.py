@@ -14,11 +14,9 @@ import re
 import subprocess
 import sys
 import types
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from kernels_check import format_fast_paths, static_fast_paths, summarize_fast_paths
 from kernels_check.classify import (UNSLOTH_KERNEL_PATHS, KernelStat, classify, compare_static_trace,
@@ -542,3 +540,21 @@ def test_gpu_fixtures_render_a_coverage_table():
     results = [_fixture("llama-3.2-1b"), _fixture("pythia-1b")]
     md = coverage_markdown(results, generated_at="T")
     assert "| fast path | llama-3.2-1b (llama) | pythia-1b (gpt_neox) |" in md
+
+
+def test_worker_timeout_is_a_result_not_a_hang(tmp_path, monkeypatch):
+    """A worker that hangs (here: an `unsloth` on the path whose import never returns) is killed at
+    the timeout, with its process group, and reported as this model's timeout."""
+    from bench.models import resolve_model
+    from bench.tiers import get_tier, plan_tier
+    from kernels_check.check import CheckOptions, make_job, run_worker
+
+    hang = tmp_path / "hang" / "unsloth"
+    hang.mkdir(parents=True)
+    (hang / "__init__.py").write_text("import time\nprint('importing', flush=True)\ntime.sleep(600)\n")
+    monkeypatch.setenv("PYTHONPATH", str(hang.parent))
+    plan = plan_tier(get_tier("t4"), None, "cpu")
+    job = make_job(resolve_model("tiny-llama"), plan, CheckOptions(seq_len=16, cache_dir=str(tmp_path)))
+    result = run_worker(job, tmp_path / "w.log", timeout_s=3)
+    assert result["status"] == "timeout" and result["format"] == RESULT_FORMAT, result
+    assert "over 3 s" in result["error"] and "importing" in result["log_tail"]
