@@ -79,7 +79,8 @@ def search_max(
     at most `max_steps_out` times, clamped to [lo, hi]; then bisects the bracket until it is no
     wider than `resolution` (default `multiple_of`) or `max_bisect_steps` probes were spent.
     `should_stop()` returning a reason ends the search early (time budget). Each x is probed at
-    most once; a predicate that is not monotone is read as its first failure.
+    most once. Probes only ever land between the largest fit and the smallest failure seen, so
+    the answer is read off a monotone record.
     """
     if multiple_of <= 0:
         raise FitError("multiple_of must be > 0")
@@ -106,9 +107,6 @@ def search_max(
                 result.max_fit = x
         if not fits and (result.min_fail is None or x < result.min_fail):
             result.min_fail = x
-            if result.max_fit is not None and result.max_fit >= x:  # not monotone: trust the failure
-                below = [p for p, ok in seen.items() if ok and p < x]
-                result.max_fit = max(below) if below else None
         return fits
 
     x = min(max(_snap_down(seed, multiple_of) if seed else lo, lo), hi)
@@ -117,25 +115,22 @@ def search_max(
         return result
     # Step outward until the answer is bracketed (or a bound of the range is reached).
     factor_up, factor_down = 1.25, 0.8
-    for _ in range(max_steps_out):
+    steps = 0
+    while result.max_fit is None or result.min_fail is None:
+        if (fits and x >= hi) or (not fits and x <= lo):
+            return result  # the whole range fits, or even the smallest fails
+        if steps == max_steps_out:
+            result.stopped = f"not bracketed after {max_steps_out} steps"
+            return result
+        steps += 1
         if fits:
-            if x >= hi:
-                return result  # the whole range fits
             x = min(max(_snap_up(x * factor_up, multiple_of), x + multiple_of), hi)
             factor_up = 2.0
         else:
-            if x <= lo:
-                return result  # even the smallest fails
             x = max(min(_snap_down(x * factor_down, multiple_of), x - multiple_of), lo)
             factor_down = 0.5
         fits = ask(x)
         if fits is None:
-            return result
-        if result.max_fit is not None and result.min_fail is not None:
-            break
-    else:
-        if result.max_fit is None or result.min_fail is None:
-            result.stopped = f"not bracketed after {max_steps_out} steps"
             return result
     # Bisect the bracket.
     for _ in range(max_bisect_steps):
