@@ -204,9 +204,11 @@ _register_subcommands()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising them here
     except _usage_errors() as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -220,3 +222,5 @@ def main() -> None:
             exc.show()
             sys.exit(2)
         raise
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
