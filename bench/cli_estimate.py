@@ -292,7 +292,10 @@ def fit_command(
                                                                   "(default: the tier's first default)."),
     max_seq_len: int = typer.Option(65536, "--max-seq-len", help="Longest sequence the search may probe."),
     max_batch_size: int = typer.Option(64, "--max-batch-size", help="Largest batch the search may probe."),
-    bisect_steps: int = typer.Option(2, "--bisect-steps", help="Bisection probes after the answer is bracketed."),
+    bisect_steps: int = typer.Option(1, "--bisect-steps", help="Bisection probes after the seq answer is bracketed "
+                                                                "(the batch search gets one more)."),
+    fresh_worker: bool = typer.Option(False, "--fresh-worker-after-failure",
+                                      help="Restart the worker after every failed probe (slower: Unsloth recompiles)."),
     steps: int = typer.Option(1, "--steps", help="Timed optimizer steps per probe."),
     warmup_steps: int = typer.Option(1, "--warmup-steps", help="Untimed steps first (the peak includes them)."),
     lora_r: int = typer.Option(16, "--lora-r"),
@@ -308,7 +311,11 @@ def fit_command(
     cell_timeout: float = typer.Option(600.0, "--cell-timeout", help="Seconds before a probe is killed."),
     load_timeout: float = typer.Option(600.0, "--load-timeout", help="Seconds allowed for a worker to load."),
 ):
-    """Measure the longest sequence and largest batch that train under a tier's memory, per backend."""
+    """Measure the longest sequence and largest batch that train under a tier's memory, per backend.
+
+    Every probe is a real training cell appended to --results. Exit codes: 0 done, 2 bad input,
+    3 stopped by --time-budget before the searches finished (run again with --resume).
+    """
     from dataclasses import replace
 
     from bench.cli import console
@@ -351,6 +358,8 @@ def fit_command(
     config = RunConfig(tier=tier.name, models=[model], backends=_split(backend), seq_lens=[s0],
                        batch_sizes=[batch_size], train=train, device=device, cell_timeout_s=cell_timeout,
                        load_timeout_s=load_timeout)
+    if hasattr(config, "fast_paths"):
+        config.fast_paths = False  # the fit needs peaks, not the kernel summary (one profiled step less)
     config.validate()
     from bench.launcher import make_plan
 
@@ -368,13 +377,16 @@ def fit_command(
     try:
         outcomes = run_fit(config, path, batch_size=batch_size, seq_len=s0, max_seq_len=max_seq_len,
                            max_batch_size=max_batch_size, resume=resume, cache_dir=cache_dir, host=host,
-                           time_budget_s=time_budget, max_bisect_steps=bisect_steps, on_probe=on_probe)
+                           time_budget_s=time_budget, max_bisect_steps=bisect_steps, on_probe=on_probe,
+                           fresh_after_failure=fresh_worker)
     except FitError as exc:
         _fail(str(exc))
+    budget_stop = False
     for o in outcomes:
         for what, res in (("seq", o.seq), ("batch", o.batch)):
             if res.stopped:
                 console.print(f"[yellow]{o.backend} {what} search stopped:[/] {res.stopped}")
+                budget_stop = budget_stop or res.stopped.startswith("time budget")
     from bench.results import load
 
     records = load([path])
@@ -384,6 +396,10 @@ def fit_command(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_max_fit_markdown(rows, [str(path)]))
         console.print(f"report: {out}")
+    if budget_stop:
+        console.print("fit incomplete: run the same command again with --resume to continue")
+        raise SystemExit(3)
+    console.print("fit complete")
 
 
 def _print_fit(rows, console) -> None:

@@ -69,13 +69,14 @@ def search_max(
     multiple_of: int = 1,
     resolution: Optional[int] = None,
     max_bisect_steps: int = 3,
-    max_steps_out: int = 8,
+    max_steps_out: int = 12,
     should_stop: Callable[[], Optional[str]] = lambda: None,
 ) -> SearchResult:
     """Largest x in [lo, hi] (multiples of `multiple_of`) with probe(x) True.
 
     `seed` is where to start (the estimator's prediction; `lo` when None). From it the search
-    steps up (x1.25, then x2 each time) while probes fit, or down (x0.8, then /2) while they fail,
+    steps up (x1.1, x1.2, x1.5, then x2 each time) while probes fit, or down (x0.9, x0.8, x0.6,
+    then x0.5) while they fail,
     at most `max_steps_out` times, clamped to [lo, hi]; then bisects the bracket until it is no
     wider than `resolution` (default `multiple_of`) or `max_bisect_steps` probes were spent.
     `should_stop()` returning a reason ends the search early (time budget). Each x is probed at
@@ -114,7 +115,8 @@ def search_max(
     if fits is None:
         return result
     # Step outward until the answer is bracketed (or a bound of the range is reached).
-    factor_up, factor_down = 1.25, 0.8
+    # Gentle steps first (a good seed is bracketed by its first neighbour), then doubling / halving.
+    ups, downs = (1.1, 1.2, 1.5), (0.9, 0.8, 0.6)
     steps = 0
     while result.max_fit is None or result.min_fail is None:
         if (fits and x >= hi) or (not fits and x <= lo):
@@ -122,13 +124,12 @@ def search_max(
         if steps == max_steps_out:
             result.stopped = f"not bracketed after {max_steps_out} steps"
             return result
+        factor = (ups if fits else downs)[steps] if steps < 3 else (2.0 if fits else 0.5)
         steps += 1
         if fits:
-            x = min(max(_snap_up(x * factor_up, multiple_of), x + multiple_of), hi)
-            factor_up = 2.0
+            x = min(max(_snap_up(x * factor, multiple_of), x + multiple_of), hi)
         else:
-            x = max(min(_snap_down(x * factor_down, multiple_of), x - multiple_of), lo)
-            factor_down = 0.5
+            x = max(min(_snap_down(x * factor, multiple_of), x - multiple_of), lo)
         fits = ask(x)
         if fits is None:
             return result
@@ -172,12 +173,16 @@ class ProbeSession:
     `config` is the RunConfig the probes share (tier, one model, one backend, training settings);
     its seq_lens / batch_sizes are replaced per probe. `max_seq_len` is what the worker is told
     the longest sequence will be (Unsloth sizes its RoPE cache and chooses its checkpointing by it).
+    The loaded model is kept between probes (Unsloth compiles each new shape: reusing the process
+    keeps that cost to the first shapes). After an out-of-memory probe the worker goes on, as the
+    launcher's own runs do, unless `fresh_after_failure`; a probe that then errors (not an OOM) is
+    run once more in a fresh worker, so a process left unusable by an OOM cannot end a search.
     """
 
     FINISHED = ("ok", "oom", "skipped")
 
     def __init__(self, config, out_path: Path, *, resume: bool, cache_dir: Optional[Path] = None,
-                 callbacks=None, host=None, max_seq_len: int):
+                 callbacks=None, host=None, max_seq_len: int, fresh_after_failure: bool = False):
         from bench.launcher import Callbacks, Runner, make_plan
 
         if len(config.backends) != 1 or len(config.models) != 1:
@@ -191,6 +196,8 @@ class ProbeSession:
                              callbacks=callbacks or Callbacks())
         self.backend, self.ref, self.max_cells = plan.groups[0]
         self.worker = None
+        self.worker_saw_failure = False
+        self.fresh_after_failure = fresh_after_failure
         self.probes: list[Probe] = []
 
     @property
@@ -210,17 +217,26 @@ class ProbeSession:
         if known is not None and known.status in self.FINISHED:
             return self._keep(known, reused=True)
         runner = self.runner
-        if self.worker is None:
-            runner.callbacks.on_status(cell, f"starting {self.backend} worker")
-            self.worker, failure = runner.start_worker(self.backend, self.ref, self.max_cells, cell)
+        for attempt in (1, 2):
             if self.worker is None:
-                return self._keep(runner.write(runner.failure_record(cell, *failure)), reused=False)
-        record, alive = runner.run_on_worker(self.worker, cell)
-        runner.write(record)
-        if not alive:
-            self.worker = None
-        elif not record_fits(record):
-            self.close()  # a fresh process for the next probe: no state left over from a failure
+                runner.callbacks.on_status(cell, f"starting {self.backend} worker")
+                self.worker, failure = runner.start_worker(self.backend, self.ref, self.max_cells, cell)
+                self.worker_saw_failure = False
+                if self.worker is None:
+                    return self._keep(runner.write(runner.failure_record(cell, *failure)), reused=False)
+            dirty = self.worker_saw_failure
+            record, alive = runner.run_on_worker(self.worker, cell)
+            runner.write(record)
+            if not alive:
+                self.worker = None
+            if record.status in ("error", "timeout") and dirty and attempt == 1:
+                self.close()  # maybe the earlier OOM broke the process: once more in a fresh one
+                continue
+            break
+        if not record_fits(record):
+            self.worker_saw_failure = True
+            if self.fresh_after_failure:
+                self.close()
         return self._keep(record, reused=False)
 
     def _keep(self, record: ResultRecord, reused: bool) -> Probe:
@@ -281,8 +297,9 @@ def run_fit(
     callbacks=None,
     host=None,
     time_budget_s: Optional[float] = None,
-    max_bisect_steps: int = 2,
+    max_bisect_steps: int = 1,
     seq_resolution: int = SEQ_MULTIPLE,
+    fresh_after_failure: bool = False,
     on_probe: Callable[[str, Probe], None] = lambda backend, p: None,
 ) -> list[FitOutcome]:
     """Measure max seq_len (at batch_size) and max batch_size (at seq_len) per backend of `config`.
@@ -321,7 +338,7 @@ def run_fit(
     for backend in config.backends:
         cfg = replace(config, backends=[backend])
         session = ProbeSession(cfg, out_path, resume=True, cache_dir=cache_dir, callbacks=callbacks, host=host,
-                               max_seq_len=max_seq_len)
+                               max_seq_len=max_seq_len, fresh_after_failure=fresh_after_failure)
         host_cc = compute_capability_of(session.tier_plan.host_gpu_name) or tier.compute_capability
         usable = tier.usable_vram_bytes
         seq_seed, batch_seed = estimator_seeds(ref.config, backend, usable, batch_size, seq_len, max_seq_len,
@@ -345,7 +362,7 @@ def run_fit(
                                     resolution=seq_resolution, max_bisect_steps=max_bisect_steps,
                                     should_stop=should_stop)
             batch_result = search_max(probe_batch, 1, max_batch_size, batch_seed, multiple_of=1, resolution=1,
-                                      max_bisect_steps=max_bisect_steps + 2, should_stop=should_stop)
+                                      max_bisect_steps=max_bisect_steps + 1, should_stop=should_stop)
         finally:
             session.close()
         tp = session.tier_plan
