@@ -389,7 +389,7 @@ def fit_command(
                 budget_stop = budget_stop or res.stopped.startswith("time budget")
     from bench.results import load
 
-    records = load([path])
+    records = load([path], allow_empty=True) if path.exists() else []
     rows = max_fit_rows(records, lambda t: batch_size, seq_for)
     _print_fit(rows, console)
     if out is not None:

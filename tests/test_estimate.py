@@ -258,7 +258,8 @@ def test_fit_verdicts_agree_with_measured_outcomes(gpu_results_files):
     verdicts = E.fit_verdicts(_gpu_records(gpu_results_files), lambda m: resolve_model(m).config)
     if not verdicts:
         pytest.skip("no committed GPU results")
-    wrong = [v for v in verdicts if not v["agree"]]
+    # Near the tier's memory (within the accuracy target) either verdict is within the stated error.
+    wrong = [v for v in verdicts if not v["agree"] and not v["near_limit"]]
     assert not wrong, wrong
 
 

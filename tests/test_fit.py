@@ -160,3 +160,11 @@ def test_fit_refuses_to_overwrite_probes(tmp_path):
     out.write_text("")
     proc = run_bench("fit", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--results", str(out))
     assert proc.returncode == 2 and "--resume" in proc.stderr
+
+
+def test_fit_out_of_time_exits_3_and_runs_nothing(tmp_path):
+    out = tmp_path / "probes.jsonl"
+    proc = run_bench("fit", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--backend", "hf",
+                     "--results", str(out), "--time-budget", "0")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "time budget" in proc.stdout and "--resume" in proc.stdout and not out.exists()
