@@ -98,8 +98,11 @@ def estimate_command(
     out: Optional[Path] = typer.Option(None, "--out", help="With --validate: write the markdown table here."),
     strict: bool = typer.Option(False, "--strict", help="With --validate: exit 1 when a cell misses the bound."),
 ):
-    """Predict peak VRAM per backend (no GPU needed), with a verdict against the tier's memory."""
-    from bench.cli import console
+    """Predict peak VRAM per backend (no GPU needed), with a verdict against the tier's memory.
+
+    With --validate RESULTS...: compare with every measured ok GPU cell (--out writes the markdown).
+    Exit codes: 0, 2 bad input or nothing fits, 1 with --strict when a cell misses the bound.
+    """
     from bench.estimate import EstimateError
 
     try:
@@ -321,7 +324,7 @@ def fit_command(
     from bench.cli import console
     from bench.config import RunConfig, TrainSettings
     from bench.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit
-    from bench.tiers import DEFAULT_MATRIX, detect_host_gpu, get_tier
+    from bench.tiers import DEFAULT_MATRIX, detect_host_gpu
 
     def seq_for(tier_name: str) -> int:
         return seq_len or DEFAULT_MATRIX.get(tier_name, DEFAULT_MATRIX["t4"])["seq_lens"][0]
@@ -374,8 +377,15 @@ def fit_command(
         console.print(f"  probe {backend_name:<7} seq {p.seq_len:>6} batch {p.batch_size:>3}: {verdict} {peak}"
                       + (" (recorded earlier)" if p.reused else ""))
 
+    from bench.launcher import Callbacks
+
+    def on_status(cell, text):
+        if text.startswith(("starting", "loading", "writing")):
+            console.print(f"  {cell.backend} seq {cell.seq_len} batch {cell.batch_size}: {text}")
+
     try:
         outcomes = run_fit(config, path, batch_size=batch_size, seq_len=s0, max_seq_len=max_seq_len,
+                           callbacks=Callbacks(on_status=on_status),
                            max_batch_size=max_batch_size, resume=resume, cache_dir=cache_dir, host=host,
                            time_budget_s=time_budget, max_bisect_steps=bisect_steps, on_probe=on_probe,
                            fresh_after_failure=fresh_worker)

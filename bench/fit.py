@@ -272,12 +272,14 @@ class FitOutcome:
 
 
 def estimator_seeds(config_dict: dict, backend: str, usable_bytes: int, batch_size: int, seq_len: int,
-                    max_seq_len: int, max_batch_size: int, compute_capability, train) -> tuple[Optional[int], Optional[int]]:
+                    max_seq_len: int, max_batch_size: int, compute_capability, train,
+                    dtype: str = "bfloat16") -> tuple[Optional[int], Optional[int]]:
     """The estimator's largest seq (at batch_size) and batch (at seq_len) under usable_bytes."""
     from bench.estimate import max_fit_batch_size, max_fit_seq_len
 
     kw = dict(lora_r=train.lora_r, target_modules=train.target_modules, optimizer=train.optimizer,
-              gradient_checkpointing=train.gradient_checkpointing, compute_capability=compute_capability)
+              gradient_checkpointing=train.gradient_checkpointing, compute_capability=compute_capability,
+              dtype=dtype)
     seq = max_fit_seq_len(config_dict, backend, batch_size, usable_bytes, multiple_of=SEQ_MULTIPLE,
                           max_seq_len=max_seq_len, **kw)
     batch = max_fit_batch_size(config_dict, backend, seq_len, usable_bytes, max_batch_size=max_batch_size, **kw)
@@ -342,7 +344,7 @@ def run_fit(
         host_cc = compute_capability_of(session.tier_plan.host_gpu_name) or tier.compute_capability
         usable = tier.usable_vram_bytes
         seq_seed, batch_seed = estimator_seeds(ref.config, backend, usable, batch_size, seq_len, max_seq_len,
-                                               max_batch_size, host_cc, config.train)
+                                               max_batch_size, host_cc, config.train, session.tier_plan.dtype)
         status_of: dict[tuple[int, int], str] = {}
 
         def probe_seq(s: int) -> bool:
@@ -454,7 +456,7 @@ def _predict_for(template: ResultRecord, host_gpu_name: Optional[str], batch_siz
                            template.gradient_checkpointing)
         cc = compute_capability_of(host_gpu_name) or tier.compute_capability
         return estimator_seeds(ref.config, template.backend, tier.usable_vram_bytes, batch_size, seq_len,
-                               max_seq, 4096, cc, train)
+                               max_seq, 4096, cc, train, template.dtype if template.dtype != "float32" else "bfloat16")
     except (EstimateError, ModelError, TierError):
         return None, None
 
