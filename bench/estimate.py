@@ -29,6 +29,12 @@ saving only `X, e, g` (`unsloth/kernels/fast_lora.py`).
 The per-token activation coefficients of the Hugging Face path were checked against the tensors a
 real transformers + peft + bitsandbytes decoder layer saves for backward (see
 `tests/test_estimate.py::test_hf_layer_coefficients_match_saved_tensors`).
+
+Known limits (said, not hidden): the calibrated constants come from H100 runs (native and
+emulated tiers); on a real pre-Ampere card (T4) SDPA has no flash kernel and, for GQA models, may
+fall back to a kernel with a seq^2 matrix, which this model does not add. Unsloth's default
+`offload_embedding="auto"` moves the input embedding to the CPU when free memory is short (never
+under emulation, where the host's memory is free); the estimate keeps it on the GPU (conservative).
 """
 
 from __future__ import annotations
