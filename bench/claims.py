@@ -23,7 +23,7 @@ GiB = 1024**3
 RULE_KINDS = ("pair_metric", "cell_value", "cell_points", "fits", "exact", "variant", "consistency_across_tiers",
               "fast_path_coverage", "fallback_heuristic")
 OPS = ("at_least", "at_most", "between", "approx")
-WHERE_KEYS = ("models", "fast_path", "param_range", "tiers", "modes", "seq_len", "batch_size", "grad_accum",
+WHERE_KEYS = ("models", "families", "fast_path", "param_range", "tiers", "modes", "seq_len", "batch_size", "grad_accum",
               "lora_r", "optimizer", "gradient_checkpointing", "target_modules")
 
 
@@ -156,6 +156,8 @@ def fell_back(fast_paths: Optional[dict]) -> Optional[bool]:
 def _describe(key: str, value: Any) -> str:
     if key == "models":
         return "is of " + " / ".join(value)
+    if key == "families":
+        return "is of architecture family " + " / ".join(value)
     if key == "fast_path":
         return "is of an architecture " + ("with" if value else "without") + " an Unsloth fast path"
     if key == "param_range":
@@ -174,6 +176,8 @@ def _describe(key: str, value: Any) -> str:
 def _meets(record, key: str, value: Any, params: dict[str, int]) -> bool:
     if key == "models":
         return record.model in value
+    if key == "families":
+        return model_family(record.model) in value
     if key == "fast_path":
         return model_fast_path(record.model) is value
     if key == "param_range":
