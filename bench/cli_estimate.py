@@ -227,7 +227,7 @@ def _validate(results, out, strict, json_out, calibrate):
     from rich.table import Table
 
     from bench.cli import console
-    from bench.estimate import (ALLOCATOR_SLACK_OF_TRANSIENT, NON_TORCH_BYTES_BY_CC, UNSLOTH_EXTRA_NON_TORCH_BYTES,
+    from bench.estimate import (ALLOCATOR_SLACK_BASE_BYTES, ALLOCATOR_SLACK_OF_TRANSIENT, NON_TORCH_BYTES_BY_CC, UNSLOTH_EXTRA_NON_TORCH_BYTES,
                                 calibration_from_records, fit_verdicts, render_validation_markdown,
                                 validate_records, validation_summary)
     from bench.models import resolve_model
@@ -242,7 +242,8 @@ def _validate(results, out, strict, json_out, calibrate):
         cal = calibration_from_records(records, resolve)
         current = {"non_torch_bytes": {"hf": NON_TORCH_BYTES_BY_CC["9.0"],
                                        "unsloth": NON_TORCH_BYTES_BY_CC["9.0"] + UNSLOTH_EXTRA_NON_TORCH_BYTES},
-                   "allocator_slack_of_transient": ALLOCATOR_SLACK_OF_TRANSIENT}
+                   "allocator_slack_of_transient": ALLOCATOR_SLACK_OF_TRANSIENT,
+                   "allocator_slack_base_bytes": ALLOCATOR_SLACK_BASE_BYTES}
         if json_out:
             sys.stdout.write(json.dumps({"from_records": cal, "in_code": current}, indent=2) + "\n")
         else:

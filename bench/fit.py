@@ -503,6 +503,9 @@ def render_max_fit_markdown(rows: list[MaxFitRow], sources: list[str]) -> str:
             f"{fail(r.seq_fail, r.seq_fail_status)} | {num(r.predicted_max_seq_len)} | {r.seq_len:,} | "
             f"{num(r.max_batch_size)} | {fail(r.batch_fail, r.batch_fail_status)} | "
             f"{num(r.predicted_max_batch_size)} | {r.probes} |")
-    lines += ["", "A \"-\" max means even the smallest probe failed; \"none found\" means no probe up to the "
-              "search's maximum failed."]
+    lines += ["", "A \"-\" max means even the smallest probe failed; \"none found\" means no probe failed up to "
+              "the search's maximum (`--max-seq-len` / `--max-batch-size`): the true limit is higher. "
+              "\"over tier memory\" means the step ran under the torch allocator's cap but NVML's device peak "
+              "(CUDA context and non-torch memory included) exceeded the tier's memory: on the real card "
+              "it would not fit, so it counts as a failure."]
     return "\n".join(lines) + "\n"
