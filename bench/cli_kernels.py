@@ -37,6 +37,10 @@ def kernels_check(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Synthetic checkpoint cache."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds allowed per model."),
     detail: bool = typer.Option(False, "--detail", help="Print the top kernels of every fast path."),
+    benchmark: Optional[Path] = typer.Option(
+        None, "--benchmark", help="Kernel tests' pytest-benchmark JSON: adds the micro-benchmark section."),
+    test_log: Optional[Path] = typer.Option(
+        None, "--test-log", help="The kernel tests' pytest output: adds their outcome and failures."),
 ):
     """Profile one Unsloth training step per model and say which fast kernels ran, fell back, or are unknown."""
     from bench.cli import UsageFailure
@@ -49,6 +53,7 @@ def kernels_check(
     if out is not None and out.suffix != ".md":
         raise UsageFailure(f"--out {out}: use a .md file name")
     records = _load_records(results)
+    extra = _benchmark_section(benchmark, test_log)
     if from_trace:
         analyses_from = _results_from_traces(from_trace)
     elif from_results:
@@ -62,7 +67,7 @@ def kernels_check(
     else:
         analyses_from = _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps,
                                     cache_dir, timeout)
-    exit_code = _report(analyses_from, records, out, detail)
+    exit_code = _report(analyses_from, records, out, detail, extra)
     if exit_code:
         raise typer.Exit(exit_code)
 
@@ -161,7 +166,31 @@ def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warm
     return results
 
 
-def _report(results: list[dict], records: list, out: Optional[Path], detail: bool) -> int:
+def _benchmark_section(benchmark: Optional[Path], test_log: Optional[Path]) -> list[str]:
+    """Markdown lines for the kernel tests (empty without --benchmark); bad files exit 2."""
+    from bench.cli import UsageFailure
+    from kernels_check.benchmarks import BenchmarkFileError, benchmark_markdown, load_benchmark, parse_pytest_log
+
+    if benchmark is None:
+        if test_log is not None:
+            raise UsageFailure("--test-log goes with --benchmark (the kernel tests' pytest-benchmark JSON)")
+        return []
+    try:
+        data = load_benchmark(benchmark)
+    except BenchmarkFileError as exc:
+        raise UsageFailure(str(exc)) from None
+    failures, summary = {}, None
+    if test_log is not None:
+        try:
+            failures, summary = parse_pytest_log(test_log.read_text(encoding="utf-8", errors="replace"))
+        except OSError as exc:
+            raise UsageFailure(f"--test-log {test_log}: {exc.strerror or exc}") from None
+    return benchmark_markdown(data, failures, summary, source=str(benchmark),
+                              log_source=str(test_log) if test_log else "")
+
+
+def _report(results: list[dict], records: list, out: Optional[Path], detail: bool,
+            extra: Optional[list[str]] = None) -> int:
     """Print each model's verdicts, write the markdown; return the exit code (2 when a model could not be loaded)."""
     from bench.cli import console, err_console
     from kernels_check.coverage import coverage_markdown
@@ -179,7 +208,7 @@ def _report(results: list[dict], records: list, out: Optional[Path], detail: boo
             code = max(code, 1)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(coverage_markdown(results, records), encoding="utf-8")
+        out.write_text(coverage_markdown(results, records, extra_sections=extra), encoding="utf-8")
         console.print(f"coverage table: {out}")
     return code
 

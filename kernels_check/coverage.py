@@ -69,6 +69,8 @@ def _path_row(a: Analysis) -> str:
 
 
 def _kn_row(a: Analysis) -> str:
+    if not a.ok:
+        return "not measured (the step failed)"
     if not a.fast_paths:
         return "-"
     k, n = count_unsloth_paths(a.fast_paths)
@@ -101,8 +103,9 @@ def _cell_row(a: Analysis) -> str:
 
 
 def coverage_markdown(results: Iterable[dict], records: Optional[list] = None, title: str = "Unsloth kernel coverage",
-                      generated_at: Optional[str] = None) -> str:
-    """The whole report: the coverage table, how to read it, and per-architecture details."""
+                      generated_at: Optional[str] = None, extra_sections: Optional[list[str]] = None) -> str:
+    """The whole report: the coverage table, how to read it, extra sections (kernel micro-benchmarks),
+    and per-architecture details."""
     analyses = [analyse(r) for r in results]
     records = list(records or [])
     summaries = {a.model: model_summary(records, a.model) for a in analyses}
@@ -130,6 +133,8 @@ def coverage_markdown(results: Iterable[dict], records: Optional[list] = None, t
     row("profiled step", [_cell_row(a) for a in analyses])
     lines.append("")
     lines += _legend()
+    if extra_sections:
+        lines += [""] + list(extra_sections)
     for a in analyses:
         lines += model_details(a, pairs=model_pairs(records, a.model) if records else None)
     return "\n".join(lines).rstrip() + "\n"

@@ -558,3 +558,88 @@ def test_worker_timeout_is_a_result_not_a_hang(tmp_path, monkeypatch):
     result = run_worker(job, tmp_path / "w.log", timeout_s=3)
     assert result["status"] == "timeout" and result["format"] == RESULT_FORMAT, result
     assert "over 3 s" in result["error"] and "importing" in result["log_tail"]
+
+
+def test_gpu_results_cover_every_shipped_architecture():
+    """reports/kernels holds one GPU result per shipped architecture (scripts/gpu/kernels.sh, three parts)."""
+    from bench.models import SHIPPED
+
+    wanted = sorted(name for name in SHIPPED if name != "tiny-llama")
+    present = sorted(p.stem for p in (REPO / "reports" / "kernels").glob("*.json"))
+    if not present:
+        pytest.skip("no GPU results in reports/kernels yet")
+    assert present == wanted
+    by_model = {a.model: a for a in (analyse(r) for r in load_results([REPO / "reports" / "kernels"]))}
+    for name, a in by_model.items():
+        if not a.ok:  # a failure is kept as a result with its error, never dropped
+            assert a.result.get("error"), name
+            continue
+        k, n = count_unsloth_paths(a.fast_paths)
+        if a.result["static"]["unsloth_path"] == "fast":
+            assert k == n, (name, a.fast_paths)
+        else:
+            assert k < n, (name, a.fast_paths)
+    md = coverage_markdown(load_results([REPO / "reports" / "kernels"]), generated_at="T")
+    kn = next(line for line in md.splitlines() if line.startswith("| fast paths k/n"))
+    failed = [a.model for a in by_model.values() if not a.ok]
+    assert kn.count("not measured (the step failed)") == len(failed)
+
+
+def _kernel_test_files():
+    bench_json, log = REPO / "reports" / "kernels-benchmark.json", REPO / "reports" / "kernels" / "kernels-tests.txt"
+    if not (bench_json.is_file() and log.is_file()):
+        pytest.skip("no kernel-test evidence from the GPU committed yet")
+    return bench_json, log
+
+
+def test_kernel_benchmark_section_from_the_gpu_files():
+    from kernels_check.benchmarks import benchmark_markdown, load_benchmark, parse_pytest_log
+
+    bench_json, log = _kernel_test_files()
+    data = load_benchmark(bench_json)
+    failures, summary = parse_pytest_log(log.read_text())
+    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    assert len(data["benchmarks"]) == passed  # a failed test leaves no benchmark entry
+    assert all(name.startswith("test_") and "[" in name for name in failures)
+    assert f"{len(failures)} failed" in summary if failures else "failed" not in summary
+    lines = benchmark_markdown(data, failures, summary, source=str(bench_json))
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| kernel")]
+    assert len(rows) == len(data["benchmarks"])
+    for row in rows:  # the torch row of each group is the 1.00x reference
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[5] == "1.00x" if cells[1] == "torch" else cells[5].endswith("x")
+    for name, message in failures.items():
+        assert f"`{name}`: {message}" in "\n".join(lines)
+
+
+def test_parse_pytest_log_reads_failures_and_the_outcome():
+    from kernels_check.benchmarks import parse_pytest_log
+
+    text = "\n".join([
+        "=================================== FAILURES ===================================",
+        "_______________________ test_rope[unsloth-fp16] _______________________",
+        "    def test_rope(...):",
+        "E       AssertionError: rope Q: relative max error 3.0e-03 > 2.0e-03 (seed 1)",
+        "E       second line",
+        "FAILED kernels_check/test_kernels.py::test_rope[unsloth-fp16] - AssertionError: rope Q ...",
+        "=========== 1 failed, 12 passed, 2 warnings in 9.10s ===========",
+    ])
+    failures, summary = parse_pytest_log(text)
+    assert failures == {"test_rope[unsloth-fp16]": "AssertionError: rope Q: relative max error 3.0e-03 > 2.0e-03 (seed 1)"}
+    assert summary == "1 failed, 12 passed, 2 warnings"
+    assert parse_pytest_log("12 passed in 3.0s") == ({}, "12 passed")
+
+
+def test_cli_benchmark_bad_input_exits_2(tmp_path):
+    not_json = tmp_path / "b.json"
+    not_json.write_text("{oops")
+    other = tmp_path / "o.json"
+    other.write_text(json.dumps({"machine_info": {}}))
+    for args, message in [(("--benchmark", str(not_json)), "not a readable pytest-benchmark JSON"),
+                          (("--benchmark", str(other)), "no 'benchmarks' list"),
+                          (("--test-log", str(not_json)), "--test-log goes with --benchmark")]:
+        proc = run_bench("kernels-check", "--from-results", str(REPO / "reports" / "kernels"), *args,
+                         "--out", str(tmp_path / "k.md"))
+        assert proc.returncode == 2, (args, proc.stdout + proc.stderr)
+        assert message in " ".join(proc.stderr.split()), proc.stderr
+        assert not (tmp_path / "k.md").exists()

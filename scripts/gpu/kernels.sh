@@ -22,7 +22,9 @@
 # Then, on the CPU machine:
 #   mkdir -p reports/kernels && cp <OUT>/*.json reports/kernels/   (not kernels-benchmark.json)
 #   cp <OUT of part 1>/kernels-benchmark.json reports/kernels-benchmark.json
-#   python -m bench kernels-check --from-results reports/kernels/ --results reports/results/ --out reports/kernels.md
+#   cp <OUT of part 1>/kernels-tests.txt reports/kernels/kernels-tests.txt
+#   python -m bench kernels-check --from-results reports/kernels/ --results reports/results/ \
+#       --benchmark reports/kernels-benchmark.json --test-log reports/kernels/kernels-tests.txt --out reports/kernels.md
 #   python -m pytest tests/test_kernels_check.py   # the GPU-fixture tests read reports/kernels/*.json
 set -uo pipefail
 tar xzf .gpu-site/site.tgz -C /tmp && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
