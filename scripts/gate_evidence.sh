@@ -33,9 +33,17 @@ gate "$pass" reports/results/t4-emulated.jsonl --baseline baselines/t4.json --ma
 gate "$pass" reports/results/h100-native.jsonl --baseline baselines/h100.json --max-vram-increase 5% --max-slowdown 10%
 gate "$pass" reports/results/t4-emulated.jsonl --vram-budget t4 --only backend=unsloth
 if [ -f "$RERUN" ]; then
-    { echo; echo "## A second, independent run of the baseline recipe (scripts/gpu/gate_heavier.sh)"; } >> "$pass"
+    cat >> "$pass" <<'MD'
+
+## A second, independent run of the baseline recipe (scripts/gpu/gate_heavier.sh)
+
+The baseline's HF cells run again on the GPU in a new process, gated on VRAM (the default; the
+speed gate is off unless `--max-slowdown` is given). The same run with a 10 % speed gate is in
+`reports/gate-fail.md`: with 4 timed steps per cell, tokens/s varied by more than 10 % between
+two runs of the same recipe, so a speed gate needs more timed steps or a wider tolerance.
+MD
     gate "$pass" "$RERUN" --baseline baselines/t4.json --only backend=hf --only seq_len=1024 \
-        --max-vram-increase 5% --max-slowdown 10%
+        --max-vram-increase 5%
 fi
 
 fail=reports/gate-fail.md
@@ -62,5 +70,19 @@ The same HF cells (llama-3.1-8b, t4 emulated, seq 1024, batch 1 and 2) run on th
 `--ignore-key lora_r`, as a team does when it bumps the rank in its recipe.
 MD
     gate "$fail" "$HEAVIER" --baseline baselines/t4.json --ignore-key lora_r --only backend=hf --only seq_len=1024 \
+        --max-vram-increase 5% --max-slowdown 10%
+fi
+if [ -f "$RERUN" ]; then
+    cat >> "$fail" <<'MD'
+
+## Speed noise: the unchanged recipe against a 10 % speed gate
+
+The same independent re-run as in `reports/gate-pass.md` (identical recipe, identical peak
+VRAM), now with `--max-slowdown 10%`. Each cell timed 4 optimizer steps after 2 warm-up steps;
+the run-to-run spread of tokens/s on the same GPU was larger than the tolerance, so the gate
+fails an unchanged recipe. This is why `--max-slowdown` is off by default: turn it on only with
+enough timed steps (`--steps`) for the tolerance asked, and check with a re-run like this one.
+MD
+    gate "$fail" "$RERUN" --baseline baselines/t4.json --only backend=hf --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%
 fi
