@@ -206,6 +206,43 @@ def settings_key(r: ResultRecord) -> tuple:
             r.grad_accum, r.steps, r.warmup_steps, r.seed, r.dtype, r.attn_implementation)
 
 
+#: The settings that change memory use: cells that differ in one of these are different recipes
+#: for a fit verdict (steps, seed and learning rate do not change the peak).
+RECIPE_FIELDS = (("lora_r", "LoRA r"), ("lora_dropout", "LoRA dropout"), ("target_modules", "targets"),
+                 ("optimizer", "optimizer"), ("grad_accum", "grad-accum"), ("dtype", "dtype"),
+                 ("attn_implementation", "attention"))
+
+
+def memory_recipe(r: ResultRecord) -> tuple:
+    return tuple(tuple(v) if isinstance(v := getattr(r, f), list) else v for f, _ in RECIPE_FIELDS)
+
+
+def recipe_views(group: Group) -> list[tuple[str, str, Group]]:
+    """(model, label, view) per model and memory recipe of a group.
+
+    With one recipe per model (the usual run) the view is the group itself and the label is the
+    model name. With several (a LoRA rank 16 run beside a rank 64 one, say) each recipe gets its
+    own view, labelled with the fields that differ, so that a fit verdict or a recommendation
+    never rests on a cell of another recipe.
+    """
+    out = []
+    for model in group.models:
+        mine = [e for e in group.entries if e.record.model == model]
+        recipes = sorted({memory_recipe(e.record) for e in mine}, key=repr)
+        if len(recipes) == 1:
+            out.append((model, model, group))
+            continue
+        differing = [i for i in range(len(RECIPE_FIELDS)) if len({rc[i] for rc in recipes}) > 1]
+        for rc in recipes:
+            label = ", ".join(f"{RECIPE_FIELDS[i][1]} {', '.join(rc[i]) if isinstance(rc[i], tuple) else rc[i]}"
+                              for i in differing)
+            entries = [e for e in mine if memory_recipe(e.record) == rc]
+            keys = {e.record.pair_key for e in entries}
+            view = Group(group.tier, group.mode, group.host, entries, [p for p in group.pairs if p.pair_key in keys])
+            out.append((model, f"{model} ({label})", view))
+    return out
+
+
 def _entry_sort_key(e: Entry) -> tuple:
     r = e.record
     return (r.model, repr(settings_key(r)), r.seq_len, r.batch_size, r.pair_key, 0 if r.backend == "hf" else 1)
@@ -824,10 +861,11 @@ def decision_rows(group: Group) -> list[list[str]]:
     """Decision matrix rows of one GPU group: the largest size that fits, then the best cell per seq_len."""
     rows = []
     speed = " (host-GPU speed)" if group.mode == "emulated" else ""
-    for model in group.models:
+    whole = group
+    for model, label, group in recipe_views(whole):
         cands = candidates(group, model)
         measured = [e for e in group.entries if e.record.model == model]
-        scenario = f"{model} on {group.title}"
+        scenario = f"{label} on {group.title}"
         if not cands:
             rows.append(_no_candidate_row(group, f"{scenario}: any measured size", measured,
                                           fitting(group, model), "size"))
@@ -896,10 +934,10 @@ def _backend_fit_text(group: Group, model: str, backend: str) -> str:
 def summary_items(results: Results) -> list[tuple[str, list[str]]]:
     """(headline, details) per group and model: fit verdicts, speed-up, saving, best configuration, caveats."""
     items: list[tuple[str, list[str]]] = []
-    for g in results.groups:
-        for model in g.models:
+    for group in results.groups:
+        for model, label, g in recipe_views(group):
             measured = [e for e in g.entries if e.record.model == model]
-            head = f"**{model} on {g.title}**"
+            head = f"**{label} on {g.title}**"
             if g.mode == "cpu":
                 ok = sum(1 for e in measured if e.record.ok)
                 items.append((f"{head}: CPU smoke mode, {ok} of {len(measured)} cells ran; no GPU figures, "

@@ -160,6 +160,33 @@ def test_cell_over_the_tier_memory_is_not_recommended(tmp_path):
     assert "exceeded the t4 memory" in text and "**Warnings recorded by the runner:**" in text
 
 
+def test_other_recipes_get_their_own_verdicts(tmp_path):
+    """Cells of a heavier recipe (LoRA r 64, run on the GPU by scripts/gpu/gate_heavier.sh) beside
+    the r 16 matrix: each recipe gets its own summary and decision rows, and no verdict of one
+    rests on a cell of the other (r 64 at s1024 b2 went over the T4's memory; r 16 fits there)."""
+    heavier = REPO / "reports" / "results" / "gate" / "t4-heavier-r64.jsonl"
+    if not heavier.is_file():
+        pytest.skip("the heavier-recipe GPU results are not committed")
+    path = write_records(tmp_path / "t4.jsonl", t4_records() + read_records(heavier))
+    loaded = report.load_results([path])
+    views = report.recipe_views(loaded.groups[0])
+    assert [label for _, label, _ in views] == ["llama-3.1-8b (LoRA r 16)", "llama-3.1-8b (LoRA r 64)"]
+    for _, label, view in views:
+        r = int(label.split("LoRA r ")[1].rstrip(")"))
+        assert {e.record.lora_r for e in view.entries} == {r}
+        assert all(p.any.record.lora_r == r for p in view.pairs)
+    items = dict(report.summary_items(loaded))
+    r16 = next(d for h, d in items.items() if "(LoRA r 16)" in h)
+    r64 = next(d for h, d in items.items() if "(LoRA r 64)" in h)
+    assert "HF fits up to seq_len 2048 x batch 1" in r16[1] and "15.14 GiB" not in " ".join(r16)
+    assert "does not fit at s1024 b2" in r64[1] and "15.14 GiB" in r64[1]
+    rows = report.decision_rows(loaded.groups[0])
+    assert all("LoRA r 64" in row[1] for row in rows if row[0].startswith("llama-3.1-8b (LoRA r 64)"))
+    # one recipe: labels and output as before (the golden test holds the bytes)
+    assert [label for _, label, _ in report.recipe_views(report.load_results([GOLDEN / "t4-emulated.jsonl"])
+                                                          .groups[0])] == ["llama-3.1-8b"]
+
+
 def test_nothing_fits_says_so(tmp_path):
     recs = [dataclasses.replace(r, status="oom", error="OOM at 15.00 GiB cap (t4): OutOfMemoryError: x",
                                 tokens_per_s=None, matched=None, parity=None) for r in t4_records()]
