@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from bench import measure
+
 CLAIMS_PATH = Path(__file__).parent / "data" / "claims.json"
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 GiB = 1024**3
@@ -296,13 +298,8 @@ def check_claims(claims: Sequence[Claim], entries: Sequence, pairs: Sequence, un
 def _pair_value(rule: dict, pair) -> Optional[float]:
     hf, un = pair[0].record, pair[1].record
     if rule["metric"] == "speedup":
-        if not hf.tokens_per_s or not un.tokens_per_s:
-            return None
-        return un.tokens_per_s / hf.tokens_per_s
-    base, cand = getattr(hf, rule["memory"]), getattr(un, rule["memory"])
-    if not base or cand is None:
-        return None
-    return 1.0 - cand / base
+        return measure.speedup(hf.tokens_per_s, un.tokens_per_s)
+    return measure.memory_reduction(getattr(hf, rule["memory"]), getattr(un, rule["memory"]))
 
 
 def _memory_label(field: str) -> str:
@@ -510,13 +507,14 @@ def _check_variant(rule: dict, inp: Inputs) -> tuple[str, str]:
     for b, v in pairs:
         rb, rv = b.record, v.record
         if quantity == "time_overhead":
-            x = rb.tokens_per_s / rv.tokens_per_s - 1.0 if rb.tokens_per_s and rv.tokens_per_s else None
+            ratio = measure.speedup(rb.tokens_per_s, rv.tokens_per_s)  # variant over base throughput
+            x = 1.0 / ratio - 1.0 if ratio else None
         else:
             mb, mv = getattr(rb, rule["memory"]), getattr(rv, rule["memory"])
             if mb is None or mv is None:
                 x = None
             elif quantity == "memory_reduction":
-                x = 1.0 - mv / mb if mb else None
+                x = measure.memory_reduction(mb, mv)
             elif quantity == "memory_saving":
                 x = (mb - mv) / GiB
             else:  # memory_per_unit

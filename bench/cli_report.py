@@ -21,8 +21,5 @@ def register(app: typer.Typer) -> None:
         from bench import report as report_mod
         from bench.cli import console
 
-        if out is None:
-            loaded = report_mod.load_results(results)  # fails early, with exit 2, on bad input
-            out = report_mod.default_out(loaded, (fmt or "md").lower())
         written = report_mod.render_to_file(results, out, fmt)
         console.print(f"report: {written}")

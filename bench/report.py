@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from bench import measure
+from bench.console import fmt as fnum
+from bench.console import gib
 from bench.results import ResultRecord, ResultsError, propagate_parity, read_records
-
-GiB = 1024**3
+from bench.tiers import GiB
 BACKEND_LABEL = {"hf": "HF", "unsloth": "Unsloth"}
 MODE_ORDER = {"native": 0, "emulated": 1, "cpu": 2}
 CORE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "unsloth", "unsloth_zoo",
@@ -71,17 +73,20 @@ class PairView:
         return self.both_ok and self.matched is True
 
     @property
+    def not_matched(self) -> bool:
+        """Both ran but the parity check failed or never ran: never compared, never recommended."""
+        return self.both_ok and self.matched is not True
+
+    @property
     def speedup(self) -> Optional[float]:
         if not self.comparable:
             return None
-        a, b = self.hf.record.tokens_per_s, self.unsloth.record.tokens_per_s
-        return b / a if a and b else None
+        return measure.speedup(self.hf.record.tokens_per_s, self.unsloth.record.tokens_per_s)
 
     def memory_reduction(self, metric: str) -> Optional[float]:
         if not self.comparable:
             return None
-        a, b = getattr(self.hf.record, metric), getattr(self.unsloth.record, metric)
-        return 1.0 - b / a if a and b is not None else None
+        return measure.memory_reduction(getattr(self.hf.record, metric), getattr(self.unsloth.record, metric))
 
     def parity_reasons(self) -> list[str]:
         for e in (self.unsloth, self.hf):
@@ -262,14 +267,6 @@ def _pairs(entries: list[Entry]) -> list[PairView]:
 # =============================================================================================
 # Formatting helpers (pure)
 # =============================================================================================
-def gib(n: Optional[int]) -> str:
-    return "-" if n is None else f"{n / GiB:.2f}"
-
-
-def fnum(x: Optional[float], spec: str, suffix: str = "") -> str:
-    return "-" if x is None else f"{x:{spec}}{suffix}"
-
-
 def pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{x * 100:.0f} %"
 
@@ -753,7 +750,7 @@ def fitting(group: Group, model: str) -> list[Entry]:
 
 def unmatched_pair_keys(group: Group) -> set[str]:
     """Pairs where both sides ran but the parity check failed (or never ran): not comparable."""
-    return {p.pair_key for p in group.pairs if p.both_ok and p.matched is not True}
+    return {p.pair_key for p in group.pairs if p.not_matched}
 
 
 def candidates(group: Group, model: str) -> list[Entry]:
@@ -974,7 +971,7 @@ def summary_items(results: Results) -> list[tuple[str, list[str]]]:
                 details.append(txt + ".")
             elif any(p.any.record.model == model and p.hf and p.unsloth for p in g.pairs):
                 details.append("No parity-matched pair: no speed-up or memory saving to report.")
-            unmatched = [p for p in g.pairs if p.any.record.model == model and p.both_ok and p.matched is not True]
+            unmatched = [p for p in g.pairs if p.any.record.model == model and p.not_matched]
             if unmatched:
                 details.append(f"**{_plural(len(unmatched), 'pair')} NOT MATCHED** (parity check failed or missing; "
                                f"excluded from speed-ups, savings and recommendations): "
@@ -1043,10 +1040,21 @@ def fast_path_table(results: Results) -> Optional[Table]:
 
 
 # -- the whole document --------------------------------------------------------------------------------
+def claims_results(results: Results) -> tuple[list, list]:
+    """(checked claims, untestable claims) for these results: comparable pairs count, not-matched ones
+    are named as excluded, CPU cells never count."""
+    from bench.claims import check_claims, load_claims
+
+    claims, untestable = load_claims()
+    gpu_pairs = [p for g in results.groups if g.mode != "cpu" for p in g.pairs]
+    pairs = [(p.hf, p.unsloth) for p in gpu_pairs if p.comparable]
+    unmatched = [(p.hf, p.unsloth) for p in gpu_pairs if p.not_matched]
+    return check_claims(claims, results.entries, pairs, unmatched), untestable
+
+
 def build_report(results: Results, out: Path) -> Report:
     """The report model: blocks for the markdown and the plots to write beside it."""
     from bench import __version__
-    from bench.claims import check_claims, load_claims
 
     out = Path(out)
     results_dir = out.parent
@@ -1098,11 +1106,7 @@ def build_report(results: Results, out: Path) -> Report:
     else:
         blocks.append(Para("No GPU cells: no recommendation (CPU smoke cells measure no GPU)."))
 
-    claims, untestable = load_claims()
-    entries = results.entries
-    pairs = [(p.hf, p.unsloth) for g in gpu_groups for p in g.pairs if p.comparable]
-    unmatched = [(p.hf, p.unsloth) for g in gpu_groups for p in g.pairs if p.both_ok and p.matched is False]
-    checked = check_claims(claims, entries, pairs, unmatched)
+    checked, untestable = claims_results(results)
     blocks.append(Heading(2, "Claims check", "claims"))
     blocks.append(Para("Published claims (bench/data/claims.json) beside what was measured here. A claim is "
                        "\"not measured\" when no cell meets its stated conditions; it is never stretched to "
@@ -1168,13 +1172,14 @@ def default_out(results: Results, fmt: str = "md") -> Path:
     return Path("reports") / f"{'+'.join(tiers)}.{fmt}"
 
 
-def render_to_file(results: list[Path], out: Path, fmt: Optional[str] = None) -> Path:
-    """Load `results`, write the report to `out` (md or html) and its PNG plots beside it; return `out`."""
+def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optional[str] = None) -> Path:
+    """Load `results`, write the report to `out` (md or html; default `default_out`) and its PNG plots
+    beside it; return the path written."""
     from bench import plots as plots_mod
 
-    out = Path(out)
-    fmt = format_for(out, fmt)
     loaded = load_results(results)
+    out = Path(out) if out is not None else default_out(loaded, (fmt or "md").lower())
+    fmt = format_for(out, fmt)
     report = build_report(loaded, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for spec in report.plots:

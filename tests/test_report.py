@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.claims import (FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, _CHECKS, check_claims, load_claims,
+from bench.claims import (FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, _CHECKS, load_claims,
                           variant_pairs)
 from bench.compare import parity_for
-from bench.results import SCHEMA_VERSION, ResultRecord, ResultsError, append_record, read_records
+from bench.results import SCHEMA_VERSION, ResultRecord, append_record, read_records
 from bench.tiers import TIERS
 from tests.conftest import REPO, run_bench
 
@@ -178,8 +178,14 @@ def test_other_recipes_get_their_own_verdicts(tmp_path):
     items = dict(report.summary_items(loaded))
     r16 = next(d for h, d in items.items() if "(LoRA r 16)" in h)
     r64 = next(d for h, d in items.items() if "(LoRA r 64)" in h)
-    assert "HF fits up to seq_len 2048 x batch 1" in r16[1] and "15.14 GiB" not in " ".join(r16)
-    assert "does not fit at s1024 b2" in r64[1] and "15.14 GiB" in r64[1]
+    over = [r for r in read_records(heavier) if not report.fits(r)]  # the r 64 cell past the T4's memory
+    assert over, "the committed r 64 run has no cell over the T4's memory: the test needs one"
+    peak = f"{report.gib(over[0].peak_device_bytes)} GiB"
+    hf16 = max((r for r in t4_records() if r.backend == "hf" and report.fits(r)),
+               key=lambda r: (r.seq_len * r.batch_size, r.seq_len))
+    assert f"HF fits up to seq_len {hf16.seq_len} x batch {hf16.batch_size}" in r16[1]
+    assert peak not in " ".join(r16)
+    assert f"does not fit at s{over[0].seq_len} b{over[0].batch_size}" in r64[1] and peak in r64[1]
     rows = report.decision_rows(loaded.groups[0])
     assert all("LoRA r 64" in row[1] for row in rows if row[0].startswith("llama-3.1-8b (LoRA r 64)"))
     # one recipe: labels and output as before (the golden test holds the bytes)
@@ -327,11 +333,8 @@ def test_malformed_claims_file_is_refused(tmp_path):
 
 def _claims_for(paths):
     loaded = report.load_results(paths)
-    gpu = [g for g in loaded.groups if g.mode != "cpu"]
-    pairs = [(p.hf, p.unsloth) for g in gpu for p in g.pairs if p.comparable]
-    unmatched = [(p.hf, p.unsloth) for g in gpu for p in g.pairs if p.both_ok and p.matched is False]
-    claims, _ = load_claims()
-    return loaded, {c.claim.id: c for c in check_claims(claims, loaded.entries, pairs, unmatched)}
+    checked, _ = report.claims_results(loaded)
+    return loaded, {c.claim.id: c for c in checked}
 
 
 def test_claims_speak_only_under_their_conditions():
@@ -362,16 +365,7 @@ def test_unmatched_pairs_never_feed_claims():
 
 def test_fallback_heuristic_against_the_shipped_flag(tmp_path):
     """F2 on the smoke run with its parity recomputed by the (fixed) parity check."""
-    recs = read_records(GOLDEN / "h100-smoke.jsonl")
-    by_pair: dict = {}
-    for r in recs:
-        by_pair.setdefault(r.pair_key, []).append(r)
-    fixed = []
-    for hf, un in by_pair.values():
-        verdict = parity_for(hf, un)
-        fixed += [dataclasses.replace(hf, parity=verdict, matched=verdict["matched"]),
-                  dataclasses.replace(un, parity=verdict, matched=verdict["matched"])]
-    path = write_records(tmp_path / "smoke.jsonl", fixed)
+    path = _smoke_with_parity_and_fast_paths(tmp_path, {})  # the smoke records hold no fast-path summary
     loaded, res = _claims_for([path])
     f2 = res["F2"]
     pythia = next(p for p in loaded.groups[0].pairs if p.any.record.model == "pythia-1b")
