@@ -429,7 +429,7 @@ def _check_fits(rule: dict, inp: Inputs) -> tuple[str, str]:
         r = e.record
         tier = TIERS.get(r.tier)
         usable = tier.usable_vram_bytes if tier else None
-        if r.ok and not r.over_tier_memory:
+        if r.fits_tier:
             fits_any = True
             frac = r.peak_device_bytes / usable if (usable and r.peak_device_bytes) else None
             barely = frac is not None and frac >= rule.get("barely_fraction", 0.8)

@@ -14,6 +14,8 @@ from typing import List, Optional
 
 import typer
 
+from bench.console import gib as _gib
+
 DEFAULT_MODEL = "llama-3.1-8b"
 
 
@@ -21,10 +23,6 @@ def _fail(message: str):
     from bench.cli import UsageFailure
 
     raise UsageFailure(message)
-
-
-def _gib(n: Optional[int]) -> str:
-    return "-" if n is None else f"{n / 1024**3:.2f}"
 
 
 def _split(text: str) -> list[str]:

@@ -203,7 +203,7 @@ def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: i
     # Batch 1 + gradient accumulation; shorter sequences.
     kw = dict(dtype=dtype, compute_capability=cc)
     mb = {b: max_fit_batch_size(config, b, seq_len, usable, max_batch_size=1024, **kw) for b in ("hf", "unsloth")}
-    ms = {b: max_fit_seq_len(config, b, 1, usable, multiple_of=256, **kw) for b in ("hf", "unsloth")}
+    ms = {b: max_fit_seq_len(config, b, 1, usable, multiple_of=64, **kw) for b in ("hf", "unsloth")}  # as bench estimate --max-fit
     out.append(Advice(
         "batch size",
         f"Largest batch predicted to fit at seq {seq_len}: hf {mb['hf'] or 'none'}, unsloth {mb['unsloth'] or 'none'}. "

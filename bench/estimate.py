@@ -35,11 +35,10 @@ emulated tiers); on a real pre-Ampere card (T4) SDPA has no flash kernel and, fo
 fall back to a kernel with a seq^2 matrix, which this model does not add. Unsloth's default
 `offload_embedding="auto"` moves the input embedding to the CPU when free memory is short (never
 under emulation, where the host's memory is free); the estimate keeps it on the GPU (conservative).
-At Unsloth's large token counts (30k-60k tokens per step, the max-fit probes) the allocated-memory
-model is off by up to ~1 GiB in both directions (+0.5 GiB on the fp16 T4 cap, -1.1 GiB at batch
-28-30 x 2048 on the bf16 A10G cap; Unsloth sizes its fused-loss chunk from the free memory, which
-the cap changes): within the target, but a prediction within ~1 GiB of a tier's memory is a coin
-toss, which `bench fit` settles by measuring.
+At Unsloth's largest token counts per step (the max-fit probes) the allocated-memory model errs in
+both directions, by cap and dtype (Unsloth sizes its fused-loss chunk from the free memory, which
+an emulated cap changes); reports/estimator.md has the errors cell by cell. A prediction within
+the error of a tier's memory is not a verdict: `bench fit` settles it by measuring.
 """
 
 from __future__ import annotations
@@ -77,8 +76,8 @@ NON_TORCH_BYTES_BY_CC: dict[str, int] = {
 }
 DEFAULT_NON_TORCH_BYTES = 758 * MiB
 #: `import unsloth` loads Triton and its kernels into the context before training starts (the
-#: records' backend_info.context_bytes is ~110 MB higher for unsloth workers); what the unsloth
-#: backend adds on top of NON_TORCH_BYTES_BY_CC at the peak. Calibrated like the constant above.
+#: records' backend_info.context_bytes is higher for unsloth workers); what the unsloth backend
+#: adds on top of NON_TORCH_BYTES_BY_CC at the peak. Calibrated like the constant above.
 UNSLOTH_EXTRA_NON_TORCH_BYTES = 70 * MiB
 
 #: Caching-allocator slack: at the peak, reserved exceeds allocated because blocks freed earlier
@@ -87,10 +86,10 @@ UNSLOTH_EXTRA_NON_TORCH_BYTES = 70 * MiB
 #: minus weights, adapters and optimizer states), calibrated per backend on the suite's H100
 #: records by `calibration_from_records`:
 #: - hf: proportional (base 0), the median of (peak_reserved - peak_allocated) / transient; HF's
-#:   transient is dominated by large logits blocks of several sizes, and the ratio stays ~0.23
-#:   from 3 to 9 GiB of transient.
-#: - unsloth: affine, a least-squares line; small cells (under 1.3 GiB of transient) keep 13-25 %,
-#:   large ones (7-9 GiB) 6-7 %, so a single ratio over- or under-shoots one end.
+#:   transient is dominated by large logits blocks of several sizes, and its records show one ratio
+#:   across their transient sizes.
+#: - unsloth: affine, a least-squares line; its records keep a larger share of small transients
+#:   than of large ones, so a single ratio over- or under-shoots one end.
 #: Cells whose reserved memory reached SLACK_CAP_PRESSURE of an emulated tier's cap are left out of
 #: the calibration: there the allocator frees its cache and retries, so they measure the cap.
 ALLOCATOR_SLACK_OF_TRANSIENT: dict[str, float] = {"hf": 0.23, "unsloth": 0.042}
@@ -764,6 +763,14 @@ def compute_capability_of(gpu_name: Optional[str]) -> Optional[tuple[int, int]]:
     return tier.compute_capability if tier else None
 
 
+def estimate_for_record(r, config: dict) -> Estimate:
+    """The estimate for a run record's exact settings, on the GPU generation it ran on."""
+    return estimate(config, r.backend, r.seq_len, r.batch_size, model_name=r.model, lora_r=r.lora_r,
+                    target_modules=r.target_modules, optimizer=r.optimizer,
+                    gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype,
+                    compute_capability=compute_capability_of((r.env or {}).get("gpu_name")))
+
+
 def validate_records(records, resolve_config) -> tuple[list[ValidationRow], list[str]]:
     """Predict every measured ok GPU record; return rows and the reasons records were left out.
 
@@ -781,12 +788,7 @@ def validate_records(records, resolve_config) -> tuple[list[ValidationRow], list
             continue
         gpu_name = (r.env or {}).get("gpu_name")
         try:
-            est = estimate(
-                config, r.backend, r.seq_len, r.batch_size, model_name=r.model, lora_r=r.lora_r,
-                target_modules=r.target_modules, optimizer=r.optimizer,
-                gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype,
-                compute_capability=compute_capability_of(gpu_name),
-            )
+            est = estimate_for_record(r, config)
         except EstimateError as exc:
             skipped.append(f"{r.cell_id}: {exc}")
             continue
@@ -854,9 +856,7 @@ def calibration_from_records(records, resolve_config) -> dict[str, Any]:
         if cap_pressure(r) >= SLACK_CAP_PRESSURE:
             continue
         try:
-            est = estimate(resolve_config(r.model), r.backend, r.seq_len, r.batch_size, lora_r=r.lora_r,
-                           target_modules=r.target_modules, optimizer=r.optimizer,
-                           gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype)
+            est = estimate_for_record(r, resolve_config(r.model))
         except Exception:  # noqa: BLE001 - a record the estimator cannot model gives no slack sample
             continue
         transient = r.peak_allocated_bytes - est.persistent_bytes
@@ -968,17 +968,13 @@ def render_validation_markdown(rows: list[ValidationRow], skipped: list[str], so
     return "\n".join(lines) + "\n"
 
 
-def _outcome(r) -> str:
-    return "ok, over tier memory" if r.status == "ok" and r.over_tier_memory else r.status
-
-
 def fit_verdicts(records, resolve_config) -> list[dict[str, Any]]:
     """For every ok / oom GPU record: the estimator's fits-or-not against the record's tier memory.
 
     `near_limit`: the prediction lies within the accuracy target of the tier's memory, where a
     verdict either way is within the estimator's stated error (the max-fit search probes there).
     """
-    from bench.tiers import TierError, get_tier
+    from bench.tiers import get_tier
 
     out = []
     for r in records:
@@ -986,18 +982,15 @@ def fit_verdicts(records, resolve_config) -> list[dict[str, Any]]:
             continue
         try:
             tier = get_tier(r.tier)
-            est = estimate(resolve_config(r.model), r.backend, r.seq_len, r.batch_size, lora_r=r.lora_r,
-                           target_modules=r.target_modules, optimizer=r.optimizer,
-                           gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype,
-                           compute_capability=compute_capability_of((r.env or {}).get("gpu_name")))
-        except (EstimateError, TierError, Exception):  # noqa: BLE001 - not modelled: left out
+            est = estimate_for_record(r, resolve_config(r.model))
+        except Exception:  # noqa: BLE001 - a model or tier the estimator cannot resolve: left out
             continue
         usable = r.memory_limit_bytes or tier.usable_vram_bytes
-        measured_fits = r.status == "ok" and not r.over_tier_memory
+        measured_fits = r.fits_tier
         predicted_fits = est.total_bytes <= usable
         out.append({"backend": r.backend, "model": r.model, "tier": r.tier, "mode": r.mode, "seq_len": r.seq_len,
                     "batch_size": r.batch_size, "predicted_bytes": est.total_bytes, "usable_bytes": usable,
-                    "predicted_fits": predicted_fits, "measured_status": _outcome(r),
+                    "predicted_fits": predicted_fits, "measured_status": r.fit_outcome,
                     "agree": predicted_fits == measured_fits,
                     "near_limit": abs(est.total_bytes - usable) <= error_bound_bytes(usable)})
     return out

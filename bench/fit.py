@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.results import ResultRecord
+from bench.results import FINISHED_STATUSES, ResultRecord
 
 SEQ_MULTIPLE = 256  # sequence lengths probed are multiples of this (tokens)
 
@@ -151,19 +151,13 @@ def search_max(
 # -- probes on the GPU through the launcher ---------------------------------------------------------
 
 
-def record_fits(record: ResultRecord) -> bool:
-    """A probe fits: ok, and not above the emulated tier's memory outside the torch cap."""
-    return record.status == "ok" and not record.over_tier_memory
-
-
 @dataclass
 class Probe:
     seq_len: int
     batch_size: int
-    fits: bool
+    fits: bool  # ResultRecord.fits_tier
     status: str
     peak_device_bytes: Optional[int]
-    cell_id: str
     reused: bool  # read back from the results file instead of run
 
 
@@ -178,8 +172,6 @@ class ProbeSession:
     launcher's own runs do, unless `fresh_after_failure`; a probe that then errors (not an OOM) is
     run once more in a fresh worker, so a process left unusable by an OOM cannot end a search.
     """
-
-    FINISHED = ("ok", "oom", "skipped")
 
     def __init__(self, config, out_path: Path, *, resume: bool, cache_dir: Optional[Path] = None,
                  callbacks=None, host=None, max_seq_len: int, fresh_after_failure: bool = False):
@@ -198,7 +190,6 @@ class ProbeSession:
         self.worker = None
         self.worker_saw_failure = False
         self.fresh_after_failure = fresh_after_failure
-        self.probes: list[Probe] = []
 
     @property
     def tier_plan(self):
@@ -214,7 +205,7 @@ class ProbeSession:
     def probe(self, seq_len: int, batch_size: int) -> Probe:
         cell = self.cell(seq_len, batch_size)
         known = self.runner.records.get(cell.cell_id)
-        if known is not None and known.status in self.FINISHED:
+        if known is not None and known.status in FINISHED_STATUSES:
             return self._keep(known, reused=True)
         runner = self.runner
         for attempt in (1, 2):
@@ -233,17 +224,15 @@ class ProbeSession:
                 self.close()  # maybe the earlier OOM broke the process: once more in a fresh one
                 continue
             break
-        if not record_fits(record):
+        if not record.fits_tier:
             self.worker_saw_failure = True
             if self.fresh_after_failure:
                 self.close()
         return self._keep(record, reused=False)
 
     def _keep(self, record: ResultRecord, reused: bool) -> Probe:
-        p = Probe(record.seq_len, record.batch_size, record_fits(record), record.status,
-                  record.peak_device_bytes, record.cell_id, reused)
-        self.probes.append(p)
-        return p
+        return Probe(record.seq_len, record.batch_size, record.fits_tier, record.status, record.peak_device_bytes,
+                     reused)
 
     def close(self) -> None:
         if self.worker is not None:
@@ -265,21 +254,17 @@ class FitOutcome:
     seq_len: int  # the seq the batch search ran at
     seq: SearchResult
     batch: SearchResult
-    predicted_max_seq_len: Optional[int]
-    predicted_max_batch_size: Optional[int]
-    seq_limit_status: Optional[str] = None  # status of the smallest failing seq probe
-    batch_limit_status: Optional[str] = None
 
 
 def estimator_seeds(config_dict: dict, backend: str, usable_bytes: int, batch_size: int, seq_len: int,
-                    max_seq_len: int, max_batch_size: int, compute_capability, train,
-                    dtype: str = "bfloat16") -> tuple[Optional[int], Optional[int]]:
-    """The estimator's largest seq (at batch_size) and batch (at seq_len) under usable_bytes."""
+                    max_seq_len: int, max_batch_size: int, **estimate_kw) -> tuple[Optional[int], Optional[int]]:
+    """The estimator's largest seq (at batch_size) and batch (at seq_len) under usable_bytes.
+
+    `estimate_kw`: the training settings `bench.estimate.estimate` takes (lora_r, target_modules,
+    optimizer, gradient_checkpointing, dtype, compute_capability)."""
     from bench.estimate import max_fit_batch_size, max_fit_seq_len
 
-    kw = dict(lora_r=train.lora_r, target_modules=train.target_modules, optimizer=train.optimizer,
-              gradient_checkpointing=train.gradient_checkpointing, compute_capability=compute_capability,
-              dtype=dtype)
+    kw = estimate_kw
     seq = max_fit_seq_len(config_dict, backend, batch_size, usable_bytes, multiple_of=SEQ_MULTIPLE,
                           max_seq_len=max_seq_len, **kw)
     batch = max_fit_batch_size(config_dict, backend, seq_len, usable_bytes, max_batch_size=max_batch_size, **kw)
@@ -343,19 +328,20 @@ def run_fit(
                                max_seq_len=max_seq_len, fresh_after_failure=fresh_after_failure)
         host_cc = compute_capability_of(session.tier_plan.host_gpu_name) or tier.compute_capability
         usable = tier.usable_vram_bytes
-        seq_seed, batch_seed = estimator_seeds(ref.config, backend, usable, batch_size, seq_len, max_seq_len,
-                                               max_batch_size, host_cc, config.train, session.tier_plan.dtype)
-        status_of: dict[tuple[int, int], str] = {}
+        train = config.train
+        seq_seed, batch_seed = estimator_seeds(
+            ref.config, backend, usable, batch_size, seq_len, max_seq_len, max_batch_size, lora_r=train.lora_r,
+            target_modules=train.target_modules, optimizer=train.optimizer,
+            gradient_checkpointing=train.gradient_checkpointing, compute_capability=host_cc,
+            dtype=session.tier_plan.dtype)
 
         def probe_seq(s: int) -> bool:
             p = session.probe(s, batch_size)
-            status_of[(s, batch_size)] = _limit_status(p)
             on_probe(backend, p)
             return p.fits
 
         def probe_batch(b: int) -> bool:
             p = session.probe(seq_len, b)
-            status_of[(seq_len, b)] = _limit_status(p)
             on_probe(backend, p)
             return p.fits
 
@@ -371,17 +357,8 @@ def run_fit(
         outcomes.append(FitOutcome(
             tier=tier.name, mode=tp.mode, host_gpu_name=tp.host_gpu_name, backend=backend, model=ref.name,
             batch_size=batch_size, seq_len=seq_len, seq=seq_result, batch=batch_result,
-            predicted_max_seq_len=seq_seed, predicted_max_batch_size=batch_seed,
-            seq_limit_status=status_of.get((seq_result.min_fail, batch_size)) if seq_result.min_fail else None,
-            batch_limit_status=status_of.get((seq_len, batch_result.min_fail)) if batch_result.min_fail else None,
         ))
     return outcomes
-
-
-def _limit_status(p: Probe) -> str:
-    if p.status == "ok" and not p.fits:
-        return "over tier memory"
-    return p.status
 
 
 # -- the "longest context per tier" table, from recorded probes -------------------------------------
@@ -430,8 +407,8 @@ def max_fit_rows(records: list[ResultRecord], batch_size_for: Callable[[str], in
     rows = []
     for (tier, mode, backend, model), recs in sorted(groups.items()):
         b0, s0 = batch_size_for(tier), seq_len_for(tier)
-        seq_pts = [(r.seq_len, record_fits(r), _status(r)) for r in recs if r.batch_size == b0]
-        batch_pts = [(r.batch_size, record_fits(r), _status(r)) for r in recs if r.seq_len == s0]
+        seq_pts = [(r.seq_len, r.fits_tier, r.fit_outcome) for r in recs if r.batch_size == b0]
+        batch_pts = [(r.batch_size, r.fits_tier, r.fit_outcome) for r in recs if r.seq_len == s0]
         ms, sf, sst = _bracket(seq_pts)
         mb, bf, bst = _bracket(batch_pts)
         host = next(((r.env or {}).get("gpu_name") for r in recs if (r.env or {}).get("gpu_name")), None)
@@ -452,25 +429,13 @@ def _predict_for(template: ResultRecord, host_gpu_name: Optional[str], batch_siz
         tier = get_tier(template.tier)
         ref = resolve_model(template.model)
         max_seq = ref.max_positions or 131072
-        train = _TrainLike(template.lora_r, template.target_modules, template.optimizer,
-                           template.gradient_checkpointing)
         cc = compute_capability_of(host_gpu_name) or tier.compute_capability
         return estimator_seeds(ref.config, template.backend, tier.usable_vram_bytes, batch_size, seq_len,
-                               max_seq, 4096, cc, train, template.dtype if template.dtype != "float32" else "bfloat16")
+                               max_seq, 4096, lora_r=template.lora_r, target_modules=template.target_modules,
+                               optimizer=template.optimizer, gradient_checkpointing=template.gradient_checkpointing,
+                               compute_capability=cc, dtype=template.dtype)
     except (EstimateError, ModelError, TierError):
         return None, None
-
-
-@dataclass
-class _TrainLike:
-    lora_r: int
-    target_modules: Optional[list[str]]
-    optimizer: str
-    gradient_checkpointing: str
-
-
-def _status(r: ResultRecord) -> str:
-    return "over tier memory" if r.status == "ok" and r.over_tier_memory else r.status
 
 
 def render_max_fit_markdown(rows: list[MaxFitRow], sources: list[str]) -> str:
@@ -483,7 +448,8 @@ def render_max_fit_markdown(rows: list[MaxFitRow], sources: list[str]) -> str:
         "with identical settings) finished without running out of memory under the tier's memory; the",
         "next column is the smallest value that failed and how. `emulated` tiers ran on a larger GPU",
         "capped to the tier's memory and dtype (speed is the host's; memory behaves as on the tier).",
-        "`predicted` is `bench estimate --max-fit` for the same setting, for comparison.",
+        f"`predicted` is the estimator's largest size for the same settings, on the search's grid "
+        f"(sequence lengths in multiples of {SEQ_MULTIPLE}), for comparison.",
         "",
         "| tier | mode | backend | model | batch | max seq_len | first failing seq_len | predicted max seq_len "
         "| seq | max batch | first failing batch | predicted max batch | probes |",

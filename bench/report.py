@@ -296,8 +296,8 @@ def usd(x: Optional[float]) -> str:
 
 
 def fits(r: ResultRecord) -> bool:
-    """The cell ran and stayed within the tier's memory (emulated: also outside the allocator cap)."""
-    return r.ok and not r.over_tier_memory
+    """The cell ran and stayed within the tier's memory (`ResultRecord.fits_tier`)."""
+    return r.fits_tier
 
 
 def status_text(r: ResultRecord) -> str:

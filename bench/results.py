@@ -113,6 +113,16 @@ class ResultRecord:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def fits_tier(self) -> bool:
+        """Ran ok and stayed within the tier's memory (emulated: NVML's peak too, outside the torch cap)."""
+        return self.ok and not self.over_tier_memory
+
+    @property
+    def fit_outcome(self) -> str:
+        """The status, with an ok cell past the tier's memory said as 'over tier memory'."""
+        return "over tier memory" if self.ok and self.over_tier_memory else self.status
+
 
 def append_record(path: Path, record: ResultRecord) -> None:
     """Append one record and fsync it, so a crash right after loses nothing already written."""

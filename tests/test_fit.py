@@ -55,13 +55,13 @@ def test_search_edges_nothing_fits_and_everything_fits():
 
 
 def test_search_on_a_measured_table_only_asks_measured_points():
-    """A table of measured outcomes (HF llama-3.1-8b, emulated T4, batch 1 and 2, from the suite's
-    committed records where present) drives the search; it must stay on the table's grid."""
-    table = {1024: True, 2048: True, 3072: False, 4096: False}
+    """A table of measured outcomes (HF llama-3.1-8b, emulated T4, batch 2, from the suite's committed
+    records) drives the search; it must stay on the table's grid."""
     files = sorted((Path(__file__).resolve().parent.parent / "reports" / "results").glob("t4-emulated*.jsonl"))
-    if files:
-        recs = [r for r in load(files) if r.backend == "hf" and r.model == "llama-3.1-8b" and r.batch_size == 2]
-        table = {r.seq_len: r.status == "ok" for r in recs if r.status in ("ok", "oom")}
+    if not files:
+        pytest.skip("no committed T4 GPU results")
+    recs = [r for r in load(files) if r.backend == "hf" and r.model == "llama-3.1-8b" and r.batch_size == 2]
+    table = {r.seq_len: r.fits_tier for r in recs if r.status in ("ok", "oom")}
     monotone_max = max((s for s, ok in table.items() if ok and all(v for t, v in table.items() if t < s)), default=None)
 
     def probe(x):
