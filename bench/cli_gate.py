@@ -16,12 +16,6 @@ import typer
 baseline_app = typer.Typer(no_args_is_help=True, help="Save or inspect gate baselines (explicit; never implicit).")
 
 
-def _exit(code: int) -> None:
-    # SystemExit, not typer.Exit: under bench.cli.main (standalone_mode=False) click turns
-    # typer.Exit into a return value, which would lose the code.
-    raise SystemExit(code)
-
-
 def _wide(console):
     """Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the tables."""
     from rich.console import Console
@@ -157,7 +151,7 @@ def gate_command(
         sys.stdout.flush()
     else:
         _print_report(report, console)
-    _exit(report.exit_code)
+    raise typer.Exit(report.exit_code)  # bench.cli.main passes the code on
 
 
 _STYLE = {"regression": "bold red", "improvement": "green", "ok": ""}

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from bench.results import SCHEMA_VERSION, ResultRecord, ResultsError
+from bench.results import SCHEMA_VERSION, STATUSES, ResultRecord, ResultsError
 
 BASELINE_FORMAT = "qlora-bench-baseline"
 BASELINE_VERSION = 1
@@ -383,7 +383,7 @@ def baseline_from_dict(data: Any, where: str) -> Snapshot:
         if not isinstance(key, dict) or any(name not in key for name in KEY_FIELDS):
             raise GateError(f"{where}: cell {i} ({c.get('cell_id')}): key must hold {', '.join(KEY_FIELDS)}")
         cell = CellFigures(**c)
-        if cell.status not in ("ok", "oom", "error", "timeout", "skipped"):
+        if cell.status not in STATUSES:
             raise GateError(f"{where}: cell {cell.cell_id}: unknown status {cell.status!r}")
         for metric in METRICS.values():
             v = getattr(cell, metric)

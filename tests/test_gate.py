@@ -21,9 +21,9 @@ import pytest
 from bench import gate
 from bench.results import SCHEMA_VERSION, read_records
 from bench.tiers import TIERS
+from tests.conftest import REPO, RESULTS_DIR, run_bench
 
-REPO = Path(__file__).resolve().parent.parent
-GPU_RESULTS = sorted((REPO / "reports" / "results").glob("*.jsonl"))
+GPU_RESULTS = sorted(RESULTS_DIR.glob("*.jsonl"))
 WORKFLOW = REPO / "docs" / "ci" / "gpu-regression.yml"
 MiB, GiB = 1024**2, 1024**3
 
@@ -33,17 +33,14 @@ MiB, GiB = 1024**2, 1024**3
 
 
 @pytest.fixture(scope="session")
-def cpu_results(tmp_path_factory) -> Path:
-    """Two real hf cells of tiny-llama measured in cpu smoke mode through `python -m bench run`."""
-    d = tmp_path_factory.mktemp("gate-cpu")
-    out = d / "t4-cpu.jsonl"
-    cmd = [sys.executable, "-m", "bench", "run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama",
-           "--seq-len", "32", "--batch-size", "1,2", "--backend", "hf", "--steps", "2", "--warmup-steps", "1",
-           "--out", str(out), "--cache-dir", str(d / "cache")]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+def cpu_results(cpu_results, tmp_path_factory) -> Path:
+    """Two real hf cells of tiny-llama (seq 32, batch 1 and 2) from the session's CPU smoke run of
+    `python -m bench run` (conftest), as their own results file."""
+    out = tmp_path_factory.mktemp("gate-cpu") / "t4-cpu.jsonl"
+    out.write_text("".join(line + "\n" for line in cpu_results.read_text().splitlines()
+                           if line.strip() and json.loads(line)["seq_len"] == 32))
     records = read_records(out)
-    assert [r.status for r in records] == ["ok", "ok"], [r.error for r in records]
+    assert [(r.batch_size, r.status) for r in records] == [(1, "ok"), (2, "ok")], [r.error for r in records]
     assert all(r.peak_rss_bytes and r.peak_device_bytes is None for r in records)
     return out
 
@@ -66,10 +63,7 @@ def perturbed(src: Path, dst: Path, edit) -> Path:
 
 def bench_cli(*args, env_extra=None) -> subprocess.CompletedProcess:
     """`python -m bench ...` as a real subprocess (wide COLUMNS so one message is one line)."""
-    env = dict(os.environ, COLUMNS="400")
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=env)
+    return run_bench(*map(str, args), timeout=120, env={"COLUMNS": "400", **(env_extra or {})})
 
 
 class Result(NamedTuple):

@@ -10,7 +10,7 @@
 #                                                # backends; llama-3.2-1b seq 1k..32k, both backends
 # Every cell is a real `bench run` cell on the native h100 tier with 1 warm-up + 1 timed step (the
 # peak includes the optimizer states, allocated by the first step). Unsloth compiles its first
-# two shapes per worker (~30 s each); later shapes reuse the dynamic graph.
+# two shapes per worker (see first_step_s in the records); later shapes reuse the dynamic graph.
 #
 # Writes under $OUT (at most 7 files): estimator-sweep-h100-partN.jsonl (the records),
 # estimator-sweep-h100-partN.console.txt, estimator-sweep-h100-partN.logs/<backend>-<model>.log.
@@ -21,8 +21,8 @@
 #   python -m bench estimate --validate reports/results/*.jsonl --out reports/estimator.md
 #   python -m pytest tests/test_estimate.py        # the bound, on every committed cell
 set -uo pipefail
-tar xzf .gpu-site/site.tgz -C /tmp && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
-export TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 COLUMNS=160 PYTHONUNBUFFERED=1
+. scripts/gpu/_env.sh
+export COLUMNS=160
 OUT=${OUT:?set OUT to the output folder}
 PART=${PART:-1}
 BUDGET=${SWEEP_BUDGET_S:-480}  # seconds; no bench run starts that would likely end past it
@@ -64,12 +64,11 @@ run() {  # run NEEDED_SECONDS bench-run-args...: skip (and say so) when the budg
     sync_out
 }
 
-export QLORA_BENCH_COMMIT=${QLORA_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 say "host: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)"
 say "part $PART, budget $BUDGET s, results $RES"
 case "$PART" in
   1)
-    # The 8B checkpoint is written once (~40 s) by the first run.
+    # The 8B checkpoint is written once, by the first run (its load_s and worker log say how long).
     run 170 --model llama-3.1-8b --backend hf --seq-len 1024,2048,4096,8192,16384,24576,32768 --batch-size 1
     run 200 --model llama-3.1-8b --backend unsloth --seq-len 4096,8192,16384,32768 --batch-size 1
     ;;

@@ -24,8 +24,8 @@
 #   python -m bench estimate --validate reports/results/*.jsonl --out reports/estimator.md
 #   (the probes are measured cells too: the estimator is validated on them)
 set -uo pipefail
-tar xzf .gpu-site/site.tgz -C /tmp && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
-export TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 COLUMNS=160 PYTHONUNBUFFERED=1
+. scripts/gpu/_env.sh
+export COLUMNS=160
 OUT=${OUT:?set OUT to the output folder}
 TIER=${TIER:-${1:-t4}}
 MODEL=${MODEL:-llama-3.1-8b}
@@ -43,7 +43,6 @@ fi
 CONSOLE="$WORK/$NAME.console.txt"
 say() { echo "== $(date +%T) $*" | tee -a "$CONSOLE"; }
 
-export QLORA_BENCH_COMMIT=${QLORA_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 say "host: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)"
 say "bench fit --gpu-tier $TIER --model $MODEL --backend $BACKENDS (budget $BUDGET s)"
 python3 -m bench fit --gpu-tier "$TIER" --model "$MODEL" --backend "$BACKENDS" --max-seq-len "$MAX_SEQ" \

@@ -4,11 +4,13 @@
 # (saved from reports/results/t4-emulated.jsonl with `bench baseline save`).
 #
 #   1. rerun:   the baseline recipe again (HF, llama-3.1-8b, t4 emulated, seq 1024, batch 1,2):
-#               same cell keys; expected PASS (run-to-run variation within 5% VRAM / 10% speed).
+#               same cell keys; gated on VRAM by scripts/gate_evidence.sh (and on speed, to show
+#               how much tokens/s moves between two runs of one recipe).
 #   2. heavier: the same cells with LoRA rank 64 instead of 16 - what a team does when it bumps
 #               lora_r in its recipe. lora_r is part of the cell key, so the gate compares the two
 #               recipes with --ignore-key lora_r (printed in the output); expected FAIL, naming the
-#               cells (more VRAM at batch 1; batch 2 was at 14.41 of 15 GiB and may now OOM).
+#               cells (more VRAM; batch 2 already runs near the T4's memory in the baseline, so it
+#               may now go over it or OOM).
 #
 # Run from the repository root on the GPU machine (H100, no network), ~4 minutes:
 #   bash scripts/gpu/gate_heavier.sh
@@ -18,7 +20,7 @@
 # the main report's reports/results/*.jsonl does not pick up the rank-64 cells) and run
 # `bash scripts/gate_evidence.sh`, which regenerates reports/gate-pass.md and reports/gate-fail.md.
 set -uo pipefail
-tar xzf .gpu-site/site.tgz -C /tmp && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
+. scripts/gpu/_env.sh
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
 BASELINE=${BASELINE:-baselines/t4.json}

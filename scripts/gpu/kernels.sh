@@ -27,8 +27,8 @@
 #       --benchmark reports/kernels-benchmark.json --test-log reports/kernels/kernels-tests.txt --out reports/kernels.md
 #   python -m pytest tests/test_kernels_check.py   # the GPU-fixture tests read reports/kernels/*.json
 set -uo pipefail
-tar xzf .gpu-site/site.tgz -C /tmp && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
-export TRANSFORMERS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 COLUMNS=160
+. scripts/gpu/_env.sh
+export COLUMNS=160
 OUT=${OUT:?set OUT to the output folder}
 PART=${PART:-1}
 mkdir -p "$OUT"

@@ -25,7 +25,7 @@
 # (reports/t4.md and reports/h100.md stay as they are: one tier each.)
 set -uo pipefail
 PART=${1:?usage: report_claims.sh sizes|variants|l4|s7-mistral|s7-qwen|s7-phi}
-tar xzf .gpu-site/site.tgz -C /tmp && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
+. scripts/gpu/_env.sh
 OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
 CACHE=${CACHE:-/tmp/qbcache}
