@@ -62,7 +62,7 @@ def run(
                                         help="Skip cells at least as large as one that ran out of memory."),
     report: Optional[Path] = typer.Option(None, "--report", help="Render a markdown report here at the end."),
     fast_paths: bool = typer.Option(True, "--fast-paths/--no-fast-paths",
-                                    help="Profile one extra untimed step per Unsloth cell: which kernels ran."),
+                                    help="Profile one extra untimed step per Unsloth worker (its first ok cell): which kernels ran."),
 ):
     """Measure matched HF and Unsloth QLoRA cells on one GPU tier (native or emulated)."""
     from bench.config import RunConfig, TrainSettings, parse_int_list

@@ -129,7 +129,7 @@ class RunConfig:
     trust_remote_code: bool = False
     attn_implementation: str = "sdpa"
     skip_dominated: bool = True  # cells larger in both seq and batch than an OOM cell are skipped
-    fast_paths: bool = True  # profile one extra step per Unsloth cell to record which kernels ran
+    fast_paths: bool = True  # profile one extra step per Unsloth worker to record which kernels ran
 
     def validate(self) -> None:
         self.train.validate()

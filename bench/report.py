@@ -1124,7 +1124,7 @@ def build_report(results: Results, out: Path) -> Report:
     if fp is not None:
         blocks.append(Heading(2, "Fast paths (fallback check)", "fast-paths"))
         blocks.append(Para("Which fast paths ran on Unsloth's hand-written kernels, per the records' fast-path "
-                           "summary (kernels_check: one profiled, untimed step per Unsloth cell). k/n: of the n "
+                           "summary (kernels_check: one profiled, untimed step per Unsloth worker, on its first ok cell). k/n: of the n "
                            "fast paths Unsloth has a kernel for, k ran it; k < n means a fallback."))
         blocks.append(fp)
 
