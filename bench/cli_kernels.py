@@ -92,37 +92,24 @@ def _load_records(paths: Optional[list[Path]]) -> list:
 def _results_from_traces(paths: list[Path]) -> list[dict]:
     from bench.cli import UsageFailure
     from kernels_check.result import RESULT_FORMAT
-    from kernels_check.trace import TraceError, load_kernels
+    from kernels_check.trace import TraceError, kernels_from_document, read_json
 
     out = []
     for p in paths:
         try:
-            kernels, meta = load_kernels(p)
+            doc = read_json(p)
+            kernels, meta = kernels_from_document(doc, str(p))
         except TraceError as exc:
             raise UsageFailure(str(exc)) from None
         if not kernels:
             raise UsageFailure(f"{p}: no GPU kernels in this trace (was it recorded with CUDA activity?)")
-        data = _maybe_result(p)
-        if data is not None:
-            out.append(data)
+        if isinstance(doc, dict) and doc.get("format") == RESULT_FORMAT:
+            out.append(doc)  # a full kernels-check result keeps its static check
             continue
         out.append({"format": RESULT_FORMAT, "model": meta.get("model") or p.name.split(".")[0],
                     "model_type": meta.get("model_type"), "status": "ok", "profile": {"status": "ok"},
                     "kernels": [k.to_dict() for k in kernels], "static": None, "source_file": str(p)})
     return out
-
-
-def _maybe_result(path: Path) -> Optional[dict]:
-    """The file itself when it is a full kernels-check result (keeps its static check)."""
-    import json
-
-    from kernels_check.result import RESULT_FORMAT
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == RESULT_FORMAT else None
 
 
 def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir, timeout):
@@ -197,8 +184,8 @@ def _report(results: list[dict], records: list, out: Optional[Path], detail: boo
     from kernels_check.result import analyse
 
     code = 0
-    for r in results:
-        a = analyse(r)
+    analyses = [analyse(r) for r in results]
+    for r, a in zip(results, analyses):
         _print_analysis(console, a, detail)
         if r.get("status") == "load_failed":
             err_console.print(f"[bold red]error:[/] {r.get('error')}")
@@ -208,7 +195,7 @@ def _report(results: list[dict], records: list, out: Optional[Path], detail: boo
             code = max(code, 1)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(coverage_markdown(results, records, extra_sections=extra), encoding="utf-8")
+        out.write_text(coverage_markdown(analyses, records, extra_sections=extra), encoding="utf-8")
         console.print(f"coverage table: {out}")
     return code
 

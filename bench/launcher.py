@@ -75,6 +75,18 @@ def make_plan(config: RunConfig, host=None, detect: bool = True) -> Plan:
     return Plan(config, tier_plan, models, groups)
 
 
+def worker_env(job: dict) -> dict:
+    """The environment of a worker subprocess (bench's and kernels_check's): this package importable,
+    unbuffered output, no Unsloth statistics, Unsloth's generated code beside the checkpoint cache."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    if job.get("cache_dir"):  # Unsloth writes generated code; keep it out of the user's cwd
+        env.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(job["cache_dir"]) / "unsloth_compiled_cache"))
+    return env
+
+
 class WorkerProcess:
     """One `python -m bench.worker` child: cells in on stdin, JSON events out on a pipe."""
 
@@ -86,12 +98,7 @@ class WorkerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-        if job.get("cache_dir"):  # Unsloth writes generated code; keep it out of the user's cwd
-            env.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(job["cache_dir"]) / "unsloth_compiled_cache"))
+        env = worker_env(job)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", "--job", self.job_file.name, "--event-fd", str(write_fd)],
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),

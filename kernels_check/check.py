@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from bench.launcher import worker_env
 from kernels_check.result import RESULT_FORMAT
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,6 @@ def failure_result(job: dict, status: str, error: str, log_tail: str = "") -> di
             "model_source": ref.get("source"), "backend": "unsloth", "status": status, "error": error,
             "profile": {"status": "skipped", "error": None, "step_s": None}, "kernels": [], "static": None,
             "log_tail": log_tail[-2000:]}
-
-
-def worker_env(job: dict) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-    if job.get("cache_dir"):  # Unsloth writes generated code; keep it out of the user's cwd
-        env.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(job["cache_dir"]) / "unsloth_compiled_cache"))
-    return env
 
 
 def run_worker(job: dict, log_path: Path, timeout_s: float) -> dict:

@@ -43,12 +43,16 @@ def model_pairs(records: Iterable, model: str) -> list[dict]:
 
 
 def model_summary(records: Iterable, model: str) -> dict:
-    """Median speed-up and memory reduction over the model's pairs, and F2's verdict on the median.
+    """Median speed-up and memory reduction over the model's pairs, and F2's verdict on the median."""
+    return summarize_pairs(model_pairs(records, model))
+
+
+def summarize_pairs(rows: list[dict]) -> dict:
+    """`model_summary` of `model_pairs` rows already at hand.
 
     Pairs that failed the parity check are left out (their comparison is not matched); if only
     such pairs exist they are used and `unmatched` says so.
     """
-    rows = model_pairs(records, model)
     usable = [r for r in rows if r["matched"] is not False] or rows
     reductions = [r["memory_reduction"] for r in usable if r["memory_reduction"] is not None]
     speedups = [r["speedup"] for r in usable if r["speedup"] is not None]

@@ -84,10 +84,9 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TraceError(f"cannot read {path}: {exc}") from exc
+    from kernels_check.trace import read_json
+
+    return read_json(path)
 
 
 def write_result(path: Path, result: dict) -> Path:

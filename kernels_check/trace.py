@@ -103,16 +103,22 @@ def profile_last_step(run: Callable[[Callable[[], None]], Any], warmup: int = 1,
     return traces[-1], marks[warmup + 1] - marks[warmup]
 
 
-def read_chrome_trace(path: str | Path) -> dict:
-    """Load a Chrome trace (.json or .json.gz) as written by torch.profiler."""
+def read_json(path: str | Path, what: str = "") -> Any:
+    """A JSON file, gzip-compressed or not; TraceError when it cannot be read or parsed."""
     p = Path(path)
     try:
         raw = p.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-        data = json.loads(raw)
+        return json.loads(raw)
     except (OSError, ValueError) as exc:
-        raise TraceError(f"cannot read trace {p}: {exc}") from exc
+        raise TraceError(f"cannot read {what + ' ' if what else ''}{p}: {exc}") from exc
+
+
+def read_chrome_trace(path: str | Path) -> dict:
+    """Load a Chrome trace (.json or .json.gz) as written by torch.profiler."""
+    p = Path(path)
+    data = read_json(p, "trace")
     if isinstance(data, list):  # the bare-array form of the Chrome trace format
         data = {"traceEvents": data}
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
@@ -180,12 +186,4 @@ def kernels_from_document(data: Any, where: str = "input") -> tuple[list[KernelS
 
 def load_kernels(path: str | Path) -> tuple[list[KernelStat], dict]:
     """Kernels of a saved file (result JSON, excerpt, or torch.profiler Chrome trace, .gz allowed)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        data = json.loads(raw)
-    except (OSError, ValueError) as exc:
-        raise TraceError(f"cannot read {p}: {exc}") from exc
-    return kernels_from_document(data, str(p))
+    return kernels_from_document(read_json(path), str(path))
