@@ -126,8 +126,13 @@ def run(
 
 
 def _check_report_target(path: Path) -> None:
-    if path.suffix not in (".md", ".html"):
-        raise UsageFailure(f"--report {path}: use a .md or .html file name")
+    from bench.report import format_for
+    from bench.results import ResultsError
+
+    try:
+        format_for(path)  # the rule `bench report --out` uses
+    except ResultsError:
+        raise UsageFailure(f"--report {path}: use a .md or .html file name") from None
 
 
 def _render_report(results: list[Path], out: Path) -> None:

@@ -318,8 +318,6 @@ def fit_command(
     Every probe is a real training cell appended to --results. Exit codes: 0 done, 2 bad input,
     3 stopped by --time-budget before the searches finished (run again with --resume).
     """
-    from dataclasses import replace
-
     from bench.cli import console
     from bench.config import RunConfig, TrainSettings
     from bench.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit
@@ -359,13 +357,12 @@ def fit_command(
                           gradient_checkpointing=gradient_checkpointing)
     config = RunConfig(tier=tier.name, models=[model], backends=_split(backend), seq_lens=[s0],
                        batch_sizes=[batch_size], train=train, device=device, cell_timeout_s=cell_timeout,
-                       load_timeout_s=load_timeout)
-    if hasattr(config, "fast_paths"):
-        config.fast_paths = False  # the fit needs peaks, not the kernel summary (one profiled step less)
+                       load_timeout_s=load_timeout,
+                       fast_paths=False)  # the fit needs peaks, not the kernel summary (one profiled step less)
     config.validate()
     from bench.launcher import make_plan
 
-    mode = make_plan(replace(config, seq_lens=[s0]), host=host, detect=False).tier_plan.mode
+    mode = make_plan(config, host=host, detect=False).tier_plan.mode
     path = results_path or Path("reports/results") / f"fit-{tier.name}-{mode}.jsonl"
     console.print(f"[bold]bench fit[/] {ref.name} on {tier.name} ({mode}): seq search at batch {batch_size} "
                   f"(up to {max_seq_len:,}), batch search at seq {s0} (up to {max_batch_size}); probes -> {path}")

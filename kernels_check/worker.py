@@ -17,16 +17,7 @@ import json
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _short(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}"[:500]
+from bench.worker import _now, short_error
 
 
 def base_result(job: dict) -> dict:
@@ -150,7 +141,7 @@ def run(job: dict, result: dict) -> None:
         result["profile"] = {"status": "ok", "error": None, "step_s": round(step_s, 4),
                              "activities": ["cpu", "cuda"], "events": sum(k.count for k in kernels)}
     except Exception as exc:  # noqa: BLE001 - degrade to the static check, and say so
-        result["profile"] = {"status": "failed", "error": _short(exc), "step_s": None,
+        result["profile"] = {"status": "failed", "error": short_error(exc), "step_s": None,
                              "traceback_tail": traceback.format_exc()[-2000:]}
     result["stage"] = "done"
 
@@ -171,7 +162,7 @@ def main(argv=None) -> int:
         result["backend_info"]["unsloth_version"] = getattr(unsloth, "__version__", None)
     except BaseException as exc:  # ImportError, or Unsloth's own "no GPU" errors at import
         result.update(status="load_failed", stage="import",
-                      error=f"cannot import unsloth ({_short(exc)})",
+                      error=f"cannot import unsloth ({short_error(exc)})",
                       traceback_tail=traceback.format_exc()[-2000:], finished_at=_now())
         write_result(args.out, result)
         return 3
@@ -183,10 +174,10 @@ def main(argv=None) -> int:
         stage = result.get("stage")
         if stage in ("setup", "checkpoint", "load", "static", "start"):
             result["status"] = "load_failed"
-            result["error"] = f"Unsloth could not load {result['model']} ({stage}): {_short(exc)}"
+            result["error"] = f"Unsloth could not load {result['model']} ({stage}): {short_error(exc)}"
         else:
             result["status"] = "oom" if is_oom(exc) else "error"
-            result["error"] = f"{stage}: {_short(exc)}"
+            result["error"] = f"{stage}: {short_error(exc)}"
         result["traceback_tail"] = traceback.format_exc()[-3000:]
     result["finished_at"] = _now()
     write_result(args.out, result)
