@@ -88,7 +88,7 @@ class Peak:
         return self.budget_bytes is not None and self.bytes is not None and self.bytes > self.budget_bytes
 
     def describe(self) -> str:
-        from bench.gate import format_bytes
+        from bench.analysis.gate import format_bytes
 
         text = f"{_SOURCE_LABELS.get(self.source, self.source)} {format_bytes(self.bytes)}"
         if self.budget_bytes is not None:
@@ -179,7 +179,7 @@ class CudaProbe:
         torch.cuda.synchronize(self.device_index)
         torch.cuda.reset_peak_memory_stats(self.device_index)
         if self.metric == "device":
-            from bench.measure import NvmlPeakSampler
+            from bench.analysis.metrics import NvmlPeakSampler
 
             self._sampler = NvmlPeakSampler(self.device_index, interval_s=0.005)
             self._sampler.start()
@@ -222,7 +222,7 @@ def _make_probe(config: pytest.Config, metric: Optional[str]):
 
 
 def _parse_budget(limit: Any):
-    from bench.gate import GateError, parse_budget
+    from bench.analysis.gate import GateError, parse_budget
 
     if limit is None:
         return None

@@ -29,7 +29,7 @@ def f2_verdict(memory_reduction: Optional[float], threshold: float = F2_THRESHOL
 
 def model_pairs(records: Iterable, model: str) -> list[dict]:
     """The model's finished hf/unsloth pairs: cell size, memory reduction (F2 metric), speed-up, parity."""
-    from bench.compare import pair_records
+    from bench.schema.pairs import pair_records
 
     rows = []
     for p in pair_records([r for r in records if r.model == model]):

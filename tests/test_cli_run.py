@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from bench.models import SHIPPED
-from bench.results import read_records
+from bench.config.models import SHIPPED
+from bench.schema.store import read_records
 from tests.conftest import run_bench
 
 pytestmark = pytest.mark.slow

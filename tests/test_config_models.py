@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from bench.config import Cell, ConfigError, RunConfig, TrainSettings, dominates, order_cells, parse_int_list
-from bench.models import (SHIPPED, ModelError, build_tokenizer, config_hash, ensure_synthetic_checkpoint,
+from bench.config.settings import Cell, ConfigError, RunConfig, TrainSettings, dominates, order_cells, parse_int_list
+from bench.config.models import (SHIPPED, ModelError, build_tokenizer, config_hash, ensure_synthetic_checkpoint,
                           parameter_counts, resolve_model)
 
 

@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from bench import estimate as E
-from bench.estimate import GiB, MiB
-from bench.models import SHIPPED, parameter_counts, resolve_model
-from bench.results import load
+from bench.analysis import estimate as E
+from bench.analysis.estimate import GiB, MiB
+from bench.config.models import SHIPPED, parameter_counts, resolve_model
+from bench.schema.store import load
 from tests.conftest import run_bench
 
 CFG = {name: m.config_dict() for name, m in SHIPPED.items()}

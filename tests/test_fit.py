@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit, search_max
-from bench.results import load, read_records
+from bench.analysis.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit, search_max
+from bench.schema.store import load, read_records
 from tests.conftest import run_bench
 
 
@@ -112,7 +112,7 @@ def test_max_fit_rows_read_brackets_from_records(cpu_results):
 
 @pytest.mark.slow
 def test_fit_probes_run_through_the_launcher_and_resume(tmp_path, cache_dir):
-    from bench.config import RunConfig, TrainSettings
+    from bench.config.settings import RunConfig, TrainSettings
 
     out = tmp_path / "fit.jsonl"
     config = RunConfig(tier="t4", models=["tiny-llama"], backends=["hf"], seq_lens=[32], batch_sizes=[1],

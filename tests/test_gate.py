@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import pytest
 
-from bench import gate
-from bench.results import SCHEMA_VERSION, read_records
-from bench.tiers import TIERS
+from bench.analysis import gate
+from bench.schema.store import SCHEMA_VERSION, read_records
+from bench.config.tiers import TIERS
 from tests.conftest import REPO, RESULTS_DIR, run_bench
 
 GPU_RESULTS = sorted(RESULTS_DIR.glob("*.jsonl"))
@@ -587,7 +587,7 @@ def test_gpu_budget_uses_the_tier_usable_vram(capsys):
 
 def test_committed_baselines_match_their_sources():
     """baselines/*.json were saved from results in this repo, and their figures are those results'."""
-    from bench.results import load
+    from bench.schema.store import load
 
     for path in sorted((REPO / "baselines").glob("*.json")):
         snap = gate.load_baseline(path)

@@ -21,7 +21,7 @@ import pytest
 from kernels_check import format_fast_paths, static_fast_paths, summarize_fast_paths
 from kernels_check.classify import (UNSLOTH_KERNEL_PATHS, KernelStat, classify, compare_static_trace,
                                     count_unsloth_paths, merge_fast_paths, trace_fast_paths)
-from kernels_check.coverage import coverage_markdown
+from bench.render.kernels import coverage_markdown
 from kernels_check.heuristic import LIKELY_FAST, NO_DATA, SUSPECT, f2_verdict, heuristic_vs_trace, model_summary
 from kernels_check.patterns import PatternError, load_patterns, match_kernel, parse_patterns
 from kernels_check.result import RESULT_FORMAT, analyse, load_results
@@ -236,7 +236,7 @@ def test_f2_heuristic_and_its_agreement_with_the_trace():
 
 
 def _record(backend, model, peak, tps, seq=512, matched=True):
-    from bench.results import SCHEMA_VERSION, ResultRecord
+    from bench.schema.store import SCHEMA_VERSION, ResultRecord
 
     key = f"h100-native-{model}-s{seq}-b1-x"
     return ResultRecord(schema_version=SCHEMA_VERSION, run_id="r", cell_id=f"{key}-{backend}", pair_key=key,
@@ -262,8 +262,8 @@ def test_model_summary_uses_the_f2_metric_and_leaves_unmatched_pairs_out():
 @pytest.fixture(scope="module")
 def tiny_peft(tmp_path_factory):
     """tiny-llama through the suite's own HF QLoRA backend on CPU: bitsandbytes NF4 + peft LoRA."""
-    from bench.backends import BackendSettings, load_backend
-    from bench.models import TARGET_MODULES, ensure_synthetic_checkpoint, resolve_model
+    from bench.run.backends import BackendSettings, load_backend
+    from bench.config.models import TARGET_MODULES, ensure_synthetic_checkpoint, resolve_model
 
     ref = resolve_model("tiny-llama")
     path, _ = ensure_synthetic_checkpoint(ref, cache_dir=tmp_path_factory.mktemp("kc-cache"))
@@ -273,7 +273,7 @@ def tiny_peft(tmp_path_factory):
 
 
 def _one_step(model, ref, steps=1, on_step=None):
-    from bench.train import train_steps
+    from bench.run.train import train_steps
 
     return train_steps(model, device="cpu", dtype="float32", optimizer_name="adamw_torch", learning_rate=1e-4,
                        seed=1, batch_size=1, seq_len=16, grad_accum=1, total_steps=steps,
@@ -430,16 +430,16 @@ def test_run_summary_degrades_to_the_static_check_without_gpu_kernels(tiny_peft)
 
 # -- worker and CLI -------------------------------------------------------------------------------
 def test_worker_without_unsloth_writes_a_load_failure(tmp_path):
-    from bench.models import resolve_model
-    from bench.tiers import get_tier, plan_tier
-    from kernels_check.check import CheckOptions, make_job
+    from bench.config.models import resolve_model
+    from bench.config.tiers import get_tier, plan_tier
+    from bench.run.kernels import CheckOptions, make_job
 
     plan = plan_tier(get_tier("t4"), None, "cpu")
     job = make_job(resolve_model("tiny-llama"), plan, CheckOptions(seq_len=16, cache_dir=str(tmp_path)))
     (tmp_path / "job.json").write_text(json.dumps(job))
     env = _env()
     env["PYTHONPATH"] = str(REPO)  # no GPU site: unsloth is not importable here
-    proc = subprocess.run([sys.executable, "-m", "kernels_check.worker", "--job", str(tmp_path / "job.json"),
+    proc = subprocess.run([sys.executable, "-m", "bench.run.kernels_worker", "--job", str(tmp_path / "job.json"),
                            "--out", str(tmp_path / "r.json")], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 3, proc.stderr
@@ -545,9 +545,9 @@ def test_gpu_fixtures_render_a_coverage_table():
 def test_worker_timeout_is_a_result_not_a_hang(tmp_path, monkeypatch):
     """A worker that hangs (here: an `unsloth` on the path whose import never returns) is killed at
     the timeout, with its process group, and reported as this model's timeout."""
-    from bench.models import resolve_model
-    from bench.tiers import get_tier, plan_tier
-    from kernels_check.check import CheckOptions, make_job, run_worker
+    from bench.config.models import resolve_model
+    from bench.config.tiers import get_tier, plan_tier
+    from bench.run.kernels import CheckOptions, make_job, run_worker
 
     hang = tmp_path / "hang" / "unsloth"
     hang.mkdir(parents=True)
@@ -562,7 +562,7 @@ def test_worker_timeout_is_a_result_not_a_hang(tmp_path, monkeypatch):
 
 def test_gpu_results_cover_every_shipped_architecture():
     """reports/kernels holds one GPU result per shipped architecture (scripts/gpu/kernels.sh, three parts)."""
-    from bench.models import SHIPPED
+    from bench.config.models import SHIPPED
 
     wanted = sorted(name for name in SHIPPED if name != "tiny-llama")
     present = sorted(p.stem for p in (REPO / "reports" / "kernels").glob("*.json"))

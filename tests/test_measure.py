@@ -1,8 +1,6 @@
 import pytest
 
-from bench import measure
-
-
+from bench.analysis import metrics as measure
 def test_tokens_per_second_over_timed_steps():
     assert measure.tokens_per_second(4096, [0.5, 0.5, 1.0]) == pytest.approx(4096 * 3 / 2.0)
     assert measure.tokens_per_second(4096, []) is None

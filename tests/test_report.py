@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import report
-from bench.claims import (FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, _CHECKS, load_claims,
+from bench.render import report
+from bench.analysis.claims import (FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, _CHECKS, load_claims,
                           variant_pairs)
-from bench.compare import parity_for
-from bench.results import SCHEMA_VERSION, ResultRecord, append_record, read_records
-from bench.tiers import TIERS
+from bench.schema.pairs import parity_for
+from bench.schema.store import SCHEMA_VERSION, ResultRecord, append_record, read_records
+from bench.config.tiers import TIERS
 from tests.conftest import REPO, run_bench
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -3,8 +3,8 @@ from dataclasses import asdict
 
 import pytest
 
-from bench.compare import pair_records, parity_for
-from bench.results import (SCHEMA_VERSION, ResultRecord, ResultsError, append_record, finished_cell_ids, load,
+from bench.schema.pairs import pair_records, parity_for
+from bench.schema.store import (SCHEMA_VERSION, ResultRecord, ResultsError, append_record, finished_cell_ids, load,
                            read_records)
 
 

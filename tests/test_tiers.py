@@ -1,6 +1,6 @@
 import pytest
 
-from bench.tiers import GiB, TIERS, HostGpu, TierError, get_tier, plan_tier, tier_for_gpu_name, torch_memory_fraction
+from bench.config.tiers import GiB, TIERS, HostGpu, TierError, get_tier, plan_tier, tier_for_gpu_name, torch_memory_fraction
 
 H100 = HostGpu("NVIDIA H100 80GB HBM3", 85017493504, (9, 0))
 T4 = HostGpu("Tesla T4", 15828320256, (7, 5))

@@ -1,0 +1,259 @@
+"""`bench doctor`: this machine's GPU and libraries, and the articles' advice made concrete for it.
+
+Everything here is a pure function of what was detected (NVML, installed package versions) and
+of the tier, so it works without a GPU: then it says so, and `--gpu-tier` picks the card to
+advise for. Each advice line carries the `bench estimate` numbers it rests on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from bench.analysis.estimate import GiB, MiB, estimate, max_fit_batch_size, max_fit_seq_len
+
+#: Library combinations seen training both backends end to end on a GPU (data, not code: add a row
+#: when a new combination has produced a results file). Versions match by prefix ("2.11" matches
+#: "2.11.0+cu130"); `cuda` is torch's CUDA build.
+KNOWN_GOOD_COMBOS: list[dict[str, Any]] = [
+    {
+        "label": "suite GPU runs, Nov 2026 (H100 80GB HBM3, driver 580)",
+        "evidence": "reports/results/h100-native.jsonl, reports/results/t4-emulated.jsonl",
+        "versions": {"torch": "2.11", "cuda": "13.0", "transformers": "5.17.0", "peft": "0.21",
+                     "bitsandbytes": "0.50.2", "unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9",
+                     "trl": "1.15.0"},
+    },
+]
+
+#: The model doctor's advice is about unless `--model` says otherwise: what a user of these cards
+#: asks first (the default matrix's model).
+DEFAULT_MODEL = "llama-3.1-8b"
+
+
+@dataclass
+class ComboCheck:
+    matches: Optional[str]  # label of the known-good combination matched, or None
+    closest: Optional[str]
+    mismatches: dict[str, tuple[Optional[str], str]]  # package -> (installed, known good)
+    missing: list[str]  # packages of the closest combination that are not installed
+
+    @property
+    def ok(self) -> bool:
+        return self.matches is not None
+
+
+def _version_matches(installed: Optional[str], wanted: str) -> bool:
+    if installed is None:
+        return False
+    base = installed.split("+")[0]
+    return base == wanted or base.startswith(wanted + ".")
+
+
+def check_combo(versions: dict[str, Optional[str]], combos: list[dict[str, Any]] = KNOWN_GOOD_COMBOS) -> ComboCheck:
+    """Compare installed versions with each known-good combination; report the closest one.
+
+    GPU-only packages (unsloth, unsloth_zoo, trl) that are not installed count as missing, not as
+    a mismatch: a CPU machine can still match the rest.
+    """
+    best = None
+    for combo in combos:
+        wanted = combo["versions"]
+        mism = {k: (versions.get(k), v) for k, v in wanted.items()
+                if versions.get(k) is not None and not _version_matches(versions.get(k), v)}
+        missing = [k for k in wanted if versions.get(k) is None]
+        score = (len(mism), len(missing))
+        if best is None or score < best[0]:
+            best = (score, combo, mism, missing)
+    if best is None:
+        return ComboCheck(None, None, {}, [])
+    _, combo, mism, missing = best
+    return ComboCheck(combo["label"] if not mism and not missing else None, combo["label"], mism, missing)
+
+
+@dataclass
+class Advice:
+    topic: str
+    text: str
+    evidence: str  # the bench estimate numbers (or detected facts) behind it
+
+
+@dataclass
+class DoctorReport:
+    gpu: Optional[dict[str, Any]]  # None: no NVIDIA GPU found
+    tier: Optional[str]
+    tier_source: Optional[str]  # "detected" | "--gpu-tier" | None
+    capabilities: dict[str, Any]
+    versions: dict[str, Optional[str]]
+    combo: ComboCheck
+    model: str
+    seq_len: Optional[int]
+    batch_size: int
+    advice: list[Advice] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["combo"]["ok"] = self.combo.ok
+        return d
+
+
+def _gib(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n / GiB:.1f} GiB"
+
+
+def diagnose(host, versions: dict[str, Optional[str]], tier=None, tier_source: Optional[str] = None,
+             model: str = DEFAULT_MODEL, seq_len: Optional[int] = None, batch_size: int = 1,
+             torch_cuda: Optional[str] = None) -> DoctorReport:
+    """Build the report. `host` is a bench.config.tiers.HostGpu or None; `tier` a GpuTier or None (then
+    the host's matching tier is used; with neither there is no advice, only the environment)."""
+    from bench.config.models import SHIPPED, resolve_model
+    from bench.config.tiers import DEFAULT_MATRIX
+
+    notes = []
+    versions = dict(versions)
+    if torch_cuda is not None:
+        versions["cuda"] = torch_cuda
+    gpu = None
+    if host is not None:
+        cc = host.compute_capability
+        gpu = {"name": host.name, "total_memory_bytes": host.total_memory_bytes,
+               "compute_capability": f"{cc[0]}.{cc[1]}", "driver": host.driver}
+        if tier is None and host.tier is not None:
+            tier, tier_source = host.tier, "detected"
+        elif tier is None:
+            notes.append(f"{host.name} matches no known tier (see `bench tiers`); pass --gpu-tier to advise for one")
+    else:
+        notes.append("no NVIDIA GPU found (NVML): nothing can be measured here; "
+                     + ("advising for --gpu-tier " + tier.name if tier else "pass --gpu-tier to get advice for a card"))
+    cc = tier.compute_capability if tier else (host.compute_capability if host else None)
+    caps = {}
+    if cc is not None:
+        caps = {"compute_capability": f"{cc[0]}.{cc[1]}", "bf16": cc >= (8, 0), "fp8": cc >= (8, 9),
+                "flash_attention_2": cc >= (8, 0), "unsloth_triton_kernels": cc >= (7, 0)}
+    if seq_len is None:
+        seq_len = DEFAULT_MATRIX.get(tier.name, DEFAULT_MATRIX["t4"])["seq_lens"][0] if tier else 2048
+    report = DoctorReport(gpu, tier.name if tier else None, tier_source, caps, versions, check_combo(versions),
+                          model, seq_len, batch_size, notes=notes)
+    if tier is None:
+        return report
+    ref = resolve_model(model)
+    report.advice = advise(tier, ref.config, ref.name, seq_len, batch_size,
+                           unsloth_fast_path=SHIPPED[ref.name].unsloth_fast_path if ref.name in SHIPPED else None)
+    return report
+
+
+def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: int,
+           unsloth_fast_path: Optional[bool] = None) -> list[Advice]:
+    """The articles' decision tree for one tier and model, each line with its estimate numbers."""
+    usable = tier.usable_vram_bytes
+    cc = tier.compute_capability
+    dtype = tier.dtype
+    out: list[Advice] = []
+
+    def est(backend, **kw):
+        kw.setdefault("dtype", dtype)
+        kw.setdefault("compute_capability", cc)
+        return estimate(config, backend, kw.pop("seq_len", seq_len), kw.pop("batch_size", batch_size),
+                        model_name=model, **kw)
+
+    # Precision.
+    if tier.supports_bf16:
+        out.append(Advice("precision", "Train in bf16 (the suite's default on this card).",
+                          f"compute capability {cc[0]}.{cc[1]} >= 8.0 has bf16 tensor cores"))
+    else:
+        out.append(Advice("precision", "No bf16 here: train in fp16 with a GradScaler (the suite does so "
+                          "automatically; LoRA weights stay fp32 so the scaler can unscale them).",
+                          f"compute capability {cc[0]}.{cc[1]} < 8.0 has no bf16"))
+    if tier.supports_fp8:
+        out.append(Advice("fp8", "FP8 is available on this card (Ada/Hopper). The articles' ~2x claim for FP8 "
+                          "training is not measured by this suite; QLoRA here stays NF4 + bf16.",
+                          f"compute capability {cc[0]}.{cc[1]} >= 8.9"))
+    else:
+        out.append(Advice("fp8", "No FP8 on this card: leave FP8 options off.",
+                          f"compute capability {cc[0]}.{cc[1]} < 8.9"))
+
+    # Does the model fit at all, per backend?
+    hf, un = est("hf"), est("unsloth")
+    for e in (hf, un):
+        fits = e.total_bytes <= usable
+        out.append(Advice(
+            f"fit ({e.backend})",
+            f"{model} at seq {seq_len}, batch {batch_size}: predicted {_gib(e.total_bytes)} of {_gib(usable)} "
+            + ("- fits" if fits else "- does NOT fit") + f" with {e.backend}.",
+            f"bench estimate --model {model} --gpu-tier {tier.name} --backend {e.backend} --seq-len {seq_len} "
+            f"--batch-size {batch_size}: peak in the {e.peak_phase} phase, margin {_gib(usable - e.total_bytes)}"))
+    short = hf.total_bytes > 0.9 * usable or un.total_bytes > 0.9 * usable
+
+    # 4-bit + 8-bit optimizer.
+    from bench.analysis.estimate import model_shape, nf4_weight_bytes
+
+    shape = model_shape(config)
+    nf4 = nf4_weight_bytes(shape)
+    half = shape.quantized_params * 2
+    opt32 = est("unsloth", optimizer="adamw_torch")
+    saved_opt = opt32.total_bytes - un.total_bytes
+    out.append(Advice(
+        "4-bit + 8-bit optimizer",
+        ("VRAM is short: " if short else "") + f"keep load_in_4bit (NF4 decoder weights {_gib(nf4)} instead of "
+        f"{_gib(half)} in 16-bit) and adamw_8bit (saves {saved_opt / MiB:,.0f} MiB over 32-bit AdamW here: "
+        "LoRA states are small, the articles' 'up to 2 GB' applies to full fine-tuning).",
+        f"estimate optimizer_states: adamw_8bit {un.breakdown.get('optimizer_states', 0) / MiB:,.0f} MiB vs "
+        f"adamw_torch {opt32.breakdown.get('optimizer_states', 0) / MiB:,.0f} MiB"))
+
+    # Batch 1 + gradient accumulation; shorter sequences.
+    kw = dict(dtype=dtype, compute_capability=cc)
+    mb = {b: max_fit_batch_size(config, b, seq_len, usable, max_batch_size=1024, **kw) for b in ("hf", "unsloth")}
+    ms = {b: max_fit_seq_len(config, b, 1, usable, multiple_of=64, **kw) for b in ("hf", "unsloth")}  # as bench estimate --max-fit
+    out.append(Advice(
+        "batch size",
+        f"Largest batch predicted to fit at seq {seq_len}: hf {mb['hf'] or 'none'}, unsloth {mb['unsloth'] or 'none'}. "
+        "For a larger effective batch keep the micro-batch there and raise --grad-accum (memory stays that "
+        "of one micro-batch).",
+        f"bench estimate --model {model} --gpu-tier {tier.name} --seq-len {seq_len} --max-fit"))
+    out.append(Advice(
+        "sequence length",
+        f"Longest sequence predicted to fit at batch 1: hf {ms['hf'] or 'none'}, unsloth {ms['unsloth'] or 'none'} "
+        "tokens; set max_seq_length at or below it.",
+        f"bench estimate --model {model} --gpu-tier {tier.name} --batch-size 1 --max-fit"))
+
+    # Lower rank.
+    r64 = est("unsloth", lora_r=64)
+    r8 = est("unsloth", lora_r=8)
+    out.append(Advice(
+        "LoRA rank",
+        f"Rank is cheap in memory: r=8 -> r=64 costs {(r64.total_bytes - r8.total_bytes) / MiB:,.0f} MiB with "
+        "unsloth here; lower it only when everything else is already at its minimum.",
+        f"estimate unsloth r8 {_gib(r8.total_bytes)}, r16 {_gib(un.total_bytes)}, r64 {_gib(r64.total_bytes)}"))
+
+    # Gradient checkpointing.
+    hf_none = est("hf", gradient_checkpointing="none")
+    un_std = est("unsloth", gradient_checkpointing="standard")
+    out.append(Advice(
+        "gradient checkpointing",
+        f"Keep it on: without it hf needs {_gib(hf_none.total_bytes)} instead of {_gib(hf.total_bytes)}; "
+        f"Unsloth's offloaded variant needs {_gib(un.total_bytes)} against {_gib(un_std.total_bytes)} for plain "
+        "checkpointing in the same backend.",
+        "estimate hf --gradient-checkpointing none vs standard; unsloth standard vs unsloth"))
+
+    # Decision-matrix row for 24 GB cards and 7-8B models.
+    if 20 * GiB <= usable <= 26 * GiB and shape.total_params > 6e9:
+        paged = est("hf", optimizer="paged_adamw_8bit")
+        out.append(Advice(
+            "decision matrix: 7B LoRA on a 24 GB GPU",
+            "NF4 + paged AdamW (8-bit) + gradient checkpointing: predicted "
+            f"{_gib(paged.total_bytes)} with hf, {_gib(est('unsloth', optimizer='paged_adamw_8bit').total_bytes)} "
+            f"with unsloth, of {_gib(usable)}.",
+            f"bench estimate --gpu-tier {tier.name} --optimizer paged_adamw_8bit"))
+
+    # Backend choice.
+    if unsloth_fast_path is False:
+        out.append(Advice("backend", f"{model}'s architecture has no hand-written Unsloth path: Unsloth falls back "
+                          "to its compiled generic path (memory savings remain, kernel speed-ups are smaller).",
+                          "bench models: Unsloth fast path = no"))
+    elif hf.total_bytes > usable >= un.total_bytes:
+        out.append(Advice("backend", "Only Unsloth is predicted to fit this configuration.",
+                          f"hf {_gib(hf.total_bytes)} > {_gib(usable)} >= unsloth {_gib(un.total_bytes)}"))
+    if cc < (7, 0):
+        out.append(Advice("backend", "Unsloth's Triton kernels need compute capability >= 7.0.",
+                          f"compute capability {cc[0]}.{cc[1]}"))
+    return out

@@ -1,0 +1,214 @@
+"""`bench baseline save|show` and `bench gate`: CI regression gates on VRAM and speed.
+
+Thin over bench/gate.py. Exit codes of `bench gate`: 0 pass, 1 at least one regression,
+2 unusable input (one red line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+baseline_app = typer.Typer(no_args_is_help=True, help="Save or inspect gate baselines (explicit; never implicit).")
+
+
+def _wide(console):
+    """Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the tables."""
+    from rich.console import Console
+
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, width=max(console.width, 160))
+
+
+def _load_results(paths: List[Path]):
+    from bench.analysis import gate
+    from bench.schema.store import load
+
+    records = load(paths)
+    return gate.snapshot_from_records(records, [str(p) for p in paths])
+
+
+@baseline_app.command("save")
+def baseline_save(
+    results: List[Path] = typer.Argument(..., help="Results JSONL files (latest record per cell is kept)."),
+    out: Path = typer.Option(..., "--out", help="Baseline JSON to write (replaced if it exists)."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Keep only cells with FIELD=VALUE[,VALUE] (repeatable)."),
+):
+    """Save the peak memory and tokens/s of every cell in RESULTS as a baseline for `bench gate`."""
+    from bench.analysis import gate
+    from bench.cli import console, err_console
+    from bench.schema.store import load
+
+    filters = gate.parse_filters(only or [])
+    records = load(results)
+    snap = gate.baseline_from_records(records, [str(p) for p in results])
+    if filters:
+        snap.cells = gate.filter_cells(snap.cells, filters)
+        if not snap.cells:
+            raise gate.GateError("no cell matches --only " + " ".join(f"{k}={','.join(v)}" for k, v in filters.items()))
+    existed = out.exists()
+    gate.save_baseline(snap, out)
+    counts: dict[str, int] = {}
+    for c in snap.cells:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    console.print(f"baseline {'replaced' if existed else 'written'}: {out} ({len(snap.cells)} cells: {summary}; "
+                  f"GPU {' / '.join(gate._gpu_names(snap, snap.cells))})")
+    crashed = [c.cell_id for c in snap.cells if c.status in gate.CRASHED]
+    if crashed:
+        err_console.print(f"[yellow]warning:[/] {len(crashed)} cells crashed in these results (error/timeout): "
+                          f"they have no figures to gate against: {', '.join(crashed)}")
+    unmatched = [c.cell_id for c in snap.cells if c.matched is False]
+    if unmatched:
+        err_console.print(f"[yellow]warning:[/] {len(unmatched)} cells failed the parity check; "
+                          f"the gate fails results whose parity fails: {', '.join(unmatched)}")
+
+
+@baseline_app.command("show")
+def baseline_show(path: Path = typer.Argument(..., help="Baseline JSON.")):
+    """Print the cells of a baseline."""
+    from rich.table import Table
+
+    from bench.analysis import gate
+    from bench.cli import console
+
+    snap = gate.load_baseline(path)
+    t = Table(title=f"baseline {path} (saved {snap.created_at})")
+    for col in ("cell", "status", "device", "reserved", "allocated", "rss", "tokens/s", "cell_id"):
+        t.add_column(col)
+    for c in snap.cells:
+        t.add_row(c.label, c.status, gate.format_bytes(c.peak_device_bytes), gate.format_bytes(c.peak_reserved_bytes),
+                  gate.format_bytes(c.peak_allocated_bytes), gate.format_bytes(c.peak_rss_bytes),
+                  "-" if c.tokens_per_s is None else f"{c.tokens_per_s:,.0f}", c.cell_id)
+    _wide(console).print(t)
+    console.print(f"sources: {', '.join(snap.sources)}", soft_wrap=True)
+    console.print(f"GPU: {' / '.join(gate._gpu_names(snap, snap.cells))}", soft_wrap=True)
+
+
+def gate_command(
+    results: List[Path] = typer.Argument(..., help="New results JSONL files to gate."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Baseline JSON from `bench baseline save`."),
+    max_vram_increase: str = typer.Option("5%", "--max-vram-increase",
+                                          help="Per-cell memory growth allowed: a percentage (5%) or a size "
+                                               "(512MiB); off to disable."),
+    max_slowdown: str = typer.Option("off", "--max-slowdown",
+                                     help="Per-cell tokens/s drop allowed, e.g. 10%; off (default) to not gate speed."),
+    metric: str = typer.Option("device", "--metric",
+                               help="device (NVML, context incl.) | reserved | allocated | rss (host RSS, CPU proxy)."),
+    vram_budget: Optional[str] = typer.Option(None, "--vram-budget",
+                                              help="Absolute limit every cell must fit: 15GiB, 16GB, 15360MiB or a "
+                                                   "tier name (t4 = its usable VRAM)."),
+    ignore_key: Optional[List[str]] = typer.Option(None, "--ignore-key",
+                                                   help="Key fields to leave out when matching cells (comma list), "
+                                                        "to compare a changed recipe, e.g. lora_r."),
+    only: Optional[List[str]] = typer.Option(None, "--only",
+                                             help="Gate only cells with FIELD=VALUE[,VALUE] on both sides (repeatable)."),
+    allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch",
+                                            help="Compare even when the two sides ran on different GPUs."),
+    summary_md: Optional[Path] = typer.Option(None, "--summary-md",
+                                              help="Append the markdown table here (e.g. \"$GITHUB_STEP_SUMMARY\")."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (nothing else)."),
+):
+    """Fail (exit 1) when new results use more VRAM, run slower, crash or OOM against a baseline or budget.
+
+    Exit codes: 0 pass, 1 regression, 2 unusable input.
+    """
+    from rich.markup import escape
+
+    from bench.analysis import gate
+    from bench.cli import console, err_console
+
+    settings = gate.GateSettings(
+        metric=gate.parse_metric(metric),
+        max_vram_increase=gate.parse_vram_tolerance(max_vram_increase),
+        max_slowdown=gate.parse_slowdown(max_slowdown),
+        budget=gate.parse_budget(vram_budget) if vram_budget is not None else None,
+        ignore_key=gate.parse_key_fields(ignore_key or []),
+        only=gate.parse_filters(only or []),
+        allow_env_mismatch=allow_env_mismatch,
+    )
+    if baseline is None and settings.budget is None:
+        raise gate.GateError("nothing to gate: give --baseline FILE and/or --vram-budget SIZE")
+    if settings.ignore_key and baseline is None:
+        raise gate.GateError("--ignore-key needs --baseline (it changes how cells are matched)")
+    base = gate.load_baseline(baseline) if baseline is not None else None
+    new = _load_results(results)
+    report = gate.run_gate(new, base, settings)
+
+    if summary_md is not None:
+        summary_md.parent.mkdir(parents=True, exist_ok=True)
+        with open(summary_md, "a", encoding="utf-8") as fh:
+            fh.write(gate.render_markdown(report) + "\n")
+    if json_out:
+        for w in report.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        _print_report(report, console)
+    raise typer.Exit(report.exit_code)  # bench.cli.main passes the code on
+
+
+_STYLE = {"regression": "bold red", "improvement": "green", "ok": ""}
+_VERDICT = {"regression": "FAIL", "improvement": "better", "ok": "ok"}
+
+
+def _print_report(report, console) -> None:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from bench.analysis import gate
+    for line in gate.header_lines(report):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    with_baseline = report.baseline_path is not None
+    t = Table(title="qlora-bench gate", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("cell", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    if with_baseline:
+        t.add_column(f"{report.settings.metric} base", justify="right", no_wrap=True)
+        t.add_column("new", justify="right", no_wrap=True)
+        t.add_column("Δ", justify="right", no_wrap=True)
+        t.add_column("tok/s Δ", justify="right", no_wrap=True)
+    else:
+        t.add_column(f"{report.settings.metric} peak", justify="right", no_wrap=True)
+    t.add_column("verdict")
+    for row in report.rows:
+        status_new = row.new.status if row.new else "missing"
+        label = escape(row.label + (f" ({'; '.join(row.key_differences)})" if row.key_differences else ""))
+        verdict = row.verdict
+        kinds = sorted({f.kind for f in row.findings if f.severity == verdict})
+        text = _VERDICT[verdict] + (": " + ", ".join(kinds) if kinds and verdict != "ok" else "")
+        verdict_text = f"[{_STYLE[verdict]}]{text}[/]" if _STYLE[verdict] else text
+        if with_baseline:
+            status = f"{row.baseline.status if row.baseline else 'new'}→{status_new}"
+            t.add_row(label, status, gate.format_bytes(row.baseline_bytes), gate.format_bytes(row.new_bytes),
+                      gate.format_change(row.memory_change), gate.format_change(row.speed_change), verdict_text)
+        else:
+            t.add_row(label, status_new, gate.format_bytes(row.new_bytes), verdict_text)
+    # Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the table.
+    _wide(console).print(t)
+    for f in report.regressions:
+        console.print(f"[bold red]REGRESSION[/] {escape(f'[{f.kind}] {f.cell_id}: {f.message}')}", soft_wrap=True, highlight=False)
+    for f in report.improvements:
+        console.print(f"[green]improvement[/] {escape(f'[{f.kind}] {f.cell_id}: {f.message}')}", soft_wrap=True, highlight=False)
+    for f in report.findings:
+        if f.severity == "info":
+            console.print(f"note {f.cell_id}: {f.message}", soft_wrap=True, highlight=False, markup=False)
+    n = len(report.regressions)
+    if report.passed:
+        console.print(f"[bold green]gate passed[/]: {len(report.rows)} cells, no regression")
+    else:
+        console.print(f"[bold red]gate failed[/]: {n} regression{'s' if n != 1 else ''}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(baseline_app, name="baseline")
+    app.command("gate")(gate_command)

@@ -1,0 +1,251 @@
+"""`bench kernels-check`: which Unsloth fast kernels ran, which fell back, and what that costs.
+
+    bench kernels-check --model llama-3.1-8b                        # one profiled step, verdicts
+    bench kernels-check --all-models --out reports/kernels.md       # coverage table (GPU)
+    bench kernels-check --from-trace trace.json                     # classify a saved trace (no GPU)
+    bench kernels-check --from-results reports/kernels/ --results reports/results/ --out reports/kernels.md
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("kernels-check")(kernels_check)
+
+
+def kernels_check(
+    model: Optional[str] = typer.Option(None, "--model", help="Comma list of models (shipped names, config .json, dirs)."),
+    all_models: bool = typer.Option(False, "--all-models", help="Every shipped architecture (not the test model)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the coverage table (markdown) here."),
+    gpu_tier: Optional[str] = typer.Option(None, "--gpu-tier", help="Tier to run as (default: the present GPU's)."),
+    from_trace: Optional[list[Path]] = typer.Option(
+        None, "--from-trace", help="Classify saved traces instead (Chrome trace .json/.json.gz, excerpt, or result)."),
+    from_results: Optional[list[Path]] = typer.Option(
+        None, "--from-results", help="Render from saved kernels-check results (files or directories)."),
+    results: Optional[list[Path]] = typer.Option(
+        None, "--results", help="Run records (JSONL files or directories) for the speed-up, memory reduction and F2 rows."),
+    save_dir: Optional[Path] = typer.Option(
+        None, "--save-dir", help="Keep each model's result JSON (kernel excerpt incl.) and worker log here."),
+    seq_len: int = typer.Option(1024, "--seq-len", help="Sequence length of the profiled step."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Micro-batch size of the profiled step."),
+    warmup_steps: int = typer.Option(2, "--warmup-steps", help="Untimed steps first (compilation)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Synthetic checkpoint cache."),
+    timeout: float = typer.Option(900.0, "--timeout", help="Seconds allowed per model."),
+    detail: bool = typer.Option(False, "--detail", help="Print the top kernels of every fast path."),
+    benchmark: Optional[Path] = typer.Option(
+        None, "--benchmark", help="Kernel tests' pytest-benchmark JSON: adds the micro-benchmark section."),
+    test_log: Optional[Path] = typer.Option(
+        None, "--test-log", help="The kernel tests' pytest output: adds their outcome and failures."),
+):
+    """Profile one Unsloth training step per model and say which fast kernels ran, fell back, or are unknown."""
+    from bench.cli import UsageFailure
+
+    modes = sum(bool(x) for x in (model or all_models, from_trace, from_results))
+    if modes != 1:
+        raise UsageFailure("kernels-check needs exactly one of --model / --all-models, --from-trace, --from-results")
+    if model and all_models:
+        raise UsageFailure("give --model or --all-models, not both")
+    if out is not None and out.suffix != ".md":
+        raise UsageFailure(f"--out {out}: use a .md file name")
+    records = _load_records(results)
+    extra = _benchmark_section(benchmark, test_log)
+    if from_trace:
+        analyses_from = _results_from_traces(from_trace)
+    elif from_results:
+        from kernels_check.result import load_results
+        from kernels_check.trace import TraceError
+
+        try:
+            analyses_from = load_results(from_results)
+        except TraceError as exc:
+            raise UsageFailure(str(exc)) from None
+    else:
+        analyses_from = _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps,
+                                    cache_dir, timeout)
+    exit_code = _report(analyses_from, records, out, detail, extra)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+def _load_records(paths: Optional[list[Path]]) -> list:
+    if not paths:
+        return []
+    from bench.schema.store import ResultsError, load
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.glob("*.jsonl"))
+            if not found:
+                raise ResultsError(f"--results {p}: no *.jsonl files in this directory")
+            files.extend(found)
+        else:
+            files.append(p)
+    return load(files)
+
+
+def _results_from_traces(paths: list[Path]) -> list[dict]:
+    from bench.cli import UsageFailure
+    from kernels_check.result import RESULT_FORMAT
+    from kernels_check.trace import TraceError, kernels_from_document, read_json
+
+    out = []
+    for p in paths:
+        try:
+            doc = read_json(p)
+            kernels, meta = kernels_from_document(doc, str(p))
+        except TraceError as exc:
+            raise UsageFailure(str(exc)) from None
+        if not kernels:
+            raise UsageFailure(f"{p}: no GPU kernels in this trace (was it recorded with CUDA activity?)")
+        if isinstance(doc, dict) and doc.get("format") == RESULT_FORMAT:
+            out.append(doc)  # a full kernels-check result keeps its static check
+            continue
+        out.append({"format": RESULT_FORMAT, "model": meta.get("model") or p.name.split(".")[0],
+                    "model_type": meta.get("model_type"), "status": "ok", "profile": {"status": "ok"},
+                    "kernels": [k.to_dict() for k in kernels], "static": None, "source_file": str(p)})
+    return out
+
+
+def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir, timeout):
+    from bench.cli import UsageFailure, console
+    from bench.config.models import SHIPPED, resolve_model
+    from bench.config.tiers import detect_host_gpu, get_tier, plan_tier
+    from bench.run.kernels import CheckOptions, check_models
+
+    names = [n for n in SHIPPED if n != "tiny-llama"] if all_models else [m.strip() for m in model.split(",") if m.strip()]
+    if not names:
+        raise UsageFailure("--model: no model given")
+    refs = [resolve_model(n) for n in names]  # ModelError: unknown model -> exit 2
+    for ref in refs:
+        ref.target_modules()  # ModelError for an architecture without default LoRA targets
+        if ref.max_positions and seq_len > ref.max_positions:
+            raise UsageFailure(f"--seq-len {seq_len} is over {ref.name}'s {ref.max_positions} positions")
+    if seq_len <= 0 or batch_size <= 0 or warmup_steps < 1:
+        raise UsageFailure("--seq-len and --batch-size must be > 0, --warmup-steps >= 1")
+    host = detect_host_gpu()
+    if host is None:
+        raise UsageFailure("no CUDA GPU found: kernels-check profiles Unsloth on a GPU. "
+                           "Use --from-trace FILE to classify a saved trace, or --from-results DIR to render saved results.")
+    tier = get_tier(gpu_tier) if gpu_tier else host.tier
+    if tier is None:
+        raise UsageFailure(f"the present GPU ({host.name}) matches no known tier: pass --gpu-tier (see `bench tiers`)")
+    plan = plan_tier(tier, host, "cuda")  # TierError when it cannot run here
+    opts = CheckOptions(seq_len=seq_len, batch_size=batch_size, warmup_steps=warmup_steps, timeout_s=timeout,
+                        cache_dir=str(cache_dir) if cache_dir else None)
+    import tempfile
+
+    log_dir = Path(save_dir) if save_dir else Path(tempfile.mkdtemp(prefix="qlora-bench-kernels-"))
+    console.print(f"[bold]kernels-check[/] {len(refs)} model(s) on {host.name} as tier [cyan]{plan.tier.name}[/] "
+                  f"({plan.mode}, {plan.dtype}), one profiled step at s{seq_len} b{batch_size}; logs in {log_dir}")
+    results = check_models(refs, plan, opts, log_dir,
+                           on_status=lambda name, text: console.print(f"  {name}: {text}"))
+    if save_dir:
+        from kernels_check.result import write_result
+
+        for r in results:
+            write_result(Path(save_dir) / f"{r['model'].replace('/', '_')}.json", r)
+    return results
+
+
+def _benchmark_section(benchmark: Optional[Path], test_log: Optional[Path]) -> list[str]:
+    """Markdown lines for the kernel tests (empty without --benchmark); bad files exit 2."""
+    from bench.cli import UsageFailure
+    from kernels_check.benchmarks import BenchmarkFileError, benchmark_markdown, load_benchmark, parse_pytest_log
+
+    if benchmark is None:
+        if test_log is not None:
+            raise UsageFailure("--test-log goes with --benchmark (the kernel tests' pytest-benchmark JSON)")
+        return []
+    try:
+        data = load_benchmark(benchmark)
+    except BenchmarkFileError as exc:
+        raise UsageFailure(str(exc)) from None
+    failures, summary = {}, None
+    if test_log is not None:
+        try:
+            failures, summary = parse_pytest_log(test_log.read_text(encoding="utf-8", errors="replace"))
+        except OSError as exc:
+            raise UsageFailure(f"--test-log {test_log}: {exc.strerror or exc}") from None
+    return benchmark_markdown(data, failures, summary, source=str(benchmark),
+                              log_source=str(test_log) if test_log else "")
+
+
+def _report(results: list[dict], records: list, out: Optional[Path], detail: bool,
+            extra: Optional[list[str]] = None) -> int:
+    """Print each model's verdicts, write the markdown; return the exit code (2 when a model could not be loaded)."""
+    from bench.cli import console, err_console
+    from bench.render.kernels import coverage_markdown
+    from kernels_check.result import analyse
+
+    code = 0
+    analyses = [analyse(r) for r in results]
+    for r, a in zip(results, analyses):
+        _print_analysis(console, a, detail)
+        if r.get("status") == "load_failed":
+            err_console.print(f"[bold red]error:[/] {r.get('error')}")
+            code = 2
+        elif r.get("status") != "ok":
+            err_console.print(f"[bold red]{r['model']}: {r.get('status')}[/] {r.get('error')}")
+            code = max(code, 1)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(coverage_markdown(analyses, records, extra_sections=extra), encoding="utf-8")
+        console.print(f"coverage table: {out}")
+    return code
+
+
+def _print_analysis(console, a, detail: bool) -> None:
+    from rich.table import Table
+
+    from kernels_check.classify import ORIGIN_LABEL, format_fast_paths
+    from bench.render.kernels import PATH_TITLES, ROW_PATHS
+
+    r = a.result
+    if r.get("status") != "ok":
+        console.print(f"[bold red]{a.model}[/]: {r.get('status')} - {r.get('error')}")
+        if r.get("log_tail"):
+            console.print(f"[dim]{r['log_tail'][-800:]}[/]")
+        return
+    static = r.get("static") or {}
+    prof = r.get("profile") or {}
+    t = Table(title=f"{a.model}: {format_fast_paths(a.fast_paths, detail=True)}", title_justify="left")
+    for col in ("fast path", "ran", "share of GPU time", "static check expects", "agree"):
+        t.add_column(col, justify="right" if col == "share of GPU time" else "left")
+    c = a.classification
+    for p in ROW_PATHS:
+        s = c.paths.get(p) if c else None
+        ran = ORIGIN_LABEL[s.verdict] if s else "-"
+        share = f"{s.share * 100:.1f} %" if s else "-"
+        exp = a.expected.get(p, "-")
+        agree = a.agreement.get(p)
+        mark = "-" if agree is None else ("[green]yes[/]" if agree["agree"] else "[bold red]no[/]")
+        if s is None and p in a.fast_paths and p not in a.observed:
+            ran = f"{a.fast_paths[p]} (static)"
+        if s is None and ran == "-" and exp == "-":
+            continue
+        t.add_row(PATH_TITLES[p], ran, share, exp, mark)
+    if c is not None:
+        t.add_row("unknown kernels", f"{len(c.unknown)} kernels", f"{c.unknown_share * 100:.1f} %", "", "")
+    console.print(t)
+    path = static.get("unsloth_path")
+    if path:
+        console.print(f"  Unsloth path: [bold]{path}[/]" + (f" (Fast {static['log']['fast_name']})"
+                                                            if (static.get("log") or {}).get("fast_name") else ""))
+    for note in static.get("notes") or []:
+        console.print(f"  [yellow]note:[/] {note}")
+    if prof.get("status") not in (None, "ok"):
+        console.print(f"  [yellow]profiler failed, verdicts are the static check's:[/] {prof.get('error')}")
+    if detail and c is not None:
+        for p in ROW_PATHS:
+            s = c.paths.get(p)
+            if s:
+                for name, origin, us in s.kernels[:3]:
+                    console.print(f"    {p:<13} {ORIGIN_LABEL[origin]:<12} {us / 1000:8.2f} ms  {name[:110]}")
+        for k in c.unknown[:10]:
+            console.print(f"    unknown       {'':<12} {k.total_us / 1000:8.2f} ms  {k.name[:110]}")

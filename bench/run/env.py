@@ -1,0 +1,74 @@
+"""The environment a result came from: GPU, driver, CUDA, library versions, suite commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import bench
+
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "trl", "accelerate", "unsloth", "unsloth_zoo",
+            "triton", "safetensors", "nvidia-ml-py")
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def package_versions(names=PACKAGES) -> dict[str, Optional[str]]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> dict[str, Any]:
+    """The suite's commit: from git, else QLORA_BENCH_COMMIT (set where the tree travels without .git)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return {"git_commit": sha, "git_dirty": dirty, "commit_source": "git"}
+    except Exception:
+        sha = os.environ.get("QLORA_BENCH_COMMIT")
+        return {"git_commit": sha, "git_dirty": None, "commit_source": "env" if sha else None}
+
+
+def gpu_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"gpu_name": None, "gpu_memory_bytes": None, "gpu_count": 0, "driver": None,
+                            "compute_capability": None, "cuda": None}
+    try:
+        import torch
+
+        info["cuda"] = torch.version.cuda
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            info.update(gpu_name=props.name, gpu_memory_bytes=int(props.total_memory),
+                        gpu_count=torch.cuda.device_count(), compute_capability=f"{props.major}.{props.minor}")
+    except Exception:
+        pass
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        drv = pynvml.nvmlSystemGetDriverVersion()
+        info["driver"] = drv.decode() if isinstance(drv, bytes) else drv
+        pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    return info
+
+
+def collect_env() -> dict[str, Any]:
+    """Everything a reader needs to know where a number came from."""
+    env = {"suite_version": bench.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "cpu_count": os.cpu_count()}
+    env.update(gpu_info())
+    env["packages"] = package_versions()
+    env.update(git_commit())
+    return env

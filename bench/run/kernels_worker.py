@@ -1,0 +1,188 @@
+"""Subprocess entry point of `bench kernels-check`: one model, Unsloth backend only.
+
+    python -m bench.run.kernels_worker --job JOB.json --out RESULT.json
+
+Imports unsloth before anything else (it patches transformers globally, so a process never runs
+a second backend), builds the synthetic checkpoint, loads the model with
+`bench.run.backends.load_backend("unsloth", ...)`, runs the static check, trains the warm-up steps
+(compilation happens there), then profiles one more steady-state step and writes a result JSON
+(kernels_check.result). A profiler failure keeps the static check and says so. Exit code 0 when
+a result with status "ok" was written, 3 otherwise (the result still says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from bench.run.worker import _now, short_error
+
+
+def base_result(job: dict) -> dict:
+    from kernels_check.result import RESULT_FORMAT
+
+    ref = job["model_ref"]
+    t = job["train"]
+    plan = job["plan"]
+    return {
+        "format": RESULT_FORMAT,
+        "model": ref["name"],
+        "model_type": (ref.get("config") or {}).get("model_type"),
+        "model_source": ref.get("source"),
+        "backend": "unsloth",
+        "status": "error",
+        "stage": "start",
+        "error": None,
+        "cell": {"seq_len": t["seq_len"], "batch_size": t["batch_size"], "dtype": job["backend_settings"]["dtype"],
+                 "tier": plan["tier"], "mode": plan["mode"], "warmup_steps": t["warmup_steps"],
+                 "optimizer": t["optimizer"], "gradient_checkpointing": job["backend_settings"]["checkpointing"],
+                 "lora_r": job["backend_settings"]["lora_r"],
+                 "target_modules": list(job["backend_settings"]["target_modules"])},
+        "profile": {"status": "skipped", "error": None, "step_s": None},
+        "kernels": [],
+        "static": None,
+        "backend_info": {},
+        "env": {},
+        "started_at": _now(),
+        "finished_at": None,
+    }
+
+
+def setup_device(plan: dict) -> dict:
+    """Start CUDA; when emulating a tier, cap the torch allocator at the tier's memory (as bench.run.worker does)."""
+    import torch
+
+    from bench.analysis.metrics import NvmlPeakSampler
+    from bench.config.tiers import torch_memory_fraction
+
+    info: dict = {}
+    torch.cuda.init()
+    torch.zeros(1, device="cuda")
+    limit = plan.get("memory_limit_bytes")
+    if limit:
+        sampler = NvmlPeakSampler()
+        sampler.open()
+        used = sampler.read_now() or 0
+        non_torch = used - torch.cuda.memory_reserved()
+        fraction = torch_memory_fraction(limit, non_torch, torch.cuda.get_device_properties(0).total_memory)
+        torch.cuda.set_per_process_memory_fraction(fraction)
+        info["torch_memory_fraction"] = fraction
+    return info
+
+
+def run(job: dict, result: dict) -> None:
+    import torch
+
+    from bench.run.backends import BackendSettings, load_backend
+    from bench.run.env import collect_env
+    from bench.config.models import ModelRef, ensure_synthetic_checkpoint
+    from bench.run.train import train_steps
+    from kernels_check.static import inspect_model
+    from kernels_check.trace import kernel_stats, profile_last_step
+
+    result["env"] = collect_env()
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA GPU: kernels-check profiles Unsloth on a GPU")
+    result["stage"] = "setup"
+    result["backend_info"].update(setup_device(job["plan"]))
+    ref = ModelRef(**job["model_ref"])
+    path = ref.path
+    if ref.source == "synthetic":
+        result["stage"] = "checkpoint"
+        from pathlib import Path
+
+        built, build_s = ensure_synthetic_checkpoint(ref, cache_dir=Path(job["cache_dir"]) if job.get("cache_dir")
+                                                     else None, device="cuda")
+        path = str(built)
+        result["backend_info"]["checkpoint_build_s"] = round(build_s, 2)
+        torch.cuda.empty_cache()
+    result["stage"] = "load"
+    started = time.perf_counter()
+    loaded = load_backend("unsloth", path, BackendSettings(**job["backend_settings"]))
+    result["backend_info"]["load_s"] = round(time.perf_counter() - started, 2)
+    info = dict(loaded.info)
+    info.pop("banner", None)
+    result["backend_info"].update(info)
+
+    result["stage"] = "static"
+    static = inspect_model(loaded.model, log_text=loaded.info.get("banner"))
+    log = static["log"]  # the backend's own capture wins where the banner text was cut
+    if not log.get("fast_name") and loaded.info.get("patching_banner"):
+        log["fast_name"] = loaded.info["patching_banner"]
+    if not log.get("patched") and loaded.info.get("patched_layers"):
+        log["patched"] = dict(loaded.info["patched_layers"], reason=None)
+    result["static"] = static
+
+    t = job["train"]
+    common = dict(device="cuda", dtype=job["backend_settings"]["dtype"], optimizer_name=t["optimizer"],
+                  learning_rate=t["learning_rate"], seed=t["seed"], batch_size=t["batch_size"], seq_len=t["seq_len"],
+                  grad_accum=1, vocab_size=ref.vocab_size)
+    result["stage"] = "warmup"
+    started = time.perf_counter()
+    warm = train_steps(loaded.model, total_steps=t["warmup_steps"], **common)
+    result["warmup_step_s"] = [round(s, 4) for s in warm.step_s]
+    result["warmup_s"] = round(time.perf_counter() - started, 2)
+    result["status"] = "ok"  # the model loaded and trains; what follows only adds evidence
+
+    result["stage"] = "profile"
+    try:
+        # A fresh train_steps call makes a fresh optimizer: its first step (state allocation) is the
+        # profiler's warm-up, the second, steady-state step is the one recorded.
+        trace, step_s = profile_last_step(
+            lambda step_done: train_steps(loaded.model, total_steps=2,
+                                          on_step=lambda i, s, loss: step_done(), **common),
+            warmup=1)
+        kernels = kernel_stats(trace)
+        if not kernels:
+            raise RuntimeError("the profiler recorded no GPU kernels (CUPTI unavailable?)")
+        result["kernels"] = [k.to_dict() for k in kernels]
+        result["profile"] = {"status": "ok", "error": None, "step_s": round(step_s, 4),
+                             "activities": ["cpu", "cuda"], "events": sum(k.count for k in kernels)}
+    except Exception as exc:  # noqa: BLE001 - degrade to the static check, and say so
+        result["profile"] = {"status": "failed", "error": short_error(exc), "step_s": None,
+                             "traceback_tail": traceback.format_exc()[-2000:]}
+    result["stage"] = "done"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run.kernels_worker")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    with open(args.job) as fh:
+        job = json.load(fh)
+    from kernels_check.result import write_result
+
+    result = base_result(job)
+    try:
+        import unsloth  # noqa: F401  (before transformers: it patches it)
+
+        result["backend_info"]["unsloth_version"] = getattr(unsloth, "__version__", None)
+    except BaseException as exc:  # ImportError, or Unsloth's own "no GPU" errors at import
+        result.update(status="load_failed", stage="import",
+                      error=f"cannot import unsloth ({short_error(exc)})",
+                      traceback_tail=traceback.format_exc()[-2000:], finished_at=_now())
+        write_result(args.out, result)
+        return 3
+    try:
+        run(job, result)
+    except BaseException as exc:  # noqa: BLE001 - every failure ends up in the result
+        from bench.run.worker import is_oom
+
+        stage = result.get("stage")
+        if stage in ("setup", "checkpoint", "load", "static", "start"):
+            result["status"] = "load_failed"
+            result["error"] = f"Unsloth could not load {result['model']} ({stage}): {short_error(exc)}"
+        else:
+            result["status"] = "oom" if is_oom(exc) else "error"
+            result["error"] = f"{stage}: {short_error(exc)}"
+        result["traceback_tail"] = traceback.format_exc()[-3000:]
+    result["finished_at"] = _now()
+    write_result(args.out, result)
+    return 0 if result["status"] == "ok" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Regenerates every committed report under reports/ from the committed results files (CPU, seconds).
+# Nothing here measures: each report is `bench ...` output over files under reports/results/ and
+# reports/kernels/. Run after new GPU results are committed, then review `git diff reports/`.
+# Usage: bash scripts/regen_reports.sh        (BENCH="python -m bench" to choose the interpreter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=${BENCH:-python3 -m bench}
+export COLUMNS=${COLUMNS:-200}
+R=reports/results
+$BENCH report $R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl --out reports/t4.md
+$BENCH report $R/h100-native.jsonl --out reports/h100.md
+$BENCH report $R/fit-a10g-emulated.jsonl --out reports/a10g.md
+$BENCH fit --from-results $R/fit-t4-emulated.jsonl $R/fit-a10g-emulated.jsonl --out reports/max-fit.md > /dev/null
+$BENCH estimate --validate $R/fit-a10g-emulated.jsonl $R/fit-t4-emulated.jsonl $R/h100-native.jsonl \
+    $R/t4-emulated.jsonl --out reports/estimator.md > /dev/null
+$BENCH kernels-check --from-results reports/kernels/ $(for f in $R/*.jsonl; do echo --results "$f"; done) \
+    --benchmark reports/kernels-benchmark.json --test-log reports/kernels/kernels-tests.txt \
+    --out reports/kernels.md > /dev/null
+bash scripts/gate_evidence.sh > /dev/null
+git status --short reports/
