@@ -179,7 +179,7 @@ class CudaProbe:
         torch.cuda.synchronize(self.device_index)
         torch.cuda.reset_peak_memory_stats(self.device_index)
         if self.metric == "device":
-            from bench.analysis.metrics import NvmlPeakSampler
+            from bench.run.device import NvmlPeakSampler
 
             self._sampler = NvmlPeakSampler(self.device_index, interval_s=0.005)
             self._sampler.start()

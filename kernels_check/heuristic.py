@@ -27,28 +27,11 @@ def f2_verdict(memory_reduction: Optional[float], threshold: float = F2_THRESHOL
     return SUSPECT if memory_reduction < threshold else LIKELY_FAST
 
 
-def model_pairs(records: Iterable, model: str) -> list[dict]:
-    """The model's finished hf/unsloth pairs: cell size, memory reduction (F2 metric), speed-up, parity."""
-    from bench.schema.pairs import pair_records
-
-    rows = []
-    for p in pair_records([r for r in records if r.model == model]):
-        if not p.both_ok:
-            continue
-        r = p.unsloth
-        rows.append({"tier": r.tier, "mode": r.mode, "seq_len": r.seq_len, "batch_size": r.batch_size,
-                     "memory_reduction": p.memory_reduction(F2_METRIC), "speedup": p.speedup,
-                     "matched": r.matched})
-    return rows
-
-
-def model_summary(records: Iterable, model: str) -> dict:
-    """Median speed-up and memory reduction over the model's pairs, and F2's verdict on the median."""
-    return summarize_pairs(model_pairs(records, model))
-
-
 def summarize_pairs(rows: list[dict]) -> dict:
-    """`model_summary` of `model_pairs` rows already at hand.
+    """Median speed-up and memory reduction over a model's pair rows, and F2's verdict on the median.
+
+    Rows are dicts with tier, mode, seq_len, batch_size, memory_reduction (the F2 metric), speedup
+    and matched (bench.analysis.fallback.model_pairs builds them from run records).
 
     Pairs that failed the parity check are left out (their comparison is not matched); if only
     such pairs exist they are used and `unmatched` says so.

@@ -19,7 +19,8 @@ from typing import NamedTuple
 import pytest
 
 from bench.analysis import gate
-from bench.schema.store import SCHEMA_VERSION, read_records
+from bench.schema.record import SCHEMA_VERSION
+from bench.schema.store import read_records
 from bench.config.tiers import TIERS
 from tests.conftest import REPO, RESULTS_DIR, run_bench
 

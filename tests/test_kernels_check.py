@@ -22,7 +22,9 @@ from kernels_check import format_fast_paths, static_fast_paths, summarize_fast_p
 from kernels_check.classify import (UNSLOTH_KERNEL_PATHS, KernelStat, classify, compare_static_trace,
                                     count_unsloth_paths, merge_fast_paths, trace_fast_paths)
 from bench.render.kernels import coverage_markdown
-from kernels_check.heuristic import LIKELY_FAST, NO_DATA, SUSPECT, f2_verdict, heuristic_vs_trace, model_summary
+from bench.analysis.fallback import model_pairs
+from kernels_check.heuristic import (LIKELY_FAST, NO_DATA, SUSPECT, f2_verdict, heuristic_vs_trace,
+                                    summarize_pairs)
 from kernels_check.patterns import PatternError, load_patterns, match_kernel, parse_patterns
 from kernels_check.result import RESULT_FORMAT, analyse, load_results
 from kernels_check.static import expected_fast_paths, inspect_model, parse_unsloth_log
@@ -236,7 +238,7 @@ def test_f2_heuristic_and_its_agreement_with_the_trace():
 
 
 def _record(backend, model, peak, tps, seq=512, matched=True):
-    from bench.schema.store import SCHEMA_VERSION, ResultRecord
+    from bench.schema.record import SCHEMA_VERSION, ResultRecord
 
     key = f"h100-native-{model}-s{seq}-b1-x"
     return ResultRecord(schema_version=SCHEMA_VERSION, run_id="r", cell_id=f"{key}-{backend}", pair_key=key,
@@ -252,10 +254,10 @@ def test_model_summary_uses_the_f2_metric_and_leaves_unmatched_pairs_out():
     records = [_record("hf", "m", 1000, 100.0), _record("unsloth", "m", 800, 150.0),  # 20 % saved
                _record("hf", "m", 1000, 100.0, seq=1024, matched=False),
                _record("unsloth", "m", 100, 400.0, seq=1024, matched=False)]
-    s = model_summary(records, "m")
+    s = summarize_pairs(model_pairs(records, "m"))
     assert s["pairs"] == 1 and s["memory_reduction"] == pytest.approx(0.2) and s["speedup"] == pytest.approx(1.5)
     assert s["f2"] == SUSPECT and not s["unmatched"]
-    assert model_summary(records, "other")["f2"] == NO_DATA
+    assert summarize_pairs(model_pairs(records, "other"))["f2"] == NO_DATA
 
 
 # -- traces ---------------------------------------------------------------------------------------

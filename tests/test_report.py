@@ -21,7 +21,8 @@ from bench.render import report
 from bench.analysis.claims import (FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, _CHECKS, load_claims,
                           variant_pairs)
 from bench.schema.pairs import parity_for
-from bench.schema.store import SCHEMA_VERSION, ResultRecord, append_record, read_records
+from bench.schema.record import SCHEMA_VERSION, ResultRecord
+from bench.schema.store import append_record, read_records
 from bench.config.tiers import TIERS
 from tests.conftest import REPO, run_bench
 

@@ -4,8 +4,8 @@ from dataclasses import asdict
 import pytest
 
 from bench.schema.pairs import pair_records, parity_for
-from bench.schema.store import (SCHEMA_VERSION, ResultRecord, ResultsError, append_record, finished_cell_ids, load,
-                           read_records)
+from bench.schema.record import SCHEMA_VERSION, ResultRecord, ResultsError
+from bench.schema.store import append_record, finished_cell_ids, load, read_records
 
 
 def test_committed_gpu_results_round_trip(gpu_results_files, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from bench.analysis import metrics as measure
+from bench.schema.key import VARIANT_FIELDS, CellKey
 CLAIMS_PATH = Path(__file__).resolve().parent.parent / "data" / "claims.json"
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 GiB = 1024**3
@@ -464,16 +465,11 @@ def _check_exact(rule: dict, inp: Inputs) -> tuple[str, str]:
     return (HOLDS if ok else FAILS), f"{field.replace('_', ' ')}: {text}. Rule: exactly {rule['value']:,}."
 
 
-_VARIANT_KEY_FIELDS = ("tier", "mode", "model", "seq_len", "batch_size", "backend", "lora_r", "lora_alpha",
-                       "lora_dropout", "optimizer", "learning_rate", "grad_accum", "steps", "warmup_steps", "seed",
-                       "gradient_checkpointing", "dtype", "attn_implementation")
-
-
 def _variant_key(entry, field: str) -> tuple:
     skip = {field, "lora_alpha"} if field == "lora_r" else {field}
-    r = entry.record
-    return (entry.host, tuple(sorted(r.target_modules)) if field != "target_modules" else ()) + tuple(
-        getattr(r, f) for f in _VARIANT_KEY_FIELDS if f not in skip)
+    key = CellKey.of(entry.record)
+    targets = key.view(("target_modules",))[0][1] if field != "target_modules" else ()
+    return (entry.host, targets) + key.values(f for f in VARIANT_FIELDS if f not in skip)
 
 
 def variant_pairs(entries: Sequence, field: str, base: Any = None, variant: Any = None) -> list[tuple]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.schema.store import FINISHED_STATUSES, ResultRecord
+from bench.schema.record import FINISHED_STATUSES, ResultRecord
 
 SEQ_MULTIPLE = 256  # sequence lengths probed are multiples of this (tokens)
 

@@ -26,17 +26,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from bench.schema.store import SCHEMA_VERSION, STATUSES, ResultRecord, ResultsError
+from bench.schema.key import GATE_FIELDS, CellKey, normalised
+from bench.schema.record import SCHEMA_VERSION, STATUSES, ResultRecord, ResultsError
 
 BASELINE_FORMAT = "qlora-bench-baseline"
 BASELINE_VERSION = 1
 
-# What identifies a cell for the gate: everything that changes what is measured for memory and
-# speed. Not steps / warmup_steps / seed / learning_rate (those are in the cell_id hash).
-KEY_FIELDS = (
-    "backend", "model", "tier", "mode", "seq_len", "batch_size", "grad_accum", "lora_r", "lora_alpha",
-    "lora_dropout", "target_modules", "optimizer", "gradient_checkpointing", "dtype",
-)
+# What identifies a cell for the gate: bench.schema.key.GATE_FIELDS (what changes memory and speed;
+# not steps / warmup_steps / seed / learning_rate, which are in the cell_id hash).
+KEY_FIELDS = GATE_FIELDS
 # --metric name -> record field (bytes)
 METRICS = {
     "device": "peak_device_bytes",
@@ -232,32 +230,19 @@ class CellFigures:
         return cell_label(self.key)
 
 
-def _normalise(name: str, value: Any) -> Any:
-    if name == "target_modules":
-        return tuple(sorted(value or ()))
-    if name == "lora_dropout":
-        return float(value)
-    return value
-
-
 def cell_key(key: dict[str, Any], ignore: Iterable[str] = ()) -> tuple:
     """The hashable matching key of a cell, leaving out the `ignore`d fields."""
-    skip = set(ignore)
-    return tuple((name, _normalise(name, key.get(name))) for name in KEY_FIELDS if name not in skip)
+    return CellKey.of(key).view(KEY_FIELDS, ignore)
 
 
 def cell_label(key: dict[str, Any]) -> str:
     """'hf llama-3.1-8b s1024 b1' (+ ' ga4' where gradient accumulation is used)."""
-    model = str(key.get("model", "?")).rstrip("/").split("/")[-1]
-    label = f"{key.get('backend')} {model} s{key.get('seq_len')} b{key.get('batch_size')}"
-    if key.get("grad_accum") not in (None, 1):
-        label += f" ga{key.get('grad_accum')}"
-    return label
+    return CellKey.of(key).label
 
 
 def figures_from_record(record: ResultRecord, env_index: int = 0) -> CellFigures:
     return CellFigures(
-        key={name: getattr(record, name) for name in KEY_FIELDS},
+        key=CellKey.of(record).as_dict(KEY_FIELDS),
         cell_id=record.cell_id,
         status=record.status,
         run_id=record.run_id,
@@ -728,7 +713,7 @@ def _check_budget(row: CellRow, budget: Budget, metric: str) -> None:
 def _key_differences(base: CellFigures, new: CellFigures, ignore: tuple[str, ...]) -> list[str]:
     out = []
     for name in ignore:
-        b, n = _normalise(name, base.key.get(name)), _normalise(name, new.key.get(name))
+        b, n = normalised(name, base.key.get(name)), normalised(name, new.key.get(name))
         if b != n:
             fmt = (lambda v: ",".join(v)) if name == "target_modules" else str
             out.append(f"{name} {fmt(b)} → {fmt(n)}")
@@ -740,8 +725,8 @@ def _no_overlap_error(base_cells: list[CellFigures], new_cells: list[CellFigures
     for name in KEY_FIELDS:
         if name in ignore:
             continue
-        b = {repr(_normalise(name, c.key.get(name))) for c in base_cells}
-        n = {repr(_normalise(name, c.key.get(name))) for c in new_cells}
+        b = {repr(normalised(name, c.key.get(name))) for c in base_cells}
+        n = {repr(normalised(name, c.key.get(name))) for c in new_cells}
         if not b & n:
             show = lambda vs: "/".join(sorted(v.strip("'") for v in vs))  # noqa: E731
             differing.append((name, f"{name} (baseline {show(b)}; results {show(n)})"))

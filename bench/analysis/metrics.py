@@ -1,4 +1,4 @@
-"""Metric math (pure functions) and the memory samplers used while a cell trains.
+"""Metric math: pure functions of measured numbers (no imports from the suite; every stage may use them).
 
 FLOPs convention (documented here, used for MFU):
   N = weights taking part in a matrix product per token (decoder Linears + lm_head).
@@ -14,11 +14,6 @@ FLOPs convention (documented here, used for MFU):
 
 from __future__ import annotations
 
-import os
-import statistics
-import threading
-import time
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 
@@ -99,116 +94,3 @@ def parity(
         "loss_rel_diff": rel,
         "rtol": rtol,
     }
-
-
-def median(values: Sequence[float]) -> Optional[float]:
-    return statistics.median(values) if values else None
-
-
-def peak_rss_bytes() -> Optional[int]:
-    """This process's peak resident set size in bytes (Linux reports KiB)."""
-    try:
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-    except Exception:
-        return None
-
-
-class NvmlPeakSampler:
-    """Samples this process's GPU memory through NVML in a background thread; keeps the peak.
-
-    NVML sees what the torch allocator does not (the CUDA context, cuBLAS / bitsandbytes
-    allocations outside the caching allocator). Per-process figures are used where NVML
-    reports our pid; otherwise the device's used memory (source "nvml-device").
-    """
-
-    def __init__(self, device_index: int = 0, interval_s: float = 0.01):
-        self.device_index = device_index
-        self.interval_s = interval_s
-        self.peak_bytes: Optional[int] = None
-        self.source: Optional[str] = None
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._nvml = None
-        self._handle = None
-
-    def _read(self) -> tuple[Optional[int], Optional[str]]:
-        pynvml = self._nvml
-        pid = os.getpid()
-        for getter in ("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses"):
-            fn = getattr(pynvml, getter, None)
-            if fn is None:
-                continue
-            try:
-                for proc in fn(self._handle):
-                    if proc.pid == pid and proc.usedGpuMemory is not None:
-                        return int(proc.usedGpuMemory), "nvml-process"
-                break
-            except Exception:
-                continue
-        try:
-            return int(pynvml.nvmlDeviceGetMemoryInfo(self._handle).used), "nvml-device"
-        except Exception:
-            return None, None
-
-    def read_now(self) -> Optional[int]:
-        """One reading outside the sampling thread (bytes), or None without NVML."""
-        if self._nvml is None:
-            return None
-        return self._read()[0]
-
-    def open(self) -> bool:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
-            return True
-        except Exception:
-            self._nvml = None
-            return False
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            value, source = self._read()
-            if value is not None and (self.peak_bytes is None or value > self.peak_bytes):
-                self.peak_bytes, self.source = value, source
-            self._stop.wait(self.interval_s)
-
-    def start(self) -> None:
-        self.peak_bytes, self.source = None, None
-        if self._nvml is None and not self.open():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> Optional[int]:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            value, source = self._read() if self._nvml is not None else (None, None)
-            if value is not None and (self.peak_bytes is None or value > self.peak_bytes):
-                self.peak_bytes, self.source = value, source
-        return self.peak_bytes
-
-
-@dataclass
-class StepTimer:
-    """Wall-clock timing of one optimizer step, synchronised with the device before reading."""
-
-    synchronize: Any  # callable or None
-
-    def __enter__(self) -> "StepTimer":
-        if self.synchronize:
-            self.synchronize()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.synchronize:
-            self.synchronize()
-        self.seconds = time.perf_counter() - self.start

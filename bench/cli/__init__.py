@@ -23,7 +23,7 @@ class UsageFailure(Exception):
 def _usage_errors():
     from bench.config.settings import ConfigError
     from bench.config.models import ModelError
-    from bench.schema.store import ResultsError
+    from bench.schema.record import ResultsError
     from bench.config.tiers import TierError
 
     return (UsageFailure, ConfigError, ModelError, ResultsError, TierError)
@@ -68,7 +68,8 @@ def run(
     from bench.config.settings import RunConfig, TrainSettings, parse_int_list
     from bench.render.console import RunProgress, comparison_tables
     from bench.run.launcher import Callbacks, Runner, make_plan
-    from bench.config.tiers import DEFAULT_MATRIX, detect_host_gpu
+    from bench.config.tiers import DEFAULT_MATRIX
+    from bench.run.device import detect_host_gpu
 
     host = detect_host_gpu() if device == "cuda" else None
     if gpu_tier is None:
@@ -127,7 +128,7 @@ def run(
 
 def _check_report_target(path: Path) -> None:
     from bench.render.report import format_for
-    from bench.schema.store import ResultsError
+    from bench.schema.record import ResultsError
 
     try:
         format_for(path)  # the rule `bench report --out` uses
@@ -144,7 +145,8 @@ def _render_report(results: list[Path], out: Path) -> None:
 @app.command()
 def tiers():
     """The GPU tiers: memory, bandwidth, tensor throughput, features, price."""
-    from bench.config.tiers import TIERS, GiB, detect_host_gpu
+    from bench.config.tiers import TIERS, GiB
+    from bench.run.device import detect_host_gpu
 
     host = detect_host_gpu()
     t = Table(title="GPU tiers (datasheet figures; price indicative)")

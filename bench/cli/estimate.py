@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from bench.render.console import gib as _gib
+from bench.render.text import gib as _gib
 
 DEFAULT_MODEL = "llama-3.1-8b"
 
@@ -31,7 +31,8 @@ def _split(text: str) -> list[str]:
 
 def _tier(name: Optional[str]):
     """The named tier, or the present GPU's; exit 2 when neither exists."""
-    from bench.config.tiers import detect_host_gpu, get_tier
+    from bench.config.tiers import get_tier
+    from bench.run.device import detect_host_gpu
 
     if name:
         return get_tier(name)
@@ -321,7 +322,8 @@ def fit_command(
     from bench.cli import console
     from bench.config.settings import RunConfig, TrainSettings
     from bench.analysis.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit
-    from bench.config.tiers import DEFAULT_MATRIX, detect_host_gpu
+    from bench.config.tiers import DEFAULT_MATRIX
+    from bench.run.device import detect_host_gpu
 
     def seq_for(tier_name: str) -> int:
         return seq_len or DEFAULT_MATRIX.get(tier_name, DEFAULT_MATRIX["t4"])["seq_lens"][0]
@@ -440,7 +442,8 @@ def doctor_command(
     from bench.cli import console
     from bench.analysis.doctor import diagnose
     from bench.run.env import package_versions
-    from bench.config.tiers import detect_host_gpu, get_tier
+    from bench.config.tiers import get_tier
+    from bench.run.device import detect_host_gpu
 
     tier = get_tier(gpu_tier) if gpu_tier else None
     ref = _model(model)

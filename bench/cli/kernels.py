@@ -75,7 +75,8 @@ def kernels_check(
 def _load_records(paths: Optional[list[Path]]) -> list:
     if not paths:
         return []
-    from bench.schema.store import ResultsError, load
+    from bench.schema.record import ResultsError
+    from bench.schema.store import load
 
     files: list[Path] = []
     for p in paths:
@@ -115,7 +116,8 @@ def _results_from_traces(paths: list[Path]) -> list[dict]:
 def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir, timeout):
     from bench.cli import UsageFailure, console
     from bench.config.models import SHIPPED, resolve_model
-    from bench.config.tiers import detect_host_gpu, get_tier, plan_tier
+    from bench.config.tiers import get_tier, plan_tier
+    from bench.run.device import detect_host_gpu
     from bench.run.kernels import CheckOptions, check_models
 
     names = [n for n in SHIPPED if n != "tiny-llama"] if all_models else [m.strip() for m in model.split(",") if m.strip()]

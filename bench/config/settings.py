@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
+
+from bench.schema.key import cell_id_of, pair_key_of
 
 BACKENDS = ("hf", "unsloth")
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "paged_adamw_32bit")
@@ -77,22 +77,17 @@ class Cell:
     def pair_key(self) -> str:
         """Identifies the configuration independent of backend (hf and unsloth share it)."""
         t = self.train
-        settings = {
+        return pair_key_of({
             "model": self.model, "tier": self.tier, "mode": self.mode, "seq_len": self.seq_len,
-            "batch_size": self.batch_size, "dtype": self.dtype, "lora_r": t.lora_r,
-            "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
-            "target_modules": list(self.target_modules), "optimizer": t.optimizer,
+            "batch_size": self.batch_size, "dtype": self.dtype, "lora_r": t.lora_r, "lora_alpha": t.lora_alpha,
+            "lora_dropout": t.lora_dropout, "target_modules": self.target_modules, "optimizer": t.optimizer,
             "learning_rate": t.learning_rate, "grad_accum": t.grad_accum, "steps": t.steps,
-            "warmup_steps": t.warmup_steps, "seed": t.seed,
-            "gradient_checkpointing": t.gradient_checkpointing,
-        }
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        model = self.model.rstrip("/").split("/")[-1]
-        return f"{self.tier}-{self.mode}-{model}-s{self.seq_len}-b{self.batch_size}-{digest}"
+            "warmup_steps": t.warmup_steps, "seed": t.seed, "gradient_checkpointing": t.gradient_checkpointing,
+        })
 
     @property
     def cell_id(self) -> str:
-        return f"{self.pair_key}-{self.backend}"
+        return cell_id_of(self.pair_key, self.backend)
 
     @property
     def gradient_checkpointing(self) -> str:

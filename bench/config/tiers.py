@@ -132,42 +132,6 @@ class HostGpu:
         return self.compute_capability >= (8, 0)
 
 
-def detect_host_gpu(index: int = 0, allow_torch: bool = False) -> Optional[HostGpu]:
-    """The present NVIDIA GPU via NVML, or None when there is none.
-
-    With allow_torch, fall back to torch where NVML is missing (that creates a CUDA context,
-    which the launcher must not hold, so it is off by default).
-    """
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = pynvml.nvmlDeviceGetName(handle)
-            name = name.decode() if isinstance(name, bytes) else name
-            total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-            cc = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
-            driver = pynvml.nvmlSystemGetDriverVersion()
-            driver = driver.decode() if isinstance(driver, bytes) else driver
-            return HostGpu(name=name, total_memory_bytes=total, compute_capability=cc, driver=driver)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        pass
-    if not allow_torch:
-        return None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(index)
-            return HostGpu(props.name, int(props.total_memory), (props.major, props.minor))
-    except Exception:
-        pass
-    return None
-
-
 @dataclass(frozen=True)
 class TierPlan:
     """How a requested tier runs on the present hardware.

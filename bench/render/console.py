@@ -10,18 +10,8 @@ from rich.table import Table
 
 from bench.schema.pairs import pair_records
 from bench.config.settings import Cell
-from bench.schema.store import ResultRecord
-
-GiB = 1024**3
-
-
-def gib(n: Optional[int]) -> str:
-    return "-" if n is None else f"{n / GiB:.2f}"
-
-
-def fmt(x: Optional[float], spec: str, suffix: str = "") -> str:
-    return "-" if x is None else f"{x:{spec}}{suffix}"
-
+from bench.schema.record import ResultRecord
+from bench.render.text import fmt, gib
 
 def short(cell_or_record) -> str:
     return f"{cell_or_record.backend:<7} {cell_or_record.model} s{cell_or_record.seq_len} b{cell_or_record.batch_size}"

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 from kernels_check.classify import ORIGIN_LABEL, UNSLOTH_KERNEL_PATHS, UNSLOTH_MIN_SHARE, count_unsloth_paths
-from kernels_check.heuristic import (F2_THRESHOLD, NO_DATA, f2_verdict, heuristic_vs_trace, model_pairs,
-                                     summarize_pairs)
+from bench.analysis.fallback import model_pairs
+from kernels_check.heuristic import F2_THRESHOLD, NO_DATA, f2_verdict, heuristic_vs_trace, summarize_pairs
 from kernels_check.result import Analysis, analyse
 
 DISPLAY = {"unsloth": "unsloth kernel", "compiled": "compiled", "eager": "eager", "bitsandbytes": "bitsandbytes",

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from bench.analysis import metrics as measure
-from bench.render.console import fmt as fnum
-from bench.render.console import gib
-from bench.schema.store import ResultRecord, ResultsError, propagate_parity, read_records
-from bench.config.tiers import GiB
+from bench.render.blocks import Block, Bullets, Heading, Image, Note, Para, Raw, Table, render_html, render_markdown
+from bench.render.text import first_line, fmt as fnum, gib, link, md_escape, pct, plural, short_gpu, slug, usd
+from bench.schema.record import ResultRecord, ResultsError
+from bench.schema.key import MEMORY_FIELDS, TABLE_FIELDS, CellKey
+from bench.schema.pairs import Pair, pair_records
+from bench.schema.store import hosts_of, latest_indexes, propagate_parity, read_records
+from bench.units import GiB
 BACKEND_LABEL = {"hf": "HF", "unsloth": "Unsloth"}
 MODE_ORDER = {"native": 0, "emulated": 1, "cpu": 2}
 CORE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "unsloth", "unsloth_zoo",
@@ -45,57 +48,6 @@ class Entry:
 
 
 @dataclass
-class PairView:
-    """The HF and Unsloth cells of one configuration on one host."""
-
-    pair_key: str
-    hf: Optional[Entry]
-    unsloth: Optional[Entry]
-
-    @property
-    def any(self) -> Entry:
-        return self.hf or self.unsloth  # type: ignore[return-value]
-
-    @property
-    def both_ok(self) -> bool:
-        return bool(self.hf and self.unsloth and self.hf.record.ok and self.unsloth.record.ok)
-
-    @property
-    def matched(self) -> Optional[bool]:
-        """The parity verdict (None: not checked, or one side did not finish)."""
-        if not self.both_ok:
-            return None
-        return self.unsloth.record.matched if self.unsloth.record.matched is not None else self.hf.record.matched
-
-    @property
-    def comparable(self) -> bool:
-        """Both ok and parity-matched: the only pairs a speed-up or memory saving is read from."""
-        return self.both_ok and self.matched is True
-
-    @property
-    def not_matched(self) -> bool:
-        """Both ran but the parity check failed or never ran: never compared, never recommended."""
-        return self.both_ok and self.matched is not True
-
-    @property
-    def speedup(self) -> Optional[float]:
-        if not self.comparable:
-            return None
-        return measure.speedup(self.hf.record.tokens_per_s, self.unsloth.record.tokens_per_s)
-
-    def memory_reduction(self, metric: str) -> Optional[float]:
-        if not self.comparable:
-            return None
-        return measure.memory_reduction(getattr(self.hf.record, metric), getattr(self.unsloth.record, metric))
-
-    def parity_reasons(self) -> list[str]:
-        for e in (self.unsloth, self.hf):
-            if e is not None and e.record.parity:
-                return list(e.record.parity.get("reasons") or [])
-        return []
-
-
-@dataclass
 class Group:
     """Records of one tier, mode and host GPU: one environment block, its own tables."""
 
@@ -103,7 +55,7 @@ class Group:
     mode: str
     host: str
     entries: list[Entry] = field(default_factory=list)
-    pairs: list[PairView] = field(default_factory=list)
+    pairs: list[Pair[Entry]] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -115,7 +67,7 @@ class Group:
 
     @property
     def slug(self) -> str:
-        host = "" if self.mode == "cpu" else "-" + _slug(_short_gpu(self.host))
+        host = "" if self.mode == "cpu" else "-" + slug(short_gpu(self.host))
         return f"{self.tier}-{self.mode}{host}"
 
     @property
@@ -133,15 +85,6 @@ class Results:
     @property
     def entries(self) -> list[Entry]:
         return [e for g in self.groups for e in g.entries]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "x"
-
-
-def _short_gpu(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'H100 80GB HBM3'."""
-    return re.sub(r"^(NVIDIA|Tesla)\s+", "", name or "").strip() or "unknown GPU"
 
 
 def load_results(paths: Sequence[Union[str, Path]]) -> Results:
@@ -166,14 +109,9 @@ def load_results(paths: Sequence[Union[str, Path]]) -> Results:
             raise ResultsError(f"results file {p} holds no records")
         raw.extend((r, p) for r in records)
 
-    run_gpu: dict[str, str] = {}
-    for r, _ in raw:
-        if r.mode != "cpu" and r.env.get("gpu_name"):
-            run_gpu.setdefault(r.run_id, r.env["gpu_name"])
-    latest: dict[tuple, Entry] = {}
-    for i, (r, p) in enumerate(raw):
-        host = "CPU" if r.mode == "cpu" else (r.env.get("gpu_name") or run_gpu.get(r.run_id) or "unknown GPU")
-        latest[(r.tier, r.mode, host, r.cell_id)] = Entry(r, p, i, host)
+    records = [r for r, _ in raw]
+    hosts = hosts_of(records)
+    latest = {i: Entry(raw[i][0], raw[i][1], i, hosts[i]) for i in latest_indexes(records)}
     superseded = len(raw) - len(latest)
 
     groups: dict[tuple, Group] = {}
@@ -184,7 +122,7 @@ def load_results(paths: Sequence[Union[str, Path]]) -> Results:
     for g in ordered:
         propagate_parity([e.record for e in g.entries])
         g.entries.sort(key=_entry_sort_key)
-        g.pairs = _pairs(g.entries)
+        g.pairs = pair_records(g.entries)
     n = 0
     for g in ordered:
         for e in g.entries:
@@ -207,19 +145,16 @@ def _tier_rank(tier: str) -> tuple:
 
 def settings_key(r: ResultRecord) -> tuple:
     """Everything but the backend's own checkpointing that must match for rows to share a table."""
-    return (r.lora_r, r.lora_alpha, r.lora_dropout, tuple(r.target_modules), r.optimizer, r.learning_rate,
-            r.grad_accum, r.steps, r.warmup_steps, r.seed, r.dtype, r.attn_implementation)
+    return CellKey.of(r).values(TABLE_FIELDS)
 
 
 #: The settings that change memory use: cells that differ in one of these are different recipes
 #: for a fit verdict (steps, seed and learning rate do not change the peak).
-RECIPE_FIELDS = (("lora_r", "LoRA r"), ("lora_dropout", "LoRA dropout"), ("target_modules", "targets"),
-                 ("optimizer", "optimizer"), ("grad_accum", "grad-accum"), ("dtype", "dtype"),
-                 ("attn_implementation", "attention"))
+RECIPE_FIELDS = MEMORY_FIELDS
 
 
 def memory_recipe(r: ResultRecord) -> tuple:
-    return tuple(tuple(v) if isinstance(v := getattr(r, f), list) else v for f, _ in RECIPE_FIELDS)
+    return CellKey.of(r).values(f for f, _ in MEMORY_FIELDS)
 
 
 def recipe_views(group: Group) -> list[tuple[str, str, Group]]:
@@ -253,46 +188,14 @@ def _entry_sort_key(e: Entry) -> tuple:
     return (r.model, repr(settings_key(r)), r.seq_len, r.batch_size, r.pair_key, 0 if r.backend == "hf" else 1)
 
 
-def _pairs(entries: list[Entry]) -> list[PairView]:
-    pairs: dict[str, PairView] = {}
-    for e in entries:
-        p = pairs.setdefault(e.record.pair_key, PairView(e.record.pair_key, None, None))
-        if e.record.backend == "hf":
-            p.hf = e
-        elif e.record.backend == "unsloth":
-            p.unsloth = e
-    return list(pairs.values())
-
-
 # =============================================================================================
 # Formatting helpers (pure)
 # =============================================================================================
-def pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x * 100:.0f} %"
-
-
-def link(ref: str) -> str:
-    return f"[{ref}](#{ref})"
-
-
-def md_escape(text: str) -> str:
-    """One line of plain text, safe inside a markdown table cell."""
-    text = " ".join(str(text).split())
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_") \
-        .replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
-
-
 def cost_per_million_tokens(price_per_hour_usd: float, tokens_per_s: Optional[float]) -> Optional[float]:
     """USD per 1M trained tokens at `tokens_per_s`: price_per_hour / (tokens_per_s * 3600) * 1e6."""
     if not tokens_per_s or tokens_per_s <= 0:
         return None
     return price_per_hour_usd / (tokens_per_s * 3600.0) * 1e6
-
-
-def usd(x: Optional[float]) -> str:
-    if x is None:
-        return "-"
-    return f"${x:.3f}" if x < 10 else f"${x:,.2f}"
 
 
 def fits(r: ResultRecord) -> bool:
@@ -322,8 +225,8 @@ def status_text(r: ResultRecord) -> str:
         m = re.search(r"at least as large as (\S+?),? which ran out of memory", r.error or "")
         if m:
             return f"skipped: not run, at least as large as {_cell_short(m.group(1))}, which ran out of memory"
-        return "skipped: " + _first_line(r.error, 120)
-    return f"{r.status}: " + _first_line(r.error, 120)
+        return "skipped: " + first_line(r.error, 120)
+    return f"{r.status}: " + first_line(r.error, 120)
 
 
 def _cell_short(cell_id: str) -> str:
@@ -331,12 +234,7 @@ def _cell_short(cell_id: str) -> str:
     return f"{BACKEND_LABEL[m.group(3)]} s{m.group(1)} b{m.group(2)}" if m else cell_id
 
 
-def _first_line(text: Optional[str], limit: int) -> str:
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "(no message)"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def parity_text(p: PairView) -> str:
+def parity_text(p: Pair[Entry]) -> str:
     if not (p.hf and p.unsloth):
         return "-"
     if not p.both_ok:
@@ -347,98 +245,6 @@ def parity_text(p: PairView) -> str:
         reasons = "; ".join(p.parity_reasons()) or "no reason recorded"
         return f"**NOT MATCHED**: {md_escape(reasons)}"
     return "not checked"
-
-
-# =============================================================================================
-# Document model and renderers
-# =============================================================================================
-@dataclass
-class Heading:
-    level: int
-    text: str
-    anchor: Optional[str] = None
-
-
-@dataclass
-class Para:
-    text: str
-
-
-@dataclass
-class Bullets:
-    items: list[Union[str, tuple[str, list[str]]]]  # a string, or (item, nested items)
-
-
-@dataclass
-class Note:
-    lines: list[str]
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    right: set[int] = field(default_factory=set)  # right-aligned column indexes
-
-
-@dataclass
-class Image:
-    alt: str
-    path: str  # relative to the report
-
-
-@dataclass
-class Raw:
-    text: str
-
-
-Block = Union[Heading, Para, Bullets, Note, Table, Image, Raw]
-
-
-def render_markdown(blocks: Sequence[Block]) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            if b.anchor:
-                out.append(f'<a id="{b.anchor}"></a>\n')
-            out.append("#" * b.level + " " + b.text + "\n")
-        elif isinstance(b, Para):
-            out.append(b.text + "\n")
-        elif isinstance(b, Bullets):
-            lines = []
-            for item in b.items:
-                text, subs = (item, []) if isinstance(item, str) else item
-                lines.append(f"- {text}")
-                lines += [f"  - {sub}" for sub in subs]
-            out.append("\n".join(lines) + "\n")
-        elif isinstance(b, Note):
-            out.append("\n>\n".join(f"> {line}" for line in b.lines) + "\n")
-        elif isinstance(b, Table):
-            lines = ["| " + " | ".join(b.header) + " |",
-                     "|" + "|".join("---:" if i in b.right else "---" for i in range(len(b.header))) + "|"]
-            lines += ["| " + " | ".join(row) + " |" for row in b.rows]
-            out.append("\n".join(lines) + "\n")
-        elif isinstance(b, Image):
-            out.append(f"![{b.alt}]({b.path})\n")
-        elif isinstance(b, Raw):
-            out.append(b.text + "\n")
-    return "\n".join(out)
-
-
-HTML_STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;line-height:1.45;color:#1b1b1b}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
-th{background:#f3f3f3}blockquote{border-left:4px solid #e0a000;background:#fff8e6;margin:1em 0;padding:.5em 1em}
-code{background:#f3f3f3;padding:0 .2em}img{max-width:100%}"""
-
-
-def render_html(markdown: str, title: str) -> str:
-    """The markdown report as one HTML page (same content; markdown-it, which rich already needs)."""
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
-    title = title.replace("&", "&amp;").replace("<", "&lt;")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n"
-            f"<style>\n{HTML_STYLE}\n</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
 
 
 # =============================================================================================
@@ -458,7 +264,7 @@ class TableSpec:
     group: Group
     model: str
     settings: tuple
-    pairs: list[PairView]
+    pairs: list[Pair[Entry]]
     index: int  # among the model's tables in the group (plot names)
     total: int
 
@@ -472,7 +278,7 @@ class TableSpec:
 
 
 def table_specs(group: Group) -> list[TableSpec]:
-    by_key: dict[tuple, list[PairView]] = {}
+    by_key: dict[tuple, list[Pair[Entry]]] = {}
     for p in group.pairs:
         r = p.any.record
         by_key.setdefault((r.model, settings_key(r)), []).append(p)
@@ -675,7 +481,7 @@ def emulation_note(group: Group) -> list[str]:
              f"of device memory (CUDA context included), in the {group.tier}'s training dtype. Whether a "
              f"configuration fits a {group.tier} is measured; a cell whose device peak went over the tier's memory "
              f"outside the cap is flagged in its status."]
-    speed = (f"Tokens/s, first-step time, MFU and cost are the {_short_gpu(group.host)}'s, not a "
+    speed = (f"Tokens/s, first-step time, MFU and cost are the {short_gpu(group.host)}'s, not a "
              f"{group.tier}'s")
     if tier and host_tier:
         speed += (f" (datasheet dense fp16 throughput: {group.tier} {tier.fp16_tflops:g} TFLOP/s, "
@@ -702,7 +508,7 @@ def plot_specs(spec: TableSpec, stem: str) -> list:
 
     g = spec.group
     suffix = f"-{spec.index + 1}" if spec.total > 1 else ""
-    base = f"{stem}-{g.slug}-{_slug(spec.model)}{suffix}"
+    base = f"{stem}-{g.slug}-{slug(spec.model)}{suffix}"
     speed_note = " (host-GPU speed)" if g.mode == "emulated" else (" (CPU smoke)" if g.mode == "cpu" else "")
     out = []
     if g.mode != "cpu":
@@ -767,7 +573,7 @@ def _size(r: ResultRecord) -> tuple:
     return (r.seq_len * r.batch_size, r.seq_len, r.batch_size)
 
 
-def _pair_of(group: Group, e: Entry) -> Optional[PairView]:
+def _pair_of(group: Group, e: Entry) -> Optional[Pair[Entry]]:
     return next((p for p in group.pairs if p.pair_key == e.record.pair_key), None)
 
 
@@ -835,10 +641,6 @@ def _versus(group: Group, e: Entry) -> str:
     return f"{BACKEND_LABEL[o.backend]} at this size: {md_escape(status_text(o))} ({link(other.ref)})"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _no_candidate_row(group: Group, scenario: str, cells: list[Entry], fitting_cells: list[Entry], what: str
                       ) -> list[str]:
     if fitting_cells:
@@ -851,7 +653,7 @@ def _no_candidate_row(group: Group, scenario: str, cells: list[Entry], fitting_c
             "batch 1, or a larger tier",
             f"smallest tried: {BACKEND_LABEL[first.record.backend]} s{first.record.seq_len} b{first.record.batch_size}: "
             f"{md_escape(status_text(first.record))} ({link(first.ref)}); "
-            f"{_plural(len({(e.record.seq_len, e.record.batch_size) for e in cells}), 'size')} tried", "-"]
+            f"{plural(len({(e.record.seq_len, e.record.batch_size) for e in cells}), 'size')} tried", "-"]
 
 
 def decision_rows(group: Group) -> list[list[str]]:
@@ -964,7 +766,7 @@ def summary_items(results: Results) -> list[tuple[str, list[str]]]:
                     reds = [x for p in comp if (x := p.memory_reduction("peak_allocated_bytes")) is not None]
                     metric = "peak allocated memory"
                 speed = " (host-GPU speed)" if g.mode == "emulated" else ""
-                txt = f"Where both ran and matched ({_plural(len(comp), 'pair')}): Unsloth reached "
+                txt = f"Where both ran and matched ({plural(len(comp), 'pair')}): Unsloth reached "
                 txt += f"{_range(sps, lambda v: f'{v:.2f}x')} HF's tokens/s{speed}" if sps else "unknown speed"
                 if reds:
                     txt += f" and used {_range(reds, lambda v: f'{v * 100:.0f} %')} less {metric}"
@@ -973,7 +775,7 @@ def summary_items(results: Results) -> list[tuple[str, list[str]]]:
                 details.append("No parity-matched pair: no speed-up or memory saving to report.")
             unmatched = [p for p in g.pairs if p.any.record.model == model and p.not_matched]
             if unmatched:
-                details.append(f"**{_plural(len(unmatched), 'pair')} NOT MATCHED** (parity check failed or missing; "
+                details.append(f"**{plural(len(unmatched), 'pair')} NOT MATCHED** (parity check failed or missing; "
                                f"excluded from speed-ups, savings and recommendations): "
                                + ", ".join(f"{link(p.hf.ref)}/{link(p.unsloth.ref)}" for p in unmatched) + ".")
             cands = candidates(g, model)
@@ -991,7 +793,7 @@ def summary_items(results: Results) -> list[tuple[str, list[str]]]:
                                f"{g.tier}; speeds and costs are the host GPU's, and a real {g.tier} is slower.")
             items.append((f"{head}: {verdict}.", details))
     if results.split_pairs:
-        items.append((f"**{_plural(len(results.split_pairs), 'configuration')} measured on different GPUs for HF "
+        items.append((f"**{plural(len(results.split_pairs), 'configuration')} measured on different GPUs for HF "
                       f"and Unsloth**: their sides appear in separate groups and are not compared.", []))
     return items
 
@@ -1010,7 +812,7 @@ def appendix_table(results: Results, results_dir: Path) -> Table:
         for e in g.entries:
             r = e.record
             parity = "-" if r.matched is None else ("matched" if r.matched else "**NOT MATCHED**")
-            msg = "; ".join(([_first_line(r.error, 200)] if r.error else []) + list(r.warnings))
+            msg = "; ".join(([first_line(r.error, 200)] if r.error else []) + list(r.warnings))
             rows.append([f'<a id="{e.ref}"></a>{e.ref}', f"`{r.cell_id}`", _file_link(e.path, results_dir),
                          r.status, gib(r.peak_allocated_bytes), gib(r.peak_device_bytes), gib(r.peak_rss_bytes),
                          fnum(r.tokens_per_s, ",.0f"), fnum(r.first_step_s, ".2f"), parity, r.finished_at or "-",
@@ -1031,7 +833,7 @@ def fast_path_table(results: Results) -> Optional[Table]:
             paths = ", ".join(f"{k}: {v}" for k, v in sorted(r.fast_paths.items()) if not k.startswith("_"))
             source = r.fast_paths.get("_source", "-")
             if r.fast_paths.get("_profile_error"):
-                source += f" (profiler failed: {_first_line(r.fast_paths['_profile_error'], 120)})"
+                source += f" (profiler failed: {first_line(r.fast_paths['_profile_error'], 120)})"
             rows.append([link(e.ref), r.model, f"s{r.seq_len} b{r.batch_size}", g.title,
                          f"{counts[0]}/{counts[1]}", md_escape(paths), md_escape(source)])
     if not rows:
@@ -1058,7 +860,7 @@ def build_report(results: Results, out: Path) -> Report:
 
     out = Path(out)
     results_dir = out.parent
-    stem = _slug(out.stem)
+    stem = slug(out.stem)
     title = "qlora-bench report: " + "; ".join(g.title for g in results.groups)
     n = len(results.entries)
     sources = " ".join(_rel(p, results_dir) for p in results.paths)

@@ -17,7 +17,8 @@ import json
 import sys
 import time
 import traceback
-from bench.run.worker import _now, short_error
+from bench.run.device import setup_device
+from bench.run.worker import now_iso, short_error
 
 
 def base_result(job: dict) -> dict:
@@ -45,31 +46,9 @@ def base_result(job: dict) -> dict:
         "static": None,
         "backend_info": {},
         "env": {},
-        "started_at": _now(),
+        "started_at": now_iso(),
         "finished_at": None,
     }
-
-
-def setup_device(plan: dict) -> dict:
-    """Start CUDA; when emulating a tier, cap the torch allocator at the tier's memory (as bench.run.worker does)."""
-    import torch
-
-    from bench.analysis.metrics import NvmlPeakSampler
-    from bench.config.tiers import torch_memory_fraction
-
-    info: dict = {}
-    torch.cuda.init()
-    torch.zeros(1, device="cuda")
-    limit = plan.get("memory_limit_bytes")
-    if limit:
-        sampler = NvmlPeakSampler()
-        sampler.open()
-        used = sampler.read_now() or 0
-        non_torch = used - torch.cuda.memory_reserved()
-        fraction = torch_memory_fraction(limit, non_torch, torch.cuda.get_device_properties(0).total_memory)
-        torch.cuda.set_per_process_memory_fraction(fraction)
-        info["torch_memory_fraction"] = fraction
-    return info
 
 
 def run(job: dict, result: dict) -> None:
@@ -86,7 +65,7 @@ def run(job: dict, result: dict) -> None:
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU: kernels-check profiles Unsloth on a GPU")
     result["stage"] = "setup"
-    result["backend_info"].update(setup_device(job["plan"]))
+    result["backend_info"].update(setup_device("cuda", job["plan"].get("memory_limit_bytes")))
     ref = ModelRef(**job["model_ref"])
     path = ref.path
     if ref.source == "synthetic":
@@ -163,7 +142,7 @@ def main(argv=None) -> int:
     except BaseException as exc:  # ImportError, or Unsloth's own "no GPU" errors at import
         result.update(status="load_failed", stage="import",
                       error=f"cannot import unsloth ({short_error(exc)})",
-                      traceback_tail=traceback.format_exc()[-2000:], finished_at=_now())
+                      traceback_tail=traceback.format_exc()[-2000:], finished_at=now_iso())
         write_result(args.out, result)
         return 3
     try:
@@ -179,7 +158,7 @@ def main(argv=None) -> int:
             result["status"] = "oom" if is_oom(exc) else "error"
             result["error"] = f"{stage}: {short_error(exc)}"
         result["traceback_tail"] = traceback.format_exc()[-3000:]
-    result["finished_at"] = _now()
+    result["finished_at"] = now_iso()
     write_result(args.out, result)
     return 0 if result["status"] == "ok" else 3
 

@@ -21,12 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.schema.pairs import parity_for
+from bench.schema.pairs import parity_for, partner_cell_id
 from bench.config.settings import Cell, ConfigError, RunConfig, dominates, order_cells
 from bench.config.models import ModelRef, default_cache_dir, resolve_model
-from bench.schema.store import (SCHEMA_VERSION, ResultRecord, ResultsError, append_record, latest_per_cell,
-                           read_records)
-from bench.config.tiers import TierPlan, detect_host_gpu, get_tier, plan_tier
+from bench.schema.record import SCHEMA_VERSION, ResultRecord, ResultsError
+from bench.schema.store import append_record, latest_per_cell, read_records
+from bench.config.tiers import TierPlan, get_tier, plan_tier
+from bench.run.device import detect_host_gpu
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -189,8 +190,7 @@ class Runner:
 
     # -- records -------------------------------------------------------------------------
     def write(self, record: ResultRecord) -> ResultRecord:
-        partner_id = record.pair_key + ("-unsloth" if record.backend == "hf" else "-hf")
-        partner = self.records.get(partner_id)
+        partner = self.records.get(partner_cell_id(record))
         if record.ok and partner is not None and partner.ok:
             record.parity = parity_for(record, partner)
             record.matched = record.parity["matched"]
@@ -336,7 +336,7 @@ class Runner:
 def _launcher_env() -> dict:
     """Environment without touching CUDA (the launcher must not hold a CUDA context)."""
     from bench.run.env import git_commit, package_versions
-    from bench.config.tiers import detect_host_gpu
+    from bench.run.device import detect_host_gpu
 
     host = detect_host_gpu()
     env = {"gpu_name": host.name if host else None, "gpu_memory_bytes": host.total_memory_bytes if host else None,

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
-from bench.analysis.metrics import StepTimer
+from bench.run.device import StepTimer
 
 
 def synthetic_batch(seed: int, step: int, micro: int, batch_size: int, seq_len: int, vocab_size: int) -> torch.Tensor:

@@ -19,8 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from bench.analysis import metrics as measure
+from bench.config.models import ModelRef, ensure_synthetic_checkpoint, parameter_counts
+from bench.config.settings import Cell
+from bench.config.tiers import tier_for_gpu_name
+from bench.run.backends import BackendSettings, load_backend
+from bench.run.device import NvmlPeakSampler, peak_rss_bytes, setup_device
+from bench.run.env import collect_env
+from bench.run.train import restore_trainable, snapshot_trainable, train_steps
+from bench.schema.record import SCHEMA_VERSION, ResultRecord
+from kernels_check import summarize_fast_paths
 
-def _now() -> str:
+
+def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -71,42 +82,13 @@ class Worker:
         self.ev = ev
         self.fast_paths_summary: Optional[dict] = None  # profiled once per worker (one model), then reused
 
-    def setup_device(self) -> dict:
-        """Start CUDA, and when emulating a tier cap the torch allocator at the tier's memory."""
-        import torch
-
-        from bench.analysis.metrics import NvmlPeakSampler
-        from bench.config.tiers import torch_memory_fraction
-
-        info: dict = {}
-        self.sampler = NvmlPeakSampler()
-        if self.job["device"] != "cuda":
-            return info
-        torch.cuda.init()
-        torch.zeros(1, device="cuda")
-        self.sampler.open()
-        limit = self.job["plan"]["memory_limit_bytes"]
-        used = self.sampler.read_now()
-        info["context_bytes"] = used
-        if limit:
-            non_torch = (used or 0) - torch.cuda.memory_reserved()
-            total = torch.cuda.get_device_properties(0).total_memory
-            fraction = torch_memory_fraction(limit, non_torch, total)
-            torch.cuda.set_per_process_memory_fraction(fraction)
-            info["torch_memory_fraction"] = fraction
-            info["non_torch_bytes_at_start"] = non_torch
-        return info
-
     def serve(self) -> int:
-        from bench.run.backends import BackendSettings, load_backend
-        from bench.run.env import collect_env
-        from bench.config.models import ModelRef, ensure_synthetic_checkpoint, parameter_counts
-        from bench.run.train import snapshot_trainable
 
         job = self.job
         self.env = collect_env()
         self.ev.emit("hello", pid=os.getpid(), env=self.env)
-        self.device_info = self.setup_device()
+        self.sampler = NvmlPeakSampler()
+        self.device_info = setup_device(self.job["device"], self.job["plan"]["memory_limit_bytes"], self.sampler)
         ref = ModelRef(**job["model_ref"])
         path = ref.path
         build_s = 0.0
@@ -133,8 +115,6 @@ class Worker:
         for line in sys.stdin:
             if not line.strip():
                 continue
-            from bench.config.settings import Cell
-
             cell = Cell.from_dict(json.loads(line))
             self.ev.emit("cell_start", cell_id=cell.cell_id)
             record = self.run_cell(cell)
@@ -144,10 +124,6 @@ class Worker:
     def run_cell(self, cell):
         import torch
 
-        from bench.analysis import metrics as measure
-        from bench.schema.store import SCHEMA_VERSION, ResultRecord
-        from bench.config.tiers import tier_for_gpu_name
-        from bench.run.train import restore_trainable, train_steps
 
         job = self.job
         t = cell.train
@@ -160,7 +136,7 @@ class Worker:
             lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, target_modules=list(cell.target_modules),
             optimizer=t.optimizer, learning_rate=t.learning_rate, gradient_checkpointing=cell.gradient_checkpointing,
             dtype=cell.dtype, attn_implementation=job["backend_settings"]["attn_implementation"], steps=t.steps,
-            warmup_steps=t.warmup_steps, seed=t.seed, status="ok", started_at=_now(), env=self.env,
+            warmup_steps=t.warmup_steps, seed=t.seed, status="ok", started_at=now_iso(), env=self.env,
             load_s=round(self.load_s, 3), trainable_params=self.loaded.trainable_params,
             total_params=self.loaded.total_params, quantization=self.loaded.quantization,
             backend_info=dict(self.loaded.info), tokens_per_step=cell.tokens_per_step,
@@ -191,7 +167,7 @@ class Worker:
             rec.peak_reserved_bytes = int(torch.cuda.max_memory_reserved())
             rec.peak_device_bytes = peak_device
             rec.device_memory_source = self.sampler.source
-        rec.peak_rss_bytes = measure.peak_rss_bytes()
+        rec.peak_rss_bytes = peak_rss_bytes()
         if failure:
             rec.status, rec.error = failure[0], failure[1]
             if failure[0] == "oom" and plan["memory_limit_bytes"]:
@@ -230,7 +206,7 @@ class Worker:
                     self.fast_paths_summary = dict(summary, _profiled_cell=cell.cell_id)
             if self.fast_paths_summary is not None:
                 rec.fast_paths = dict(self.fast_paths_summary)
-        rec.finished_at = _now()
+        rec.finished_at = now_iso()
         self.loaded.model.zero_grad(set_to_none=True)
         gc.collect()
         if on_cuda:
@@ -239,8 +215,6 @@ class Worker:
 
     def fast_paths(self, cell) -> dict:
         """Which kernels one more (profiled, untimed) training step runs, after all measurements."""
-        from bench.run.train import train_steps
-        from kernels_check import summarize_fast_paths
 
         t = cell.train
 

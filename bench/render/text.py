@@ -1,0 +1,85 @@
+"""The one set of text helpers every renderer uses: number and unit formats, markdown escaping, links.
+
+Pure functions of their arguments; sizes are bytes, fractions are 0..1.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from bench.units import GiB, KiB, MiB
+
+
+def gib(n: Optional[float]) -> str:
+    """Bytes as GiB with two decimals ('14.41'), '-' for None."""
+    return "-" if n is None else f"{n / GiB:.2f}"
+
+
+def fmt(x: Optional[float], spec: str, suffix: str = "") -> str:
+    """`x` in format `spec` plus `suffix`, '-' for None."""
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def pct(x: Optional[float]) -> str:
+    """A fraction as a whole percentage ('60 %'), '-' for None."""
+    return "-" if x is None else f"{x * 100:.0f} %"
+
+
+def usd(x: Optional[float]) -> str:
+    if x is None:
+        return "-"
+    return f"${x:.3f}" if x < 10 else f"${x:,.2f}"
+
+
+def format_bytes(n: Optional[float]) -> str:
+    """Bytes for people: '9.12 GiB', '512 MiB'."""
+    if n is None:
+        return "-"
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    if n >= GiB:
+        return f"{sign}{n / GiB:.2f} GiB"
+    if n >= MiB:
+        return f"{sign}{n / MiB:.0f} MiB"
+    if n >= KiB:
+        return f"{sign}{n / KiB:.0f} KiB"
+    return f"{sign}{n:.0f} B"
+
+
+def format_change(fraction: Optional[float]) -> str:
+    """A relative change as a signed percentage ('+4.2%'), '-' for None."""
+    return "-" if fraction is None else f"{fraction * 100:+.1f}%"
+
+
+def link(ref: str) -> str:
+    """A markdown link to the anchor `ref` ('[c3](#c3)')."""
+    return f"[{ref}](#{ref})"
+
+
+def md_escape(text: str) -> str:
+    """One line of plain text, safe inside a markdown table cell."""
+    text = " ".join(str(text).split())
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("_", "\\_") \
+        .replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+
+
+def first_line(text: Optional[str], limit: int) -> str:
+    """The first line of `text`, cut to `limit` characters ('(no message)' when empty)."""
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "(no message)"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lower-case form ('H100 80GB' -> 'h100-80gb')."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "x"
+
+
+def short_gpu(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'H100 80GB HBM3'."""
+    return re.sub(r"^(NVIDIA|Tesla)\s+", "", name or "").strip() or "unknown GPU"
+
+
+def plural(n: int, word: str) -> str:
+    """'1 pair', '3 pairs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -1,0 +1,123 @@
+"""The one result record: what a cell measured, where, with what, and how it ended.
+
+One record per cell (a backend x model x seq_len x batch_size configuration). Memory fields are
+bytes, time fields seconds, throughput tokens per second. Storage is `bench.schema.store`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING as dataclass_missing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+FINISHED_STATUSES = ("ok", "oom", "skipped")  # what --resume does not run again
+
+
+class ResultsError(ValueError):
+    """An unreadable or inconsistent results file (CLI exit code 2)."""
+
+
+@dataclass
+class ResultRecord:
+    # identity
+    schema_version: int
+    run_id: str
+    cell_id: str
+    pair_key: str  # same for the hf and unsloth cells of one configuration
+    backend: str  # "hf" | "unsloth"
+    model: str  # shipped name, local path or hub id
+    model_source: str  # "synthetic" | "local" | "hub"
+    tier: str
+    mode: str  # "native" | "emulated" | "cpu"
+    # configuration
+    seq_len: int
+    batch_size: int
+    grad_accum: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    target_modules: list[str]
+    optimizer: str
+    learning_rate: float
+    gradient_checkpointing: str  # "none" | "standard" | "unsloth"
+    dtype: str
+    attn_implementation: str
+    steps: int  # timed optimizer steps
+    warmup_steps: int  # untimed optimizer steps before them (the first one is first_step_s)
+    seed: int
+    # outcome
+    status: str
+    error: Optional[str] = None
+    # memory (bytes); GPU fields are None in cpu mode
+    peak_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated over the cell
+    peak_reserved_bytes: Optional[int] = None  # torch.cuda.max_memory_reserved over the cell
+    peak_device_bytes: Optional[int] = None  # NVML used memory, sampled in a thread (context incl.)
+    device_memory_source: Optional[str] = None  # "nvml-process" | "nvml-device" | None
+    memory_limit_bytes: Optional[int] = None  # the emulated tier's device memory, None if native
+    torch_memory_fraction: Optional[float] = None  # cap handed to torch when emulating
+    over_tier_memory: Optional[bool] = None  # device peak above the tier's memory (emulated only)
+    peak_rss_bytes: Optional[int] = None  # process peak RSS (all modes)
+    # time (seconds)
+    load_s: Optional[float] = None  # model load + quantise + LoRA wrap, once per worker
+    first_step_s: Optional[float] = None  # first optimizer step, compilation included
+    step_s: list[float] = field(default_factory=list)  # every optimizer step, warm-up included
+    tokens_per_step: Optional[int] = None  # batch_size * seq_len * grad_accum
+    tokens_per_s: Optional[float] = None  # timed steps only
+    flops_per_token: Optional[float] = None  # model FLOPs per trained token (see measure.py)
+    peak_tflops: Optional[float] = None  # the host GPU's dense peak for `dtype`
+    mfu: Optional[float] = None  # 0..1, against the host GPU's peak
+    # training
+    losses: list[float] = field(default_factory=list)  # one per optimizer step
+    loss_first: Optional[float] = None
+    loss_last: Optional[float] = None
+    trainable_params: Optional[int] = None
+    total_params: Optional[int] = None
+    # parity (set on the second cell of a pair to finish; `load` copies it onto the first)
+    matched: Optional[bool] = None
+    parity: Optional[dict[str, Any]] = None
+    # backend details
+    quantization: Optional[dict[str, Any]] = None  # the bnb config read back from the model
+    fast_paths: Optional[dict[str, str]] = None  # filled by kernels_check integration
+    backend_info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    # provenance
+    started_at: Optional[str] = None  # ISO 8601 UTC
+    finished_at: Optional[str] = None
+    env: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ResultRecord":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ResultsError(f"unknown fields {unknown}")
+        required = [
+            f.name
+            for f in fields(cls)
+            if f.name not in data and f.default is dataclass_missing and f.default_factory is dataclass_missing
+        ]
+        if required:
+            raise ResultsError(f"missing fields {required}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def fits_tier(self) -> bool:
+        """Ran ok and stayed within the tier's memory (emulated: NVML's peak too, outside the torch cap)."""
+        return self.ok and not self.over_tier_memory
+
+    @property
+    def fit_outcome(self) -> str:
+        """The status, with an ok cell past the tier's memory said as 'over tier memory'."""
+        return "over tier memory" if self.ok and self.over_tier_memory else self.status
+
+
