@@ -47,6 +47,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
+from bench.config.models import unsloth_fast_path as model_fast_path
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -567,7 +569,7 @@ def estimate(
     c = 4 if dtype == "float32" else 2
     gc = resolve_checkpointing(backend, gradient_checkpointing, seq_len)
     if unsloth_fast_path is None:
-        unsloth_fast_path = shape.model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2")
+        unsloth_fast_path = model_fast_path(shape.model_type)
     N = seq_len * batch_size
     H, L = shape.hidden_size, shape.num_layers
     lora = shape.lora_tensors(lora_r, target_modules)

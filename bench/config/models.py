@@ -36,6 +36,19 @@ TARGET_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: model_types Unsloth has a hand-written model file for (unsloth 2026.10.9: unsloth/models/llama.py,
+#: mistral.py, qwen2.py, qwen3.py, gemma.py, gemma2.py, cohere.py, granite.py, falcon_h1.py, llama4.py,
+#: qwen3_moe.py, glm4_moe.py). Any other architecture (phi3, gpt_neox, ...) takes Unsloth's generic
+#: compiled path (`FastModel`), with fewer of its fused kernels: kernels_check shows which ran.
+UNSLOTH_FAST_PATH_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "cohere",
+                                           "granite", "falcon_h1", "llama4", "qwen3_moe", "glm4_moe"})
+
+
+def unsloth_fast_path(model_type: str) -> bool:
+    """True where Unsloth ships a hand-written model file for `model_type` (UNSLOTH_FAST_PATH_MODEL_TYPES)."""
+    return model_type in UNSLOTH_FAST_PATH_MODEL_TYPES
+
+
 class ModelError(ValueError):
     """An unknown or unusable model (CLI exit code 2)."""
 
@@ -44,7 +57,6 @@ class ModelError(ValueError):
 class ShippedModel:
     name: str
     mirrors: str  # the public checkpoint whose architecture the config copies
-    unsloth_fast_path: bool  # Unsloth has a hand-written model file for this architecture
     note: str = ""
 
     @property
@@ -54,22 +66,27 @@ class ShippedModel:
     def config_dict(self) -> dict[str, Any]:
         return json.loads(self.config_path.read_text())
 
+    @property
+    def unsloth_fast_path(self) -> bool:
+        """Unsloth has a hand-written model file for this architecture (`unsloth_fast_path`)."""
+        return unsloth_fast_path(self.config_dict().get("model_type", ""))
+
 
 SHIPPED: dict[str, ShippedModel] = {
     m.name: m
     for m in [
-        ShippedModel("llama-3.1-8b", "meta-llama/Llama-3.1-8B", True),
-        ShippedModel("llama-3.2-1b", "meta-llama/Llama-3.2-1B", True),
-        ShippedModel("llama-3.2-3b", "meta-llama/Llama-3.2-3B", True),
-        ShippedModel("mistral-7b-v0.3", "mistralai/Mistral-7B-v0.3", True),
-        ShippedModel("qwen2.5-7b", "Qwen/Qwen2.5-7B", True),
-        ShippedModel("gemma-2-9b", "google/gemma-2-9b", True),
-        ShippedModel("phi-3-mini", "microsoft/Phi-3-mini-4k-instruct", False,
-                     "fused qkv_proj / gate_up_proj as Microsoft ships it: Unsloth 2026.10 takes its generic "
-                     "compiled path (no 'patched N layers'), seen on the H100"),
-        ShippedModel("pythia-1b", "EleutherAI/pythia-1b", False,
+        ShippedModel("llama-3.1-8b", "meta-llama/Llama-3.1-8B"),
+        ShippedModel("llama-3.2-1b", "meta-llama/Llama-3.2-1B"),
+        ShippedModel("llama-3.2-3b", "meta-llama/Llama-3.2-3B"),
+        ShippedModel("mistral-7b-v0.3", "mistralai/Mistral-7B-v0.3"),
+        ShippedModel("qwen2.5-7b", "Qwen/Qwen2.5-7B"),
+        ShippedModel("gemma-2-9b", "google/gemma-2-9b"),
+        ShippedModel("phi-3-mini", "microsoft/Phi-3-mini-4k-instruct",
+                     "fused qkv_proj / gate_up_proj as Microsoft ships it: no hand-written Unsloth model file "
+                     "for phi3, so Unsloth takes its generic compiled path (see reports/kernels.md)"),
+        ShippedModel("pythia-1b", "EleutherAI/pythia-1b",
                      "GPT-NeoX: no hand-written Unsloth path (fallback architecture)"),
-        ShippedModel("tiny-llama", "(test model: 2 layers, hidden 64)", True, "for CPU smoke runs and tests"),
+        ShippedModel("tiny-llama", "(test model: 2 layers, hidden 64)", "for CPU smoke runs and tests"),
     ]
 }
 

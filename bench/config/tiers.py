@@ -220,3 +220,15 @@ DEFAULT_MATRIX: dict[str, dict] = {
     "h100": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096, 8192], "batch_sizes": [2, 4]},
     "h200": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096, 8192], "batch_sizes": [2, 4]},
 }
+
+
+def default_matrix(tier_name: str) -> dict:
+    """The models, seq_lens and batch_sizes `bench run --gpu-tier TIER` runs when none are given
+    (DEFAULT_MATRIX; an unknown tier gets the t4 matrix)."""
+    return DEFAULT_MATRIX.get(tier_name, DEFAULT_MATRIX["t4"])
+
+
+def default_seq_len(tier_name: str) -> int:
+    """The first sequence length of the tier's default matrix: what a question about "this card"
+    is asked at when no --seq-len is given (estimate, fit, doctor)."""
+    return default_matrix(tier_name)["seq_lens"][0]
