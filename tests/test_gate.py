@@ -99,7 +99,7 @@ def bench_inproc(capsys, *args) -> Result:
 @pytest.fixture(autouse=True)
 def _wide_consoles(monkeypatch):
     """One message, one line in-process too (as COLUMNS=400 does for subprocesses); restored after."""
-    from bench.cli import console, err_console
+    from bench.cli.common import console, err_console
 
     monkeypatch.setattr(console, "_width", 400)
     monkeypatch.setattr(err_console, "_width", 400)

@@ -20,7 +20,7 @@ DEFAULT_MODEL = "llama-3.1-8b"
 
 
 def _fail(message: str):
-    from bench.cli import UsageFailure
+    from bench.cli.common import UsageFailure
 
     raise UsageFailure(message)
 
@@ -139,7 +139,7 @@ def estimate_command(
 def _estimate(ref, tier, backends, seqs, batches, kw, json_out):
     from rich.table import Table
 
-    from bench.cli import console, err_console
+    from bench.cli.common import console, err_console
     from bench.analysis.estimate import estimate, verdict
 
     results = []
@@ -187,7 +187,7 @@ def _estimate(ref, tier, backends, seqs, batches, kw, json_out):
 def _max_fit(ref, tier, backends, seqs, batches, kw, json_out, explicit_seq):
     from rich.table import Table
 
-    from bench.cli import console
+    from bench.cli.common import console
     from bench.analysis.estimate import max_fit_batch_size, max_fit_seq_len
 
     usable = tier.usable_vram_bytes
@@ -225,7 +225,7 @@ def _max_fit(ref, tier, backends, seqs, batches, kw, json_out, explicit_seq):
 def _validate(results, out, strict, json_out, calibrate):
     from rich.table import Table
 
-    from bench.cli import console
+    from bench.cli.common import console
     from bench.analysis.estimate import (ALLOCATOR_SLACK_BASE_BYTES, ALLOCATOR_SLACK_OF_TRANSIENT, NON_TORCH_BYTES_BY_CC, UNSLOTH_EXTRA_NON_TORCH_BYTES,
                                 calibration_from_records, fit_verdicts, render_validation_markdown,
                                 validate_records, validation_summary)
@@ -319,7 +319,7 @@ def fit_command(
     Every probe is a real training cell appended to --results. Exit codes: 0 done, 2 bad input,
     3 stopped by --time-budget before the searches finished (run again with --resume).
     """
-    from bench.cli import console
+    from bench.cli.common import console
     from bench.config.settings import RunConfig, TrainSettings
     from bench.analysis.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit
     from bench.config.tiers import DEFAULT_MATRIX
@@ -439,7 +439,7 @@ def doctor_command(
     """This machine: GPU, compute capability, bf16/fp8, driver, libraries; then concrete advice."""
     from rich.markup import escape
 
-    from bench.cli import console
+    from bench.cli.common import console
     from bench.analysis.doctor import diagnose
     from bench.run.env import package_versions
     from bench.config.tiers import get_tier

@@ -41,7 +41,7 @@ def baseline_save(
 ):
     """Save the peak memory and tokens/s of every cell in RESULTS as a baseline for `bench gate`."""
     from bench.analysis import gate
-    from bench.cli import console, err_console
+    from bench.cli.common import console, err_console
     from bench.schema.store import load
 
     filters = gate.parse_filters(only or [])
@@ -75,7 +75,7 @@ def baseline_show(path: Path = typer.Argument(..., help="Baseline JSON.")):
     from rich.table import Table
 
     from bench.analysis import gate
-    from bench.cli import console
+    from bench.cli.common import console
 
     snap = gate.load_baseline(path)
     t = Table(title=f"baseline {path} (saved {snap.created_at})")
@@ -121,7 +121,7 @@ def gate_command(
     from rich.markup import escape
 
     from bench.analysis import gate
-    from bench.cli import console, err_console
+    from bench.cli.common import console, err_console
 
     settings = gate.GateSettings(
         metric=gate.parse_metric(metric),

@@ -43,7 +43,7 @@ def kernels_check(
         None, "--test-log", help="The kernel tests' pytest output: adds their outcome and failures."),
 ):
     """Profile one Unsloth training step per model and say which fast kernels ran, fell back, or are unknown."""
-    from bench.cli import UsageFailure
+    from bench.cli.common import UsageFailure
 
     modes = sum(bool(x) for x in (model or all_models, from_trace, from_results))
     if modes != 1:
@@ -91,7 +91,7 @@ def _load_records(paths: Optional[list[Path]]) -> list:
 
 
 def _results_from_traces(paths: list[Path]) -> list[dict]:
-    from bench.cli import UsageFailure
+    from bench.cli.common import UsageFailure
     from kernels_check.result import RESULT_FORMAT
     from kernels_check.trace import TraceError, kernels_from_document, read_json
 
@@ -114,7 +114,7 @@ def _results_from_traces(paths: list[Path]) -> list[dict]:
 
 
 def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir, timeout):
-    from bench.cli import UsageFailure, console
+    from bench.cli.common import UsageFailure, console
     from bench.config.models import SHIPPED, resolve_model
     from bench.config.tiers import get_tier, plan_tier
     from bench.run.device import detect_host_gpu
@@ -157,7 +157,7 @@ def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warm
 
 def _benchmark_section(benchmark: Optional[Path], test_log: Optional[Path]) -> list[str]:
     """Markdown lines for the kernel tests (empty without --benchmark); bad files exit 2."""
-    from bench.cli import UsageFailure
+    from bench.cli.common import UsageFailure
     from kernels_check.benchmarks import BenchmarkFileError, benchmark_markdown, load_benchmark, parse_pytest_log
 
     if benchmark is None:
@@ -181,7 +181,7 @@ def _benchmark_section(benchmark: Optional[Path], test_log: Optional[Path]) -> l
 def _report(results: list[dict], records: list, out: Optional[Path], detail: bool,
             extra: Optional[list[str]] = None) -> int:
     """Print each model's verdicts, write the markdown; return the exit code (2 when a model could not be loaded)."""
-    from bench.cli import console, err_console
+    from bench.cli.common import console, err_console
     from bench.render.kernels import coverage_markdown
     from kernels_check.result import analyse
 

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Comparison tables, plots, decision matrix and claims check from measured results."""
         from bench.render import report as report_mod
-        from bench.cli import console
+        from bench.cli.common import console
 
         written = report_mod.render_to_file(results, out, fmt)
         console.print(f"report: {written}")

@@ -177,3 +177,25 @@ def parse_int_list(text: str, name: str) -> list[int]:
     if not out:
         raise ConfigError(f"{name}: no values given")
     return out
+
+
+def expand_groups(config: RunConfig, models: list, tier: str, mode: str, dtype: str) -> list[tuple[str, object, list[Cell]]]:
+    """The matrix as worker groups: (backend, model ref, its cells smallest first), one per backend x model.
+
+    `models` are resolved references (bench.config.models.ModelRef) in the order of config.models;
+    tier / mode / dtype come from the tier plan. Raises ConfigError for a size the model cannot take.
+    """
+    groups = []
+    for ref in models:
+        for s in config.seq_lens:
+            if ref.max_positions and s > ref.max_positions:
+                raise ConfigError(f"seq-len {s} is over {ref.name}'s {ref.max_positions} positions")
+        targets = tuple(config.train.target_modules or ref.target_modules())
+        for backend in config.backends:
+            cells = [Cell(backend=backend, model=ref.name, tier=tier, mode=mode, seq_len=s, batch_size=b,
+                          train=config.train, dtype=dtype, target_modules=targets)
+                     for s in config.seq_lens for b in config.batch_sizes]
+            if backend == "hf" and cells and cells[0].gradient_checkpointing == "unsloth":
+                raise ConfigError("gradient checkpointing 'unsloth' exists only in the unsloth backend")
+            groups.append((backend, ref, order_cells(cells)))
+    return groups

@@ -1,19 +1,18 @@
-"""GPU tiers: datasheet specs, host GPU detection and the native / emulated decision.
-
-Specs are the vendors' published figures (dense tensor throughput, no sparsity) and the total
-memory the driver reports on that card; they are configuration, not measurements. Prices are
-indicative on-demand cloud prices in USD/hour (late 2026) used only to turn measured tokens/s
-into a cost; override them with `--price-per-hour`.
+"""GPU tiers: the table (bench/data/tiers.json, datasheet figures and indicative prices, with their
+sources), the host GPU's description, and the native / emulated decision for a requested tier.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
-GiB = 1024**3
-MiB = 1024**2
+from bench.units import GiB, MiB
+
+TIERS_PATH = Path(__file__).resolve().parent.parent / "data" / "tiers.json"
 
 
 class TierError(ValueError):
@@ -54,49 +53,25 @@ class GpuTier:
         return d
 
 
-def _t(name, marketing, vram_gb, usable_mib, bw, fp16, bf16, cc, fp8, fa2, price, patterns):
-    return GpuTier(
-        name=name,
-        marketing_name=marketing,
-        vram_bytes=int(vram_gb * 1e9),
-        usable_vram_bytes=usable_mib * MiB,
-        memory_bandwidth_gbps=bw,
-        fp16_tflops=fp16,
-        bf16_tflops=bf16,
-        compute_capability=cc,
-        supports_bf16=bf16 is not None,
-        supports_fp8=fp8,
-        supports_flash_attention_2=fa2,
-        price_per_hour_usd=price,
-        name_patterns=patterns,
-    )
+def _load_tiers(path: Path = TIERS_PATH) -> dict[str, GpuTier]:
+    """The tier table from bench/data/tiers.json (the figures and their sources are there)."""
+    out = {}
+    for t in json.loads(path.read_text(encoding="utf-8"))["tiers"]:
+        major, minor = (int(x) for x in t["compute_capability"].split("."))
+        out[t["name"]] = GpuTier(
+            name=t["name"], marketing_name=t["marketing_name"], vram_bytes=int(t["vram_gb"] * 1e9),
+            usable_vram_bytes=t["usable_mib"] * MiB, memory_bandwidth_gbps=t["memory_bandwidth_gbps"],
+            fp16_tflops=t["fp16_tflops"], bf16_tflops=t["bf16_tflops"], compute_capability=(major, minor),
+            supports_bf16=t["bf16_tflops"] is not None, supports_fp8=t["supports_fp8"],
+            supports_flash_attention_2=t["supports_flash_attention_2"],
+            price_per_hour_usd=t["price_per_hour_usd"], name_patterns=tuple(t["name_patterns"]))
+        DEFAULT_MATRIX[t["name"]] = t["default_matrix"]
+    return out
 
 
-# Sources: NVIDIA datasheets / architecture whitepapers (T4, L4, A100, H100, H200; GA102 and AD102
-# whitepapers for the GeForce cards, fp32-accumulate rates); A10G tensor rate per AWS/Baseten.
-TIERS: dict[str, GpuTier] = {
-    t.name: t
-    for t in [
-        _t("t4", "NVIDIA T4 16GB", 16, 15360, 320, 65.0, None, (7, 5), False, False, 0.35,
-           (r"\bT4\b",)),
-        _t("l4", "NVIDIA L4 24GB", 24, 23034, 300, 121.0, 121.0, (8, 9), True, True, 0.70,
-           (r"\bL4\b",)),
-        _t("a10g", "NVIDIA A10G 24GB", 24, 23028, 600, 70.0, 70.0, (8, 6), False, True, 1.01,
-           (r"\bA10G\b",)),
-        _t("rtx3090", "GeForce RTX 3090 24GB", 24, 24576, 936, 71.0, 71.0, (8, 6), False, True, 0.22,
-           (r"RTX 3090",)),
-        _t("rtx4090", "GeForce RTX 4090 24GB", 24, 24564, 1008, 165.2, 165.2, (8, 9), True, True, 0.34,
-           (r"RTX 4090",)),
-        _t("a100-40gb", "NVIDIA A100 40GB", 40, 40960, 1555, 312.0, 312.0, (8, 0), False, True, 1.29,
-           (r"A100.*40GB",)),
-        _t("a100-80gb", "NVIDIA A100 80GB", 80, 81920, 2039, 312.0, 312.0, (8, 0), False, True, 1.79,
-           (r"A100.*80GB",)),
-        _t("h100", "NVIDIA H100 80GB (SXM)", 80, 81559, 3350, 989.0, 989.0, (9, 0), True, True, 2.49,
-           (r"H100",)),
-        _t("h200", "NVIDIA H200 141GB (SXM)", 141, 143771, 4800, 989.0, 989.0, (9, 0), True, True, 3.50,
-           (r"H200",)),
-    ]
-}
+#: The matrix `bench run --gpu-tier X` runs when no --model / --seq-len / --batch-size is given.
+DEFAULT_MATRIX: dict[str, dict] = {}
+TIERS: dict[str, GpuTier] = _load_tiers()
 
 
 def get_tier(name: str) -> GpuTier:
@@ -205,21 +180,6 @@ def torch_memory_fraction(limit_bytes: int, non_torch_bytes: int, host_total_byt
     if torch_bytes <= 0:
         raise TierError("the CUDA context alone exceeds the emulated tier's memory")
     return min(1.0, torch_bytes / host_total_bytes)
-
-
-# The matrix `bench run --gpu-tier X` runs when no --model / --seq-len / --batch-size is given:
-# what a user of that card asks first (an 8B-class model at the context lengths people train).
-DEFAULT_MATRIX: dict[str, dict] = {
-    "t4": {"models": ["llama-3.1-8b"], "seq_lens": [1024, 2048], "batch_sizes": [1, 2]},
-    "l4": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096], "batch_sizes": [1, 2]},
-    "a10g": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096], "batch_sizes": [1, 2]},
-    "rtx3090": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096], "batch_sizes": [1, 2]},
-    "rtx4090": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096], "batch_sizes": [1, 2]},
-    "a100-40gb": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096], "batch_sizes": [2, 4]},
-    "a100-80gb": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096, 8192], "batch_sizes": [2, 4]},
-    "h100": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096, 8192], "batch_sizes": [2, 4]},
-    "h200": {"models": ["llama-3.1-8b"], "seq_lens": [2048, 4096, 8192], "batch_sizes": [2, 4]},
-}
 
 
 def default_matrix(tier_name: str) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.run.launcher import worker_env
+from bench.run.workerproc import worker_env
 from kernels_check.result import RESULT_FORMAT
 
 

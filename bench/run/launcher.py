@@ -7,13 +7,6 @@ as it arrives, and fills in the parity verdict when the second cell of a pair fi
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -22,14 +15,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from bench.schema.pairs import parity_for, partner_cell_id
-from bench.config.settings import Cell, ConfigError, RunConfig, dominates, order_cells
+from bench.config.settings import Cell, ConfigError, RunConfig, dominates, expand_groups
 from bench.config.models import ModelRef, default_cache_dir, resolve_model
+from bench.run.workerproc import WorkerProcess
 from bench.schema.record import SCHEMA_VERSION, ResultRecord, ResultsError
 from bench.schema.store import append_record, latest_per_cell, read_records
 from bench.config.tiers import TierPlan, get_tier, plan_tier
 from bench.run.device import detect_host_gpu
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+class OutputExists(ConfigError):
+    """The results file exists and the run was not asked to resume it."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} exists: resume it, or write the results elsewhere")
+        self.path = Path(path)
 
 
 def new_run_id() -> str:
@@ -57,103 +56,8 @@ def make_plan(config: RunConfig, host=None, detect: bool = True) -> Plan:
         host = detect_host_gpu()
     tier_plan = plan_tier(tier, host, config.device)
     models = [resolve_model(m, config.trust_remote_code) for m in config.models]
-    groups = []
-    for ref in models:
-        max_pos = ref.max_positions
-        for s in config.seq_lens:
-            if max_pos and s > max_pos:
-                raise ConfigError(f"seq-len {s} is over {ref.name}'s {max_pos} positions")
-        targets = config.train.target_modules or ref.target_modules()
-        for backend in config.backends:
-            cells = [
-                Cell(backend=backend, model=ref.name, tier=tier.name, mode=tier_plan.mode, seq_len=s,
-                     batch_size=b, train=config.train, dtype=tier_plan.dtype, target_modules=tuple(targets))
-                for s in config.seq_lens for b in config.batch_sizes
-            ]
-            if backend == "hf" and cells and cells[0].gradient_checkpointing == "unsloth":
-                raise ConfigError("gradient checkpointing 'unsloth' exists only in the unsloth backend")
-            groups.append((backend, ref, order_cells(cells)))
+    groups = expand_groups(config, models, tier_plan.tier.name, tier_plan.mode, tier_plan.dtype)
     return Plan(config, tier_plan, models, groups)
-
-
-def worker_env(job: dict) -> dict:
-    """The environment of a worker subprocess (bench's and kernels_check's): this package importable,
-    unbuffered output, no Unsloth statistics, Unsloth's generated code beside the checkpoint cache."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
-    if job.get("cache_dir"):  # Unsloth writes generated code; keep it out of the user's cwd
-        env.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(job["cache_dir"]) / "unsloth_compiled_cache"))
-    return env
-
-
-class WorkerProcess:
-    """One `python -m bench.run.worker` child: cells in on stdin, JSON events out on a pipe."""
-
-    def __init__(self, job: dict, log_path: Path):
-        self.job_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump(job, self.job_file)
-        self.job_file.close()
-        read_fd, write_fd = os.pipe()
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        env = worker_env(job)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.run.worker", "--job", self.job_file.name, "--event-fd", str(write_fd)],
-            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-            start_new_session=True, env=env,
-        )
-        os.close(write_fd)
-        self.read_fd = read_fd
-        self.buffer = b""
-
-    def next_event(self, timeout_s: float) -> Optional[dict]:
-        """The next event, {"event": "exit", ...} when the worker is gone, or None on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            ready, _, _ = select.select([self.read_fd], [], [], min(remaining, 1.0))
-            if not ready:
-                continue
-            chunk = os.read(self.read_fd, 65536)
-            if not chunk:
-                rc = self.proc.wait()
-                return {"event": "exit", "returncode": rc}
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def send(self, cell: Cell) -> None:
-        self.proc.stdin.write((json.dumps(cell.to_dict()) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def log_tail(self, n: int = 1500) -> str:
-        try:
-            data = self.log_path.read_bytes()[-n:]
-            return data.decode(errors="replace").strip()
-        except OSError:
-            return ""
-
-    def close(self, kill: bool = False) -> None:
-        try:
-            if kill:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            else:
-                self.proc.stdin.close()
-                try:
-                    self.proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, BrokenPipeError, OSError):
-            pass
-        self.proc.wait()
-        os.close(self.read_fd)
-        self.log.close()
-        os.unlink(self.job_file.name)
 
 
 @dataclass
@@ -178,7 +82,7 @@ class Runner:
         self.finished: set[str] = set()
         if self.out_path.exists():
             if not self.resume:
-                raise ConfigError(f"{self.out_path} exists: pass --resume to continue it, or another --out")
+                raise OutputExists(self.out_path)
             try:
                 existing = latest_per_cell(read_records(self.out_path))
             except ResultsError as exc:
@@ -271,7 +175,7 @@ class Runner:
 
     def run_on_worker(self, worker: WorkerProcess, cell: Cell):
         """Send one cell; return (record or None, worker still usable)."""
-        worker.send(cell)
+        worker.send(cell.to_dict())
         deadline = time.monotonic() + self.plan.config.cell_timeout_s
         while True:
             ev = worker.next_event(max(0.0, deadline - time.monotonic()))

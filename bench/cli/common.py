@@ -1,0 +1,21 @@
+"""What every command module shares: the consoles, the bad-input exception and the errors that mean bad input."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from bench.config.models import ModelError
+from bench.config.settings import ConfigError
+from bench.config.tiers import TierError
+from bench.schema.record import ResultsError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UsageFailure(Exception):
+    """Bad input: one clear line, exit code 2."""
+
+
+#: Exceptions the library raises for bad input; `bench.cli.main` prints them as one line, exit code 2.
+USAGE_ERRORS: tuple[type[Exception], ...] = (UsageFailure, ConfigError, ModelError, ResultsError, TierError)

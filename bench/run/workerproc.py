@@ -1,0 +1,101 @@
+"""Worker subprocesses: their environment, and the pipe protocol the launchers talk to them over.
+
+A worker is `python -m <module>` in a new process session (so a kill takes its children too), with
+stdout and stderr going to a log file and JSON events coming back on a pipe; cells go in on stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def worker_env(job: dict) -> dict:
+    """The environment of a worker subprocess (bench's and kernels_check's): this package importable,
+    unbuffered output, no Unsloth statistics, Unsloth's generated code beside the checkpoint cache."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    if job.get("cache_dir"):  # Unsloth writes generated code; keep it out of the user's cwd
+        env.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(job["cache_dir"]) / "unsloth_compiled_cache"))
+    return env
+
+
+class WorkerProcess:
+    """One `python -m bench.run.worker` child: cells in on stdin, JSON events out on a pipe."""
+
+    def __init__(self, job: dict, log_path: Path, module: str = "bench.run.worker"):
+        self.job_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(job, self.job_file)
+        self.job_file.close()
+        read_fd, write_fd = os.pipe()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        env = worker_env(job)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--job", self.job_file.name, "--event-fd", str(write_fd)],
+            stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+            start_new_session=True, env=env,
+        )
+        os.close(write_fd)
+        self.read_fd = read_fd
+        self.buffer = b""
+
+    def next_event(self, timeout_s: float) -> Optional[dict]:
+        """The next event, {"event": "exit", ...} when the worker is gone, or None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([self.read_fd], [], [], min(remaining, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                rc = self.proc.wait()
+                return {"event": "exit", "returncode": rc}
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def send(self, message: dict) -> None:
+        """One JSON line on the worker's stdin (a cell, for bench.run.worker)."""
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def log_tail(self, n: int = 1500) -> str:
+        try:
+            data = self.log_path.read_bytes()[-n:]
+            return data.decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def close(self, kill: bool = False) -> None:
+        try:
+            if kill:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.stdin.close()
+                try:
+                    self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, BrokenPipeError, OSError):
+            pass
+        self.proc.wait()
+        os.close(self.read_fd)
+        self.log.close()
+        os.unlink(self.job_file.name)
