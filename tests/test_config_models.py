@@ -3,8 +3,8 @@ import json
 import pytest
 
 from bench.config.settings import Cell, ConfigError, RunConfig, TrainSettings, dominates, order_cells, parse_int_list
-from bench.config.models import (SHIPPED, ModelError, build_tokenizer, config_hash, ensure_synthetic_checkpoint,
-                          parameter_counts, resolve_model)
+from bench.config.models import SHIPPED, ModelError, config_hash, resolve_model
+from bench.run.checkpoint import build_tokenizer, ensure_synthetic_checkpoint, parameter_counts
 
 
 def cell(backend="hf", seq=1024, bs=1, **train):

@@ -11,7 +11,8 @@ import pytest
 
 from bench.analysis import estimate as E
 from bench.analysis.estimate import GiB, MiB
-from bench.config.models import SHIPPED, parameter_counts, resolve_model
+from bench.config.models import SHIPPED, resolve_model
+from bench.run.checkpoint import parameter_counts
 from bench.schema.store import load
 from tests.conftest import run_bench
 

@@ -265,7 +265,8 @@ def test_model_summary_uses_the_f2_metric_and_leaves_unmatched_pairs_out():
 def tiny_peft(tmp_path_factory):
     """tiny-llama through the suite's own HF QLoRA backend on CPU: bitsandbytes NF4 + peft LoRA."""
     from bench.run.backends import BackendSettings, load_backend
-    from bench.config.models import TARGET_MODULES, ensure_synthetic_checkpoint, resolve_model
+    from bench.config.models import TARGET_MODULES, resolve_model
+    from bench.run.checkpoint import ensure_synthetic_checkpoint
 
     ref = resolve_model("tiny-llama")
     path, _ = ensure_synthetic_checkpoint(ref, cache_dir=tmp_path_factory.mktemp("kc-cache"))

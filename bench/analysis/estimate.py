@@ -206,7 +206,7 @@ class ModelShape:
 
     @property
     def matmul_params(self) -> int:
-        """Decoder Linears plus lm_head (a tied head counts once), as bench.config.models.parameter_counts."""
+        """Decoder Linears plus lm_head (a tied head counts once), as bench.run.checkpoint.parameter_counts."""
         return self.quantized_params + self.embedding_params
 
     def targets(self, target_modules: Optional[Iterable[str]]) -> list[LinearShape]:

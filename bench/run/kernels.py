@@ -37,7 +37,7 @@ class CheckOptions:
 
 def make_job(ref, tier_plan, opts: CheckOptions) -> dict:
     """The worker's job file for one resolved model (bench.config.models.ModelRef) on a bench.config.tiers.TierPlan."""
-    from bench.config.models import default_cache_dir
+    from bench.run.checkpoint import default_cache_dir
 
     return {
         "model_ref": asdict(ref),

@@ -56,7 +56,8 @@ def run(job: dict, result: dict) -> None:
 
     from bench.run.backends import BackendSettings, load_backend
     from bench.run.env import collect_env
-    from bench.config.models import ModelRef, ensure_synthetic_checkpoint
+    from bench.config.models import ModelRef
+    from bench.run.checkpoint import ensure_synthetic_checkpoint
     from bench.run.train import train_steps
     from kernels_check.static import inspect_model
     from kernels_check.trace import kernel_stats, profile_last_step

@@ -16,7 +16,8 @@ from typing import Callable, Optional
 
 from bench.schema.pairs import parity_for, partner_cell_id
 from bench.config.settings import Cell, ConfigError, RunConfig, dominates, expand_groups
-from bench.config.models import ModelRef, default_cache_dir, resolve_model
+from bench.config.models import ModelRef, resolve_model
+from bench.run.checkpoint import default_cache_dir
 from bench.run.workerproc import WorkerProcess
 from bench.schema.record import SCHEMA_VERSION, ResultRecord, ResultsError
 from bench.schema.store import append_record, latest_per_cell, read_records

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from bench.analysis import metrics as measure
-from bench.config.models import ModelRef, ensure_synthetic_checkpoint, parameter_counts
+from bench.config.models import ModelRef
+from bench.run.checkpoint import ensure_synthetic_checkpoint, parameter_counts
 from bench.config.settings import Cell
 from bench.config.tiers import tier_for_gpu_name
 from bench.run.backends import BackendSettings, load_backend
