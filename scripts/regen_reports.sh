@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-python3 -m bench}
-export COLUMNS=${COLUMNS:-200}
+export BENCH COLUMNS=${COLUMNS:-200}
 R=reports/results
 $BENCH report $R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl --out reports/t4.md
 $BENCH report $R/h100-native.jsonl --out reports/h100.md
@@ -16,6 +16,6 @@ $BENCH estimate --validate $R/fit-a10g-emulated.jsonl $R/fit-t4-emulated.jsonl $
     $R/t4-emulated.jsonl --out reports/estimator.md > /dev/null
 $BENCH kernels-check --from-results reports/kernels/ $(for f in $R/*.jsonl; do echo --results "$f"; done) \
     --benchmark reports/kernels-benchmark.json --test-log reports/kernels/kernels-tests.txt \
-    --out reports/kernels.md > /dev/null
+    --out reports/kernels.md > /dev/null || [ $? -eq 1 ]  # 1: a model's check failed (shown in the table)
 bash scripts/gate_evidence.sh > /dev/null
 git status --short reports/
