@@ -36,6 +36,10 @@ from typing import Any, Optional
 
 import pytest
 
+from bench.analysis.gate import GateError, parse_budget
+from bench.render.text import format_bytes
+from bench.run.device import NvmlPeakSampler
+
 GPU_METRICS = ("device", "reserved", "allocated")
 _MEASUREMENTS = pytest.StashKey[list]()
 _MARK_BUDGET = pytest.StashKey[Any]()
@@ -88,8 +92,6 @@ class Peak:
         return self.budget_bytes is not None and self.bytes is not None and self.bytes > self.budget_bytes
 
     def describe(self) -> str:
-        from bench.analysis.gate import format_bytes
-
         text = f"{_SOURCE_LABELS.get(self.source, self.source)} {format_bytes(self.bytes)}"
         if self.budget_bytes is not None:
             label = str(self.budget_label)
@@ -179,8 +181,6 @@ class CudaProbe:
         torch.cuda.synchronize(self.device_index)
         torch.cuda.reset_peak_memory_stats(self.device_index)
         if self.metric == "device":
-            from bench.run.device import NvmlPeakSampler
-
             self._sampler = NvmlPeakSampler(self.device_index, interval_s=0.005)
             self._sampler.start()
 
@@ -221,9 +221,8 @@ def _make_probe(config: pytest.Config, metric: Optional[str]):
     return RssProbe()
 
 
-def _parse_budget(limit: Any):
-    from bench.analysis.gate import GateError, parse_budget
-
+def _parse_budget(limit: Any) -> Optional[tuple[int, str]]:
+    """(bytes, label) of a budget given as whole bytes, a size text or a tier name; None for no budget."""
     if limit is None:
         return None
     if isinstance(limit, int) and not isinstance(limit, bool):
@@ -235,6 +234,15 @@ def _parse_budget(limit: Any):
     except GateError as exc:
         raise ValueError(str(exc)) from None
     return b.bytes, b.label
+
+
+def _budget_and_probe(config: pytest.Config, limit: Any, metric: Optional[str], where: str):
+    """(budget, probe) for `limit` and `metric`; fails the test as '`where`: problem' on bad arguments."""
+    try:
+        return _parse_budget(limit), _make_probe(config, metric)
+    except ValueError as exc:
+        problem = str(exc)
+    pytest.fail(f"{where}: {problem}", pytrace=False)  # outside `except`: no chained traceback
 
 
 def _record(item: pytest.Item, peak: Peak) -> None:
@@ -258,15 +266,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if len(mark.args) != 1 or set(mark.kwargs) - {"metric"}:
         pytest.fail("vram_budget marker: use @pytest.mark.vram_budget(limit, metric=None), e.g. "
                     "vram_budget('15GiB') or vram_budget('t4')", pytrace=False)
-    problem = None
-    try:
-        budget = _parse_budget(mark.args[0])
-        probe = _make_probe(item.config, mark.kwargs.get("metric"))
-    except ValueError as exc:
-        problem = str(exc)
-    if problem is not None:
-        pytest.fail(f"vram_budget marker: {problem}", pytrace=False)
-    item.stash[_MARK_BUDGET] = (budget, probe)
+    item.stash[_MARK_BUDGET] = _budget_and_probe(item.config, mark.args[0], mark.kwargs.get("metric"),
+                                                 "vram_budget marker")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -298,14 +299,7 @@ class VramBudget:
         self._request = request
 
     def __call__(self, limit: Any = None, metric: Optional[str] = None) -> "_Block":
-        problem = None
-        try:
-            budget = _parse_budget(limit)
-            probe = _make_probe(self._request.config, metric)
-        except ValueError as exc:
-            problem = str(exc)
-        if problem is not None:
-            pytest.fail(f"vram_budget: {problem}", pytrace=False)
+        budget, probe = _budget_and_probe(self._request.config, limit, metric, "vram_budget")
         return _Block(self._request.node, probe, budget)
 
 

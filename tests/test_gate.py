@@ -19,8 +19,12 @@ from typing import NamedTuple
 import pytest
 
 from bench.analysis import gate
+from bench.cli import main
+from bench.cli.common import console, err_console
+from bench.schema import baseline as baseline_file
+from bench.schema.key import GATE_FIELDS
 from bench.schema.record import SCHEMA_VERSION
-from bench.schema.store import read_records
+from bench.schema.store import load, read_records
 from bench.config.tiers import TIERS
 from tests.conftest import REPO, RESULTS_DIR, run_bench
 
@@ -81,8 +85,6 @@ class Result(NamedTuple):
 
 def bench_inproc(capsys, *args) -> Result:
     """The same CLI entry point (`bench.cli.main`) in this process: (exit code, stdout, stderr)."""
-    from bench.cli import main
-
     old = sys.argv
     sys.argv = ["bench", *map(str, args)]
     code = 0
@@ -99,8 +101,6 @@ def bench_inproc(capsys, *args) -> Result:
 @pytest.fixture(autouse=True)
 def _wide_consoles(monkeypatch):
     """One message, one line in-process too (as COLUMNS=400 does for subprocesses); restored after."""
-    from bench.cli.common import console, err_console
-
     monkeypatch.setattr(console, "_width", 400)
     monkeypatch.setattr(err_console, "_width", 400)
 
@@ -172,12 +172,12 @@ def test_key_fields_and_filters_are_validated():
 
 
 def test_cell_key_ignores_target_module_order_and_the_chosen_fields(cpu_results):
-    cell = gate.figures_from_record(read_records(cpu_results)[0])
+    cell = baseline_file.figures_from_record(read_records(cpu_results)[0])
     shuffled = dict(cell.key, target_modules=list(reversed(cell.key["target_modules"])))
-    assert gate.cell_key(shuffled) == gate.cell_key(cell.key)
+    assert baseline_file.cell_key(shuffled) == baseline_file.cell_key(cell.key)
     bumped = dict(cell.key, lora_r=64)
-    assert gate.cell_key(bumped) != gate.cell_key(cell.key)
-    assert gate.cell_key(bumped, ignore=["lora_r"]) == gate.cell_key(cell.key, ignore=["lora_r"])
+    assert baseline_file.cell_key(bumped) != baseline_file.cell_key(cell.key)
+    assert baseline_file.cell_key(bumped, ignore=["lora_r"]) == baseline_file.cell_key(cell.key, ignore=["lora_r"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,17 +186,17 @@ def test_cell_key_ignores_target_module_order_and_the_chosen_fields(cpu_results)
 
 def test_baseline_save_round_trips_the_figures(cpu_results, cpu_baseline):
     data = json.loads(cpu_baseline.read_text())
-    assert data["format"] == gate.BASELINE_FORMAT and data["version"] == gate.BASELINE_VERSION
+    assert data["format"] == baseline_file.BASELINE_FORMAT and data["version"] == baseline_file.BASELINE_VERSION
     assert data["results_schema_version"] == SCHEMA_VERSION
     assert data["sources"] == [str(cpu_results)]
-    assert data["key_fields"] == list(gate.KEY_FIELDS)
+    assert data["key_fields"] == list(GATE_FIELDS)
     records = read_records(cpu_results)
     assert data["envs"] == [records[0].env]
-    snap = gate.load_baseline(cpu_baseline)
+    snap = baseline_file.load_baseline(cpu_baseline)
     for record, cell in zip(records, snap.cells):
         assert cell.cell_id == record.cell_id and cell.status == record.status
         assert cell.peak_rss_bytes == record.peak_rss_bytes and cell.tokens_per_s == record.tokens_per_s
-        assert cell.key == {f: getattr(record, f) for f in gate.KEY_FIELDS}
+        assert cell.key == {f: getattr(record, f) for f in GATE_FIELDS}
 
 
 def test_baseline_save_refuses_two_records_with_one_key(cpu_results, tmp_path, capsys):
@@ -502,11 +502,11 @@ def test_corrupt_baseline(cpu_results, cpu_baseline, tmp_path, capsys):
 
 def test_baseline_of_another_version(cpu_results, cpu_baseline, tmp_path, capsys):
     data = json.loads(cpu_baseline.read_text())
-    data["version"] = gate.BASELINE_VERSION + 1
+    data["version"] = baseline_file.BASELINE_VERSION + 1
     future = tmp_path / "future.json"
     future.write_text(json.dumps(data))
     line = _one_error_line(bench_inproc(capsys, "gate", cpu_results, "--baseline", future, "--metric", "rss"))
-    assert f"baseline version {gate.BASELINE_VERSION + 1}" in line
+    assert f"baseline version {baseline_file.BASELINE_VERSION + 1}" in line
 
 
 def test_results_of_another_schema_version(cpu_results, cpu_baseline, tmp_path, capsys):
@@ -588,10 +588,8 @@ def test_gpu_budget_uses_the_tier_usable_vram(capsys):
 
 def test_committed_baselines_match_their_sources():
     """baselines/*.json were saved from results in this repo, and their figures are those results'."""
-    from bench.schema.store import load
-
     for path in sorted((REPO / "baselines").glob("*.json")):
-        snap = gate.load_baseline(path)
+        snap = baseline_file.load_baseline(path)
         sources = [REPO / s for s in snap.sources]
         assert all(s.exists() for s in sources), snap.sources
         by_id = {r.cell_id: r for r in load(sources)}
@@ -599,6 +597,16 @@ def test_committed_baselines_match_their_sources():
             record = by_id[cell.cell_id]
             assert (cell.peak_device_bytes, cell.tokens_per_s, cell.status) == (
                 record.peak_device_bytes, record.tokens_per_s, record.status)
+
+
+def test_committed_baselines_resave_byte_identically(tmp_path):
+    """Saving the records a committed baseline was made from, at its created_at, writes the same bytes."""
+    for path in sorted((REPO / "baselines").glob("*.json")):
+        snap = baseline_file.load_baseline(path)
+        records = load([REPO / s for s in snap.sources])
+        again = baseline_file.baseline_from_records(records, snap.sources, created_at=snap.created_at)
+        out = baseline_file.save_baseline(again, tmp_path / path.name)
+        assert out.read_bytes() == path.read_bytes(), path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,7 +651,7 @@ def test_workflow_commands_run_against_real_files(cpu_results, tmp_path):
     shutil.copy(cpu_results, env["RESULTS"])  # stands in for the `measure` step on a GPU runner
     save = run_step("save-baseline")
     assert save.returncode == 0, save.stdout + save.stderr
-    assert gate.load_baseline(env["BASELINE"]).cells
+    assert baseline_file.load_baseline(env["BASELINE"]).cells
     for step_id in ("gate", "budget"):
         proc = run_step(step_id)
         assert proc.returncode == 0, step_id + proc.stdout + proc.stderr

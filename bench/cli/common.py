@@ -19,3 +19,11 @@ class UsageFailure(Exception):
 
 #: Exceptions the library raises for bad input; `bench.cli.main` prints them as one line, exit code 2.
 USAGE_ERRORS: tuple[type[Exception], ...] = (UsageFailure, ConfigError, ModelError, ResultsError, TierError)
+
+
+def wide_console(con: Console) -> Console:
+    """`con`, or where it is not a terminal (CI logs, pipes) a console of at least 160 columns on the
+    same file: rich would assume 80 columns there and squeeze the tables."""
+    if con.is_terminal:
+        return con
+    return Console(file=con.file, width=max(con.width, 160))

@@ -1,36 +1,33 @@
 """`bench baseline save|show` and `bench gate`: CI regression gates on VRAM and speed.
 
-Thin over bench/gate.py. Exit codes of `bench gate`: 0 pass, 1 at least one regression,
-2 unusable input (one red line on stderr).
+Thin: parses options, reads files (bench.schema.baseline, bench.schema.store), calls
+bench.analysis.gate and prints what bench.render.gate renders. Exit codes of `bench gate`:
+0 pass, 1 at least one regression, 2 unusable input (one red line on stderr).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
+
+from bench.analysis import gate
+from bench.cli.common import console, err_console, wide_console
+from bench.render import gate as render
+from bench.schema import baseline as baseline_file
+from bench.schema.store import load
 
 baseline_app = typer.Typer(no_args_is_help=True, help="Save or inspect gate baselines (explicit; never implicit).")
 
 
-def _wide(console):
-    """Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the tables."""
-    from rich.console import Console
-
-    if console.is_terminal:
-        return console
-    return Console(file=console.file, width=max(console.width, 160))
-
-
-def _load_results(paths: List[Path]):
-    from bench.analysis import gate
-    from bench.schema.store import load
-
-    records = load(paths)
-    return gate.snapshot_from_records(records, [str(p) for p in paths])
+def _now_utc() -> str:
+    """Now in UTC, ISO 8601 to the second: a baseline's created_at."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
 @baseline_app.command("save")
@@ -40,25 +37,20 @@ def baseline_save(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Keep only cells with FIELD=VALUE[,VALUE] (repeatable)."),
 ):
     """Save the peak memory and tokens/s of every cell in RESULTS as a baseline for `bench gate`."""
-    from bench.analysis import gate
-    from bench.cli.common import console, err_console
-    from bench.schema.store import load
-
     filters = gate.parse_filters(only or [])
-    records = load(results)
-    snap = gate.baseline_from_records(records, [str(p) for p in results])
+    snap = baseline_file.baseline_from_records(load(results), [str(p) for p in results], created_at=_now_utc())
     if filters:
         snap.cells = gate.filter_cells(snap.cells, filters)
         if not snap.cells:
-            raise gate.GateError("no cell matches --only " + " ".join(f"{k}={','.join(v)}" for k, v in filters.items()))
+            raise gate.GateError("no cell matches --only " + gate.filters_text(filters))
     existed = out.exists()
-    gate.save_baseline(snap, out)
+    baseline_file.save_baseline(snap, out)
     counts: dict[str, int] = {}
     for c in snap.cells:
         counts[c.status] = counts.get(c.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     console.print(f"baseline {'replaced' if existed else 'written'}: {out} ({len(snap.cells)} cells: {summary}; "
-                  f"GPU {' / '.join(gate._gpu_names(snap, snap.cells))})")
+                  f"GPU {' / '.join(snap.gpu_names())})")
     crashed = [c.cell_id for c in snap.cells if c.status in gate.CRASHED]
     if crashed:
         err_console.print(f"[yellow]warning:[/] {len(crashed)} cells crashed in these results (error/timeout): "
@@ -72,22 +64,10 @@ def baseline_save(
 @baseline_app.command("show")
 def baseline_show(path: Path = typer.Argument(..., help="Baseline JSON.")):
     """Print the cells of a baseline."""
-    from rich.table import Table
-
-    from bench.analysis import gate
-    from bench.cli.common import console
-
-    snap = gate.load_baseline(path)
-    t = Table(title=f"baseline {path} (saved {snap.created_at})")
-    for col in ("cell", "status", "device", "reserved", "allocated", "rss", "tokens/s", "cell_id"):
-        t.add_column(col)
-    for c in snap.cells:
-        t.add_row(c.label, c.status, gate.format_bytes(c.peak_device_bytes), gate.format_bytes(c.peak_reserved_bytes),
-                  gate.format_bytes(c.peak_allocated_bytes), gate.format_bytes(c.peak_rss_bytes),
-                  "-" if c.tokens_per_s is None else f"{c.tokens_per_s:,.0f}", c.cell_id)
-    _wide(console).print(t)
+    snap = baseline_file.load_baseline(path)
+    wide_console(console).print(render.baseline_table(snap, str(path)))
     console.print(f"sources: {', '.join(snap.sources)}", soft_wrap=True)
-    console.print(f"GPU: {' / '.join(gate._gpu_names(snap, snap.cells))}", soft_wrap=True)
+    console.print(f"GPU: {' / '.join(snap.gpu_names())}", soft_wrap=True)
 
 
 def gate_command(
@@ -118,11 +98,6 @@ def gate_command(
 
     Exit codes: 0 pass, 1 regression, 2 unusable input.
     """
-    from rich.markup import escape
-
-    from bench.analysis import gate
-    from bench.cli.common import console, err_console
-
     settings = gate.GateSettings(
         metric=gate.parse_metric(metric),
         max_vram_increase=gate.parse_vram_tolerance(max_vram_increase),
@@ -136,72 +111,40 @@ def gate_command(
         raise gate.GateError("nothing to gate: give --baseline FILE and/or --vram-budget SIZE")
     if settings.ignore_key and baseline is None:
         raise gate.GateError("--ignore-key needs --baseline (it changes how cells are matched)")
-    base = gate.load_baseline(baseline) if baseline is not None else None
-    new = _load_results(results)
+    base = baseline_file.load_baseline(baseline) if baseline is not None else None
+    new = baseline_file.snapshot_from_records(load(results), [str(p) for p in results])
     report = gate.run_gate(new, base, settings)
 
     if summary_md is not None:
         summary_md.parent.mkdir(parents=True, exist_ok=True)
         with open(summary_md, "a", encoding="utf-8") as fh:
-            fh.write(gate.render_markdown(report) + "\n")
+            fh.write(render.render_markdown(report) + "\n")
     if json_out:
         for w in report.warnings:
             err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        sys.stdout.write(json.dumps(render.report_json(report), indent=2) + "\n")
         sys.stdout.flush()
     else:
-        _print_report(report, console)
+        _print_report(report)
     raise typer.Exit(report.exit_code)  # bench.cli.main passes the code on
 
 
-_STYLE = {"regression": "bold red", "improvement": "green", "ok": ""}
-_VERDICT = {"regression": "FAIL", "improvement": "better", "ok": "ok"}
-
-
-def _print_report(report, console) -> None:
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    from bench.analysis import gate
-    for line in gate.header_lines(report):
+def _print_report(report: gate.GateReport) -> None:
+    for line in render.header_lines(report):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
-    with_baseline = report.baseline_path is not None
-    t = Table(title="qlora-bench gate", box=box.SIMPLE_HEAD, pad_edge=False)
-    t.add_column("cell", no_wrap=True)
-    t.add_column("status", no_wrap=True)
-    if with_baseline:
-        t.add_column(f"{report.settings.metric} base", justify="right", no_wrap=True)
-        t.add_column("new", justify="right", no_wrap=True)
-        t.add_column("Δ", justify="right", no_wrap=True)
-        t.add_column("tok/s Δ", justify="right", no_wrap=True)
-    else:
-        t.add_column(f"{report.settings.metric} peak", justify="right", no_wrap=True)
-    t.add_column("verdict")
-    for row in report.rows:
-        status_new = row.new.status if row.new else "missing"
-        label = escape(row.label + (f" ({'; '.join(row.key_differences)})" if row.key_differences else ""))
-        verdict = row.verdict
-        kinds = sorted({f.kind for f in row.findings if f.severity == verdict})
-        text = _VERDICT[verdict] + (": " + ", ".join(kinds) if kinds and verdict != "ok" else "")
-        verdict_text = f"[{_STYLE[verdict]}]{text}[/]" if _STYLE[verdict] else text
-        if with_baseline:
-            status = f"{row.baseline.status if row.baseline else 'new'}→{status_new}"
-            t.add_row(label, status, gate.format_bytes(row.baseline_bytes), gate.format_bytes(row.new_bytes),
-                      gate.format_change(row.memory_change), gate.format_change(row.speed_change), verdict_text)
-        else:
-            t.add_row(label, status_new, gate.format_bytes(row.new_bytes), verdict_text)
-    # Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the table.
-    _wide(console).print(t)
+    wide_console(console).print(render.report_table(report))
     for f in report.regressions:
-        console.print(f"[bold red]REGRESSION[/] {escape(f'[{f.kind}] {f.cell_id}: {f.message}')}", soft_wrap=True, highlight=False)
+        console.print(f"[bold red]REGRESSION[/] {escape(f'[{f.kind}] {f.cell_id}: {render.finding_message(f)}')}",
+                      soft_wrap=True, highlight=False)
     for f in report.improvements:
-        console.print(f"[green]improvement[/] {escape(f'[{f.kind}] {f.cell_id}: {f.message}')}", soft_wrap=True, highlight=False)
+        console.print(f"[green]improvement[/] {escape(f'[{f.kind}] {f.cell_id}: {render.finding_message(f)}')}",
+                      soft_wrap=True, highlight=False)
     for f in report.findings:
         if f.severity == "info":
-            console.print(f"note {f.cell_id}: {f.message}", soft_wrap=True, highlight=False, markup=False)
+            console.print(f"note {f.cell_id}: {render.finding_message(f)}", soft_wrap=True, highlight=False,
+                          markup=False)
     n = len(report.regressions)
     if report.passed:
         console.print(f"[bold green]gate passed[/]: {len(report.rows)} cells, no regression")
