@@ -14,12 +14,14 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from bench.analysis.claims import (CHECKS, FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, load_claims,
+                                   variant_pairs)
 from bench.render import report
-from bench.analysis.claims import (FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, _CHECKS, load_claims,
-                          variant_pairs)
+from bench.render.claims import measured_markdown
 from bench.schema.pairs import parity_for
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from bench.schema.store import append_record, read_records
@@ -314,7 +316,7 @@ def test_a_re_measured_cell_supersedes_the_earlier_record(tmp_path):
 def test_claims_file_is_valid_and_every_rule_kind_is_checked():
     claims, untestable = load_claims()
     assert len({c.id for c in claims}) == len(claims) >= 15 and untestable
-    assert {c.rule["kind"] for c in claims} <= set(RULE_KINDS) == set(_CHECKS)
+    assert {c.rule["kind"] for c in claims} <= set(RULE_KINDS) == set(CHECKS)
     ids = {c.id for c in claims}
     # the claims the issue names are all there
     assert {"S1-speed", "S1-memory", "S3-speed", "S3-memory", "S2/S6", "S4-fit", "F2", "M1"} <= ids
@@ -333,9 +335,11 @@ def test_malformed_claims_file_is_refused(tmp_path):
 
 
 def _claims_for(paths):
+    """(results, claim id -> (verdict, measured: the evidence as the report's markdown))."""
     loaded = report.load_results(paths)
     checked, _ = report.claims_results(loaded)
-    return loaded, {c.claim.id: c for c in checked}
+    return loaded, {c.claim.id: SimpleNamespace(verdict=c.verdict, measured=measured_markdown(c.evidence))
+                    for c in checked}
 
 
 def test_claims_speak_only_under_their_conditions():

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from bench.analysis import metrics as measure
+from bench.analysis.claims import claims_results, ran_unsloth_kernels
+from bench.render.claims import claims_blocks
 from bench.render.blocks import Block, Bullets, Heading, Image, Note, Para, Raw, Table, render_html, render_markdown
 from bench.render.text import first_line, fmt as fnum, gib, link, md_escape, pct, plural, short_gpu, slug, usd
 from bench.schema.record import ResultRecord, ResultsError
@@ -821,8 +823,6 @@ def appendix_table(results: Results, results_dir: Path) -> Table:
 
 
 def fast_path_table(results: Results) -> Optional[Table]:
-    from bench.analysis.claims import ran_unsloth_kernels
-
     rows = []
     for g in results.groups:
         for e in g.entries:
@@ -842,18 +842,6 @@ def fast_path_table(results: Results) -> Optional[Table]:
 
 
 # -- the whole document --------------------------------------------------------------------------------
-def claims_results(results: Results) -> tuple[list, list]:
-    """(checked claims, untestable claims) for these results: comparable pairs count, not-matched ones
-    are named as excluded, CPU cells never count."""
-    from bench.analysis.claims import check_claims, load_claims
-
-    claims, untestable = load_claims()
-    gpu_pairs = [p for g in results.groups if g.mode != "cpu" for p in g.pairs]
-    pairs = [(p.hf, p.unsloth) for p in gpu_pairs if p.comparable]
-    unmatched = [(p.hf, p.unsloth) for p in gpu_pairs if p.not_matched]
-    return check_claims(claims, results.entries, pairs, unmatched), untestable
-
-
 def build_report(results: Results, out: Path) -> Report:
     """The report model: blocks for the markdown and the plots to write beside it."""
     from bench import __version__
@@ -908,19 +896,7 @@ def build_report(results: Results, out: Path) -> Report:
     else:
         blocks.append(Para("No GPU cells: no recommendation (CPU smoke cells measure no GPU)."))
 
-    checked, untestable = claims_results(results)
-    blocks.append(Heading(2, "Claims check", "claims"))
-    blocks.append(Para("Published claims (bench/data/claims.json) beside what was measured here. A claim is "
-                       "\"not measured\" when no cell meets its stated conditions; it is never stretched to "
-                       "other models, tiers or sizes. Pairs that failed the parity check never count."))
-    verdict_fmt = {"holds": "**holds**", "does not hold": "**does not hold**", "not measured": "not measured"}
-    blocks.append(Table(["claim", "source", "conditions (stated; checked as)", "measured here", "verdict"], [
-        [f"{c.claim.id}: {md_escape(c.claim.text)}", md_escape(c.claim.source),
-         md_escape((c.claim.conditions + "; " if c.claim.conditions else "") + c.claim.checked_as),
-         c.measured.replace("|", "\\|"), verdict_fmt[c.verdict]] for c in checked]))
-    if untestable:
-        blocks.append(Para("Not testable by this suite: " + "; ".join(
-            f"{u.id} ({md_escape(u.text)}: {md_escape(u.why)})" for u in untestable) + "."))
+    blocks += claims_blocks(*claims_results(results))
 
     fp = fast_path_table(results)
     if fp is not None:
