@@ -20,8 +20,10 @@ import pytest
 
 from bench.analysis.claims import (CHECKS, FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, load_claims,
                                    variant_pairs)
+from bench.analysis.frame import pairs_frame
 from bench.render import report
 from bench.render.claims import measured_markdown
+from bench.render.text import gib
 from bench.schema.pairs import parity_for
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from bench.schema.store import append_record, read_records
@@ -97,9 +99,9 @@ def test_report_content_from_gpu_results():
         assert re.search(rf'<a id="{e.ref}"></a>{e.ref} \| `{re.escape(e.record.cell_id)}` \| \[{e.path.name}\]', text)
 
 
-def test_comparison_frame_matches_the_pairs():
+def test_pairs_frame_matches_the_pairs():
     loaded = report.load_results([GOLDEN / "t4-emulated.jsonl"])
-    frame = report.comparison_frame(loaded)
+    frame = pairs_frame(loaded.groups[0].pairs)
     assert len(frame) == len(loaded.groups[0].pairs) == 4
     for _, row in frame.iterrows():
         pair = next(p for p in loaded.groups[0].pairs if p.pair_key == row["pair_key"])
@@ -183,7 +185,7 @@ def test_other_recipes_get_their_own_verdicts(tmp_path):
     r64 = next(d for h, d in items.items() if "(LoRA r 64)" in h)
     over = [r for r in read_records(heavier) if not report.fits(r)]  # the r 64 cell past the T4's memory
     assert over, "the committed r 64 run has no cell over the T4's memory: the test needs one"
-    peak = f"{report.gib(over[0].peak_device_bytes)} GiB"
+    peak = f"{gib(over[0].peak_device_bytes)} GiB"
     hf16 = max((r for r in t4_records() if r.backend == "hf" and report.fits(r)),
                key=lambda r: (r.seq_len * r.batch_size, r.seq_len))
     assert f"HF fits up to seq_len {hf16.seq_len} x batch {hf16.batch_size}" in r16[1]
