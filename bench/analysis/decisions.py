@@ -23,7 +23,7 @@ from bench.schema.pairs import Pair
 from bench.schema.record import ResultRecord
 
 BACKENDS = ("hf", "unsloth")
-#: Sort columns of a cell's size: tokens per micro-batch, then seq_len, then batch size.
+#: A cell's size, as sort columns: tokens per micro-batch, then seq_len, then batch size.
 SIZE_COLUMNS = ["size", "seq_len", "batch_size"]
 #: A fitting cell whose device peak is at least this share of the tier's memory has little headroom.
 HEADROOM_FRACTION = 0.9
@@ -39,11 +39,6 @@ def cost_per_million_tokens(price_per_hour_usd: float, tokens_per_s: Optional[fl
 def fits(r: ResultRecord) -> bool:
     """The cell ran and stayed within the tier's memory (`ResultRecord.fits_tier`)."""
     return r.fits_tier
-
-
-def size_key(r: ResultRecord) -> tuple:
-    """(seq_len x batch, seq_len, batch): how large a cell is, for 'largest that fits'."""
-    return (r.seq_len * r.batch_size, r.seq_len, r.batch_size)
 
 
 def _first(frame: pd.DataFrame, by: list[str], ascending: bool) -> Optional[int]:
@@ -69,24 +64,17 @@ def unmatched_pair_keys(group: Group) -> set[str]:
     return set(pairs.loc[pairs["not_matched"].astype(bool), "pair_key"])
 
 
-def _fitting_frame(group: Group, model: str) -> pd.DataFrame:
+def fitting_cells(group: Group, model: str) -> pd.DataFrame:
+    """Cells of `model` that ran within the tier's memory (the fit verdict; parity aside), as
+    records_frame(group.entries) rows."""
     cells = _model_cells(group, model)
     return cells[cells["fits"]]
 
 
-def _candidate_frame(group: Group, model: str) -> pd.DataFrame:
-    cells = _fitting_frame(group, model)
-    return cells[~cells["pair_key"].isin(unmatched_pair_keys(group))]
-
-
-def fitting(group: Group, model: str) -> list[Entry]:
-    """Cells of `model` that ran within the tier's memory (the fit verdict; parity aside)."""
-    return items_at(group.entries, _fitting_frame(group, model))
-
-
-def candidates(group: Group, model: str) -> list[Entry]:
+def candidate_cells(group: Group, model: str) -> pd.DataFrame:
     """Cells a recommendation may rest on: fitting, and not part of a pair that is not matched."""
-    return items_at(group.entries, _candidate_frame(group, model))
+    cells = fitting_cells(group, model)
+    return cells[~cells["pair_key"].isin(unmatched_pair_keys(group))]
 
 
 def pair_of(group: Group, e: Entry) -> Optional[Pair[Entry]]:
@@ -171,7 +159,7 @@ def pair_figures(group: Group, model: str) -> PairFigures:
 
 def best_configuration(group: Group, model: str) -> Optional[Entry]:
     """The candidate with the highest tokens/s (Unsloth on a tie); None without a candidate."""
-    cands = _candidate_frame(group, model).assign(tokens=_tokens, unsloth=lambda f: f["backend"] == "unsloth")
+    cands = candidate_cells(group, model).assign(tokens=_tokens, unsloth=lambda f: f["backend"] == "unsloth")
     best = _first(cands, ["tokens", "unsloth"], ascending=False)
     return None if best is None else group.entries[best]
 
@@ -224,7 +212,7 @@ class ModelDecision:
 def model_decision(group: Group, model: str) -> ModelDecision:
     cells = _model_cells(group, model)
     fit = cells[cells["fits"]]
-    cands = _candidate_frame(group, model).assign(tokens=_tokens, unsloth=lambda f: f["backend"] == "unsloth")
+    cands = candidate_cells(group, model).assign(tokens=_tokens, unsloth=lambda f: f["backend"] == "unsloth")
     if cands.empty:
         return ModelDecision(model, None, _shortfall(group, cells, fit))
     entries = group.entries
