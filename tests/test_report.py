@@ -14,12 +14,16 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from bench.analysis.claims import (CHECKS, FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, load_claims,
+                                   variant_pairs)
+from bench.analysis.frame import pairs_frame
 from bench.render import report
-from bench.analysis.claims import (FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, _CHECKS, load_claims,
-                          variant_pairs)
+from bench.render.claims import measured_markdown
+from bench.render.text import gib
 from bench.schema.pairs import parity_for
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from bench.schema.store import append_record, read_records
@@ -95,9 +99,9 @@ def test_report_content_from_gpu_results():
         assert re.search(rf'<a id="{e.ref}"></a>{e.ref} \| `{re.escape(e.record.cell_id)}` \| \[{e.path.name}\]', text)
 
 
-def test_comparison_frame_matches_the_pairs():
+def test_pairs_frame_matches_the_pairs():
     loaded = report.load_results([GOLDEN / "t4-emulated.jsonl"])
-    frame = report.comparison_frame(loaded)
+    frame = pairs_frame(loaded.groups[0].pairs)
     assert len(frame) == len(loaded.groups[0].pairs) == 4
     for _, row in frame.iterrows():
         pair = next(p for p in loaded.groups[0].pairs if p.pair_key == row["pair_key"])
@@ -181,7 +185,7 @@ def test_other_recipes_get_their_own_verdicts(tmp_path):
     r64 = next(d for h, d in items.items() if "(LoRA r 64)" in h)
     over = [r for r in read_records(heavier) if not report.fits(r)]  # the r 64 cell past the T4's memory
     assert over, "the committed r 64 run has no cell over the T4's memory: the test needs one"
-    peak = f"{report.gib(over[0].peak_device_bytes)} GiB"
+    peak = f"{gib(over[0].peak_device_bytes)} GiB"
     hf16 = max((r for r in t4_records() if r.backend == "hf" and report.fits(r)),
                key=lambda r: (r.seq_len * r.batch_size, r.seq_len))
     assert f"HF fits up to seq_len {hf16.seq_len} x batch {hf16.batch_size}" in r16[1]
@@ -314,7 +318,7 @@ def test_a_re_measured_cell_supersedes_the_earlier_record(tmp_path):
 def test_claims_file_is_valid_and_every_rule_kind_is_checked():
     claims, untestable = load_claims()
     assert len({c.id for c in claims}) == len(claims) >= 15 and untestable
-    assert {c.rule["kind"] for c in claims} <= set(RULE_KINDS) == set(_CHECKS)
+    assert {c.rule["kind"] for c in claims} <= set(RULE_KINDS) == set(CHECKS)
     ids = {c.id for c in claims}
     # the claims the issue names are all there
     assert {"S1-speed", "S1-memory", "S3-speed", "S3-memory", "S2/S6", "S4-fit", "F2", "M1"} <= ids
@@ -333,9 +337,11 @@ def test_malformed_claims_file_is_refused(tmp_path):
 
 
 def _claims_for(paths):
+    """(results, claim id -> (verdict, measured: the evidence as the report's markdown))."""
     loaded = report.load_results(paths)
     checked, _ = report.claims_results(loaded)
-    return loaded, {c.claim.id: c for c in checked}
+    return loaded, {c.claim.id: SimpleNamespace(verdict=c.verdict, measured=measured_markdown(c.evidence))
+                    for c in checked}
 
 
 def test_claims_speak_only_under_their_conditions():

@@ -7,6 +7,9 @@ from typing import List, Optional
 
 import typer
 
+from bench.cli.common import console
+from bench.render.report import render_to_file
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -18,8 +21,5 @@ def register(app: typer.Typer) -> None:
         fmt: Optional[str] = typer.Option(None, "--format", help="md or html (default: from --out, else md)."),
     ):
         """Comparison tables, plots, decision matrix and claims check from measured results."""
-        from bench.render import report as report_mod
-        from bench.cli.common import console
-
-        written = report_mod.render_to_file(results, out, fmt)
+        written = render_to_file(results, out, fmt)
         console.print(f"report: {written}")

@@ -110,22 +110,6 @@ def run(
 
 
 def _check_report_target(path: Path) -> None:
-    from bench.render.report import format_for
-    from bench.schema.record import ResultsError
-
-    try:
-        format_for(path)  # the rule `bench report --out` uses
-    except ResultsError:
-        raise UsageFailure(f"--report {path}: use a .md or .html file name") from None
-
-
-def _render_report(results: list[Path], out: Path) -> None:
-    from bench.render import report as report_mod
-    written = report_mod.render_to_file(results, out)
-    console.print(f"report: {written}")
-
-
-def _check_report_target(path: Path) -> None:
     try:
         report_mod.format_for(path)  # the rule `bench report --out` uses
     except ResultsError:

@@ -1,0 +1,98 @@
+"""The claims file (bench/data/claims.json): claims, their machine-checkable rules, and validation.
+
+Each claim states what an article says, its conditions as the article gives them, how this suite
+reads them (`checked_as`) and a `rule`: a `kind` (one of RULE_KINDS, each a check in
+bench.analysis.claims.checks), the conditions a cell or pair must meet (`where`, keys WHERE_KEYS)
+and, for numeric rules, a comparison (`op`, one of OPS, with its bounds).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CLAIMS_PATH = Path(__file__).resolve().parent.parent.parent / "data" / "claims.json"
+HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
+RULE_KINDS = ("pair_metric", "cell_value", "cell_points", "fits", "exact", "variant", "consistency_across_tiers",
+              "fast_path_coverage", "fallback_heuristic")
+OPS = ("at_least", "at_most", "between", "approx")
+WHERE_KEYS = ("models", "families", "fast_path", "param_range", "tiers", "modes", "seq_len", "batch_size", "grad_accum",
+              "lora_r", "optimizer", "gradient_checkpointing", "target_modules")
+
+
+class ClaimsError(ValueError):
+    """A malformed claims file."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str
+    source: str
+    conditions: str  # as the article states them
+    checked_as: str  # how this suite reads them
+    rule: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Untestable:
+    id: str
+    text: str
+    why: str
+
+
+def load_claims(path: Path = CLAIMS_PATH) -> tuple[list[Claim], list[Untestable]]:
+    """Claims and the untestable list from the data file, validated."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClaimsError(f"cannot read claims file {path}: {exc}") from exc
+    claims = []
+    for item in data.get("claims", []):
+        try:
+            claim = Claim(item["id"], item["text"], item["source"], item.get("conditions", ""),
+                          item["checked_as"], item["rule"])
+        except KeyError as exc:
+            raise ClaimsError(f"{path}: claim {item.get('id', '?')} lacks {exc}") from None
+        validate_rule(claim)
+        claims.append(claim)
+    ids = [c.id for c in claims]
+    if len(set(ids)) != len(ids):
+        raise ClaimsError(f"{path}: duplicate claim ids")
+    untestable = [Untestable(u["id"], u["text"], u["why"]) for u in data.get("untestable", [])]
+    return claims, untestable
+
+
+def validate_rule(claim: Claim) -> None:
+    """Raise ClaimsError for an unknown rule kind, condition or comparison, or a missing bound."""
+    rule = claim.rule
+    kind = rule.get("kind")
+    if kind not in RULE_KINDS:
+        raise ClaimsError(f"claim {claim.id}: unknown rule kind {kind!r}")
+    unknown = set(rule.get("where", {})) - set(WHERE_KEYS)
+    if unknown:
+        raise ClaimsError(f"claim {claim.id}: unknown conditions {sorted(unknown)}")
+    if "op" in rule:
+        op = rule["op"]
+        need = {"at_least": ("threshold",), "at_most": ("threshold",), "between": ("lo", "hi"),
+                "approx": ("target", "rel_tol") if kind != "cell_points" else ("rel_tol",)}.get(op)
+        if need is None:
+            raise ClaimsError(f"claim {claim.id}: unknown comparison {op!r}")
+        missing = [k for k in need if k not in rule]
+        if missing:
+            raise ClaimsError(f"claim {claim.id}: comparison {op} needs {missing}")
+
+
+def compare(value: float, rule: dict, target: float | None = None) -> bool:
+    """`value` against the rule's comparison (`target` overrides the rule's for approx)."""
+    op = rule["op"]
+    if op == "at_least":
+        return value >= rule["threshold"]
+    if op == "at_most":
+        return value <= rule["threshold"]
+    if op == "between":
+        return rule["lo"] <= value <= rule["hi"]
+    t = rule.get("target") if target is None else target
+    return abs(value - t) <= rule["rel_tol"] * abs(t)

@@ -1,0 +1,165 @@
+"""The whole report: the document's blocks and plots from the results, and the files it is written to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from bench import __version__
+from bench.analysis.claims import claims_results
+from bench.analysis.results import Results, load_results, table_specs, tier_rank
+from bench.render import plots
+from bench.render.blocks import Block, Bullets, Heading, Image, Para, Raw, Table, render_html, render_markdown
+from bench.render.claims import claims_blocks
+from bench.render.report.environment import environment_blocks
+from bench.render.report.labels import file_link, group_slug, group_title, rel_path
+from bench.render.report.matrix import MATRIX_HEADER, decision_rows
+from bench.render.report.plot_specs import plot_specs
+from bench.render.report.summary import summary_items
+from bench.render.report.tables import appendix_table, comparison_table, fast_path_table, settings_text
+from bench.render.text import link, md_escape, slug
+from bench.schema.record import ResultsError
+
+FORMATS = ("md", "html")
+
+
+@dataclass
+class Report:
+    title: str
+    blocks: list[Block]
+    plots: list[Any]  # plots.VramPlot | plots.ThroughputPlot, paths relative to the report's folder
+
+
+def _group_blocks(results: Results, stem: str, results_dir: Path) -> tuple[list[Block], list[Any]]:
+    """Per group: the environment, a comparison table and its plots per table spec, runner warnings."""
+    blocks: list[Block] = []
+    specs: list[Any] = []
+    for g in results.groups:
+        title = group_title(g)
+        blocks.append(Heading(2, f"Results: {title}", f"group-{group_slug(g)}"))
+        blocks.append(Heading(3, "Environment"))
+        blocks.extend(environment_blocks(g, results_dir))
+        for spec in table_specs(g):
+            suffix = f" (settings {spec.index + 1} of {spec.total})" if spec.total > 1 else ""
+            blocks.append(Heading(3, f"{spec.model} on {title}{suffix}"))
+            blocks.append(Para(f"Settings: {md_escape(settings_text(spec))}. Speed-up = Unsloth tokens/s over HF "
+                               f"tokens/s; memory saved = 1 - Unsloth peak / HF peak; both only for parity-matched "
+                               f"pairs." + (" Speeds are host-GPU speed." if g.mode == "emulated" else "")))
+            blocks.append(comparison_table(spec))
+            table_plots = plot_specs(spec, stem)
+            specs.extend(table_plots)
+            blocks.extend(Image(ps.title, ps.path) for ps in table_plots)
+        warned = [e for e in g.entries if e.record.warnings]
+        if warned:
+            blocks.append(Para("**Warnings recorded by the runner:**"))
+            blocks.append(Bullets([f"{link(e.ref)}: {md_escape(w)}" for e in warned for w in e.record.warnings]))
+    return blocks, specs
+
+
+def _decision_blocks(results: Results) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Decision matrix", "decision-matrix")]
+    gpu_groups = [g for g in results.groups if g.mode != "cpu"]
+    if gpu_groups:
+        blocks.append(Para("Derived only from measured cells that ran within the tier's memory and are not part "
+                           "of a pair that failed the parity check. Cost per 1M training tokens = $/hour / "
+                           "(tokens/s x 3600) x 10^6 with the tier's indicative price."))
+        blocks.append(Table(MATRIX_HEADER, [row for g in gpu_groups for row in decision_rows(g)]))
+    else:
+        blocks.append(Para("No GPU cells: no recommendation (CPU smoke cells measure no GPU)."))
+    return blocks
+
+
+def _appendix_blocks(results: Results, results_dir: Path) -> list[Block]:
+    blocks: list[Block] = []
+    fp = fast_path_table(results)
+    if fp is not None:
+        blocks.append(Heading(2, "Fast paths (fallback check)", "fast-paths"))
+        blocks.append(Para("Which fast paths ran on Unsloth's hand-written kernels, per the records' fast-path "
+                           "summary (kernels_check: one profiled, untimed step per Unsloth worker, on its first ok cell). k/n: of the n "
+                           "fast paths Unsloth has a kernel for, k ran it; k < n means a fallback."))
+        blocks.append(fp)
+    blocks.append(Heading(2, "Appendix: cells", "cells"))
+    notes = []
+    if results.superseded:
+        notes.append(f"{results.superseded} earlier record(s) of re-measured cells were superseded by later ones "
+                     f"(the last record of a cell on a host wins).")
+    if results.split_pairs:
+        notes.append("Measured on different GPUs for HF and Unsloth (not compared): "
+                     + ", ".join(f"`{k}`" for k in results.split_pairs) + ".")
+    if notes:
+        blocks.append(Para(" ".join(notes)))
+    blocks.append(appendix_table(results, results_dir))
+    blocks.append(Para("Metrics: peak alloc = torch.cuda.max_memory_allocated over the cell; peak device = the "
+                       "process's GPU memory sampled through NVML (CUDA context and allocations outside torch "
+                       "included); tokens/s over the timed steps; first step = the first optimizer step, "
+                       "compilation included; MFU = model FLOPs per token x tokens/s / the host GPU's dense peak "
+                       "(bench/measure.py)."))
+    return blocks
+
+
+def build_report(results: Results, out: Path) -> Report:
+    """The report model: blocks for the markdown and the plots to write beside it."""
+    out = Path(out)
+    results_dir = out.parent
+    title = "qlora-bench report: " + "; ".join(group_title(g) for g in results.groups)
+    sources = " ".join(rel_path(p, results_dir) for p in results.paths)
+    blocks: list[Block] = [
+        Raw(f"<!-- Generated by `bench report` from {sources} (paths relative to this file). "
+            "Do not edit by hand: regenerate it. -->"),
+        Heading(1, title),
+        Para(f"Vanilla Hugging Face QLoRA (transformers + bitsandbytes NF4 + peft) against Unsloth QLoRA, "
+             f"matched cell by cell. Generated by qlora-bench {__version__} `bench report` from "
+             f"{len(results.entries)} records in {len(results.paths)} results file(s): "
+             + ", ".join(file_link(p, results_dir) for p in results.paths) + ". Every figure carries a cell "
+             "reference (c1, c2, ...) resolved in the [appendix](#cells) to its cell id and results file."),
+        Heading(2, "Summary", "summary"),
+        Bullets(summary_items(results)),
+    ]
+    group_blocks, specs = _group_blocks(results, slug(out.stem), results_dir)
+    blocks += group_blocks
+    blocks += _decision_blocks(results)
+    blocks += claims_blocks(*claims_results(results))
+    blocks += _appendix_blocks(results, results_dir)
+    return Report(title, blocks, specs)
+
+
+# -- files -------------------------------------------------------------------------------------------
+def format_for(out: Path, fmt: Optional[str] = None) -> str:
+    """md or html from --format, else from the file name; a clash is a usage error."""
+    suffix = Path(out).suffix.lower().lstrip(".")
+    by_name = {"md": "md", "markdown": "md", "html": "html", "htm": "html"}.get(suffix)
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise ResultsError(f"unknown report format {fmt!r}; use md or html")
+        if by_name is not None and by_name != fmt:
+            raise ResultsError(f"--out {out} is a .{suffix} file but --format is {fmt}")
+        return fmt
+    if by_name is None:
+        raise ResultsError(f"cannot tell the report format from {out}: use a .md or .html name, or --format")
+    return by_name
+
+
+def default_out(results: Results, fmt: str = "md") -> Path:
+    """reports/<tiers>.<fmt>, e.g. reports/t4.md."""
+    tiers = sorted({g.tier for g in results.groups}, key=tier_rank)
+    return Path("reports") / f"{'+'.join(tiers)}.{fmt}"
+
+
+def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optional[str] = None) -> Path:
+    """Load `results`, write the report to `out` (md or html; default `default_out`) and its PNG plots
+    beside it; return the path written."""
+    loaded = load_results(results)
+    out = Path(out) if out is not None else default_out(loaded, (fmt or "md").lower())
+    fmt = format_for(out, fmt)
+    report = build_report(loaded, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for spec in report.plots:
+        plots.write_plot(spec, out.parent / spec.path)
+    markdown = render_markdown(report.blocks)
+    text = markdown if fmt == "md" else render_html(markdown, report.title)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
