@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 from kernels_check.classify import (Classification, KernelStat, classify, compare_static_trace, merge_fast_paths,
                                     trace_fast_paths)
 from kernels_check.static import expected_fast_paths
-from kernels_check.trace import TraceError
+from kernels_check.trace import TraceError, read_json
 
 RESULT_FORMAT = "qlora-bench-kernels/1"
 
@@ -73,20 +73,14 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
         p = Path(p)
         if p.is_dir():
             for f in sorted(p.glob("*.json")):
-                data = _read_json(f)
+                data = read_json(f)
                 if isinstance(data, dict) and data.get("format") == RESULT_FORMAT:
                     out.append(validate_result(data, str(f)))
             continue
-        out.append(validate_result(_read_json(p), str(p)))
+        out.append(validate_result(read_json(p), str(p)))
     if not out:
         raise TraceError("no kernels-check results found in " + ", ".join(str(p) for p in paths))
     return out
-
-
-def _read_json(path: Path) -> Any:
-    from kernels_check.trace import read_json
-
-    return read_json(path)
 
 
 def write_result(path: Path, result: dict) -> Path:

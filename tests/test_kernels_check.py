@@ -595,7 +595,8 @@ def _kernel_test_files():
 
 
 def test_kernel_benchmark_section_from_the_gpu_files():
-    from kernels_check.benchmarks import benchmark_markdown, load_benchmark, parse_pytest_log
+    from bench.render.kernels import benchmark_markdown
+    from kernels_check.benchmarks import load_benchmark, parse_pytest_log
 
     bench_json, log = _kernel_test_files()
     data = load_benchmark(bench_json)

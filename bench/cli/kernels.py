@@ -158,7 +158,8 @@ def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warm
 def _benchmark_section(benchmark: Optional[Path], test_log: Optional[Path]) -> list[str]:
     """Markdown lines for the kernel tests (empty without --benchmark); bad files exit 2."""
     from bench.cli import UsageFailure
-    from kernels_check.benchmarks import BenchmarkFileError, benchmark_markdown, load_benchmark, parse_pytest_log
+    from bench.render.kernels import benchmark_markdown
+    from kernels_check.benchmarks import BenchmarkFileError, load_benchmark, parse_pytest_log
 
     if benchmark is None:
         if test_log is not None:
@@ -182,13 +183,13 @@ def _report(results: list[dict], records: list, out: Optional[Path], detail: boo
             extra: Optional[list[str]] = None) -> int:
     """Print each model's verdicts, write the markdown; return the exit code (2 when a model could not be loaded)."""
     from bench.cli import console, err_console
-    from bench.render.kernels import coverage_markdown
+    from bench.render.kernels import coverage_markdown, print_analysis
     from kernels_check.result import analyse
 
     code = 0
     analyses = [analyse(r) for r in results]
     for r, a in zip(results, analyses):
-        _print_analysis(console, a, detail)
+        print_analysis(console, a, detail)
         if r.get("status") == "load_failed":
             err_console.print(f"[bold red]error:[/] {r.get('error')}")
             code = 2
@@ -200,54 +201,3 @@ def _report(results: list[dict], records: list, out: Optional[Path], detail: boo
         out.write_text(coverage_markdown(analyses, records, extra_sections=extra), encoding="utf-8")
         console.print(f"coverage table: {out}")
     return code
-
-
-def _print_analysis(console, a, detail: bool) -> None:
-    from rich.table import Table
-
-    from kernels_check.classify import ORIGIN_LABEL, format_fast_paths
-    from bench.render.kernels import PATH_TITLES, ROW_PATHS
-
-    r = a.result
-    if r.get("status") != "ok":
-        console.print(f"[bold red]{a.model}[/]: {r.get('status')} - {r.get('error')}")
-        if r.get("log_tail"):
-            console.print(f"[dim]{r['log_tail'][-800:]}[/]")
-        return
-    static = r.get("static") or {}
-    prof = r.get("profile") or {}
-    t = Table(title=f"{a.model}: {format_fast_paths(a.fast_paths, detail=True)}", title_justify="left")
-    for col in ("fast path", "ran", "share of GPU time", "static check expects", "agree"):
-        t.add_column(col, justify="right" if col == "share of GPU time" else "left")
-    c = a.classification
-    for p in ROW_PATHS:
-        s = c.paths.get(p) if c else None
-        ran = ORIGIN_LABEL[s.verdict] if s else "-"
-        share = f"{s.share * 100:.1f} %" if s else "-"
-        exp = a.expected.get(p, "-")
-        agree = a.agreement.get(p)
-        mark = "-" if agree is None else ("[green]yes[/]" if agree["agree"] else "[bold red]no[/]")
-        if s is None and p in a.fast_paths and p not in a.observed:
-            ran = f"{a.fast_paths[p]} (static)"
-        if s is None and ran == "-" and exp == "-":
-            continue
-        t.add_row(PATH_TITLES[p], ran, share, exp, mark)
-    if c is not None:
-        t.add_row("unknown kernels", f"{len(c.unknown)} kernels", f"{c.unknown_share * 100:.1f} %", "", "")
-    console.print(t)
-    path = static.get("unsloth_path")
-    if path:
-        console.print(f"  Unsloth path: [bold]{path}[/]" + (f" (Fast {static['log']['fast_name']})"
-                                                            if (static.get("log") or {}).get("fast_name") else ""))
-    for note in static.get("notes") or []:
-        console.print(f"  [yellow]note:[/] {note}")
-    if prof.get("status") not in (None, "ok"):
-        console.print(f"  [yellow]profiler failed, verdicts are the static check's:[/] {prof.get('error')}")
-    if detail and c is not None:
-        for p in ROW_PATHS:
-            s = c.paths.get(p)
-            if s:
-                for name, origin, us in s.kernels[:3]:
-                    console.print(f"    {p:<13} {ORIGIN_LABEL[origin]:<12} {us / 1000:8.2f} ms  {name[:110]}")
-        for k in c.unknown[:10]:
-            console.print(f"    unknown       {'':<12} {k.total_us / 1000:8.2f} ms  {k.name[:110]}")
