@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -55,6 +56,13 @@ def analyse(result: dict, patterns=None) -> Analysis:
     expected = expected_fast_paths(static) if static else {}
     fast_paths = merge_fast_paths(observed, expected) if (observed or expected) else {}
     return Analysis(result, cls, observed, expected, fast_paths, compare_static_trace(expected, observed))
+
+
+def results_time(results: Iterable[dict]) -> Optional[str]:
+    """The latest `finished_at` (else `started_at`) among results, as written (ISO 8601, UTC); None
+    when no result carries one (e.g. results built from bare traces)."""
+    times = [t for t in (r.get("finished_at") or r.get("started_at") for r in results) if t]
+    return max(times, key=lambda t: datetime.fromisoformat(t), default=None)
 
 
 def validate_result(data: Any, where: str) -> dict:

@@ -8,7 +8,6 @@ kernels_check.benchmarks) and per-architecture details.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 from rich.console import Console
@@ -20,7 +19,7 @@ from bench.render.text import first_line, fmt, pct
 from kernels_check.classify import (ORIGIN_LABEL, UNSLOTH_KERNEL_PATHS, UNSLOTH_MIN_SHARE, count_unsloth_paths,
                                     format_fast_paths)
 from kernels_check.heuristic import F2_THRESHOLD, NO_DATA, f2_verdict, heuristic_vs_trace, summarize_pairs
-from kernels_check.result import Analysis, analyse
+from kernels_check.result import Analysis, analyse, results_time
 
 DISPLAY = {"unsloth": "unsloth kernel", "compiled": "compiled", "eager": "eager", "bitsandbytes": "bitsandbytes",
            "cublas": "cuBLAS", "cudnn": "cuDNN", "flash": "flash (SDPA)", "mem_efficient": "mem-efficient (SDPA)",
@@ -165,12 +164,15 @@ def coverage_markdown(results: Iterable, records: Optional[list] = None, title: 
                       generated_at: Optional[str] = None, extra_sections: Optional[list[str]] = None) -> str:
     """The whole report: the coverage table, how to read it, extra sections (kernel micro-benchmarks),
     and per-architecture details. `results`: kernels-check result dicts, or their `Analysis`.
+
+    `generated_at` defaults to the results' own time (kernels_check.result.results_time), so the
+    same results render the same bytes.
     """
     analyses = [r if isinstance(r, Analysis) else analyse(r) for r in results]
     records = list(records or [])
     pairs = {a.model: model_pairs(records, a.model) for a in analyses}
     summaries = {a.model: summarize_pairs(pairs[a.model]) for a in analyses}
-    when = generated_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = generated_at or results_time(a.result for a in analyses)
     lines = [f"# {title}", ""]
     lines += _provenance(analyses, records, when)
     lines += _lines(coverage_table(analyses, summaries))
