@@ -90,7 +90,8 @@ class Worker:
         self.device_info = setup_device(self.job["device"], self.job["plan"]["memory_limit_bytes"], self.sampler)
         ref = ModelRef(**job["model_ref"])
         load = load_model(ref, job["backend"], BackendSettings(**job["backend_settings"]), job["device"],
-                          cache_dir=job.get("cache_dir"), on_status=lambda stage, text: self.ev.emit("status", text=text))
+                          cache_dir=job.get("cache_dir"),
+                          on_status=lambda stage, text: self.ev.emit("status", text=text))
         path, build_s = load.checkpoint_path, load.build_s
         self.loaded = load.loaded
         self.load_s = load.load_s
