@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional
 from kernels_check.classify import (Classification, KernelStat, classify, compare_static_trace, merge_fast_paths,
                                     trace_fast_paths)
 from kernels_check.static import expected_fast_paths
-from kernels_check.trace import TraceError, read_json
+from kernels_check.trace import TraceError, kernels_from_document, read_json
 
 RESULT_FORMAT = "qlora-bench-kernels/1"
 
@@ -89,6 +89,24 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
     if not out:
         raise TraceError("no kernels-check results found in " + ", ".join(str(p) for p in paths))
     return out
+
+
+def result_from_trace(path: Path) -> dict:
+    """A result from a saved trace file (Chrome trace, kernel excerpt, or a whole result, .gz allowed).
+
+    A kernels-check result is returned as it is (it keeps its static check); a trace or excerpt
+    becomes a result with its kernels and no static check. TraceError when the file is
+    unreadable or holds no GPU kernels.
+    """
+    doc = read_json(path)
+    kernels, meta = kernels_from_document(doc, str(path))
+    if not kernels:
+        raise TraceError(f"{path}: no GPU kernels in this trace (was it recorded with CUDA activity?)")
+    if isinstance(doc, dict) and doc.get("format") == RESULT_FORMAT:
+        return doc
+    return {"format": RESULT_FORMAT, "model": meta.get("model") or Path(path).name.split(".")[0],
+            "model_type": meta.get("model_type"), "status": "ok", "profile": {"status": "ok"},
+            "kernels": [k.to_dict() for k in kernels], "static": None, "source_file": str(path)}
 
 
 def write_result(path: Path, result: dict) -> Path:
