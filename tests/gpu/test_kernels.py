@@ -1,6 +1,6 @@
 """Unsloth's kernels vs their PyTorch references: correctness, then time (GPU only; pytest-benchmark).
 
-    pytest kernels_check/ --benchmark-only --benchmark-json=reports/kernels-benchmark.json
+    pytest tests/gpu/test_kernels.py --benchmark-only --benchmark-json=reports/kernels-benchmark.json
 
 Every test draws fresh random inputs (the seed is printed in a failure and stored in the
 benchmark's extra_info), computes a float32 ground truth from those same low-precision inputs,
