@@ -2,12 +2,13 @@
 
     python -m bench.run.kernels_worker --job JOB.json --out RESULT.json
 
-Imports unsloth before anything else (it patches transformers globally, so a process never runs
-a second backend), builds the synthetic checkpoint, loads the model with
-`bench.run.backends.load_backend("unsloth", ...)`, runs the static check, trains the warm-up steps
-(compilation happens there), then profiles one more steady-state step and writes a result JSON
-(kernels_check.result). A profiler failure keeps the static check and says so. Exit code 0 when
-a result with status "ok" was written, 3 otherwise (the result still says why).
+Imports unsloth before transformers is imported (it patches transformers globally, so a process
+never runs a second backend), builds the synthetic checkpoint and loads the model with
+`bench.run.loading.load_model(..., "unsloth", ...)` (the sequence bench.run.worker uses), runs the
+static check, trains the warm-up steps (compilation happens there), then profiles one more
+steady-state step and writes a result JSON (kernels_check.result). A profiler failure keeps the
+static check and says so. Exit code 0 when a result with status "ok" was written, 3 otherwise
+(the result still says why).
 """
 
 from __future__ import annotations
