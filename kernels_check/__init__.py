@@ -1,6 +1,8 @@
 """kernels_check: which Unsloth fast kernels ran on a model, which fell back, and what that costs.
 
-Library API for the run integration (bench/worker.py), importable without torch or unsloth:
+A detection library: it imports nothing from `bench` (bench depends on it, one way) and is
+importable without torch or unsloth (trace.py imports torch inside the profiling functions).
+Library API for the run integration (bench/run/worker.py):
 
 - `summarize_fast_paths(model, profile_step, log_text=None)`: profile one call of `profile_step`
   (one training step) and return the compact `fast_paths` dict of a run record, e.g.
@@ -9,16 +11,20 @@ Library API for the run integration (bench/worker.py), importable without torch 
 - `static_fast_paths(model, log_text=None)`: the same dict from the static check only (no profiler).
 - `format_fast_paths(fast_paths)`: "fast paths k/n" for the console.
 
-Modules: patterns (kernel-name table), classify (pure classification), trace (torch.profiler),
-static (installed patches), heuristic (claim F2), coverage (markdown), result / check / worker
-(`bench kernels-check`).
+Modules: patterns (kernel-name table, kernel_patterns.json), classify (pure classification),
+trace (torch.profiler and Chrome-trace reading), static (installed patches, Unsloth's messages),
+heuristic (claim F2), result (a `bench kernels-check` result and its analysis), benchmarks (the
+kernel tests' pytest-benchmark JSON and log), reference (plain-PyTorch references of the kernels,
+needs torch). The runner is bench/run/kernels.py, the report bench/render/kernels.py.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from kernels_check.classify import UNSLOTH_KERNEL_PATHS, count_unsloth_paths, format_fast_paths
+from kernels_check import static, trace
+from kernels_check.classify import (UNSLOTH_KERNEL_PATHS, classify, count_unsloth_paths, format_fast_paths,
+                                    merge_fast_paths, trace_fast_paths)
 
 __all__ = ["summarize_fast_paths", "static_fast_paths", "format_fast_paths", "count_unsloth_paths",
            "UNSLOTH_KERNEL_PATHS"]
@@ -26,9 +32,7 @@ __all__ = ["summarize_fast_paths", "static_fast_paths", "format_fast_paths", "co
 
 def static_fast_paths(model: Any, log_text: Optional[str] = None) -> dict[str, str]:
     """fast_paths from the installed patches alone (what they should run); `_source` is "static"."""
-    from kernels_check.static import inspect_model, static_fast_paths as _static
-
-    return _static(inspect_model(model, log_text=log_text))
+    return static.static_fast_paths(static.inspect_model(model, log_text=log_text))
 
 
 def summarize_fast_paths(model: Any, profile_step: Callable[[], Any], log_text: Optional[str] = None) -> dict[str, str]:
@@ -39,14 +43,10 @@ def summarize_fast_paths(model: Any, profile_step: Callable[[], Any], log_text: 
     did not show. Never raises for a profiler problem: it degrades to the static check and says
     so in `_profile_error`.
     """
-    from kernels_check.classify import classify, merge_fast_paths, trace_fast_paths
-    from kernels_check.static import expected_fast_paths, inspect_model
-    from kernels_check.trace import kernel_stats, profile_step as _profile
-
-    expected = expected_fast_paths(inspect_model(model, log_text=log_text))
+    expected = static.expected_fast_paths(static.inspect_model(model, log_text=log_text))
     try:
-        trace, _ = _profile(profile_step)
-        kernels = kernel_stats(trace)
+        chrome_trace, _ = trace.profile_step(profile_step)
+        kernels = trace.kernel_stats(chrome_trace)
         if not kernels:
             raise RuntimeError("the profiler recorded no GPU kernels")
         return merge_fast_paths(trace_fast_paths(classify(kernels)), expected)

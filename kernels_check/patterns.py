@@ -1,4 +1,10 @@
-"""The kernel-name table (kernel_patterns.json): load, validate, and match one name (pure)."""
+"""The kernel-name table (kernel_patterns.json): load, validate, and match one name (pure).
+
+The table's `patterns` list is what is read: per entry `id`, `regex`, `origin` (one of ORIGINS),
+`fast_path` (one of TRACE_FAST_PATHS) and `source` (where the name comes from) are required,
+`comment` and `examples` (names the entry must match, tests/test_kernels_check.py) are optional.
+Its `format` and `about` are for people reading the file.
+"""
 
 from __future__ import annotations
 

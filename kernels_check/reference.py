@@ -2,7 +2,7 @@
 
 Each copies the Hugging Face / bitsandbytes formula it stands for (file named per function);
 tests/test_kernels_check.py checks them against those implementations on CPU, and
-kernels_check/test_kernels.py compares Unsloth's kernels with them on a GPU.
+tests/gpu/test_kernels.py compares Unsloth's kernels with them on a GPU.
 """
 
 from __future__ import annotations

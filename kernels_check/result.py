@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from kernels_check.classify import (Classification, KernelStat, classify, compare_static_trace, merge_fast_paths,
                                     trace_fast_paths)
 from kernels_check.static import expected_fast_paths
-from kernels_check.trace import TraceError
+from kernels_check.trace import TraceError, kernels_from_document, read_json
 
 RESULT_FORMAT = "qlora-bench-kernels/1"
 
@@ -57,6 +58,13 @@ def analyse(result: dict, patterns=None) -> Analysis:
     return Analysis(result, cls, observed, expected, fast_paths, compare_static_trace(expected, observed))
 
 
+def results_time(results: Iterable[dict]) -> Optional[str]:
+    """The latest `finished_at` (else `started_at`) among results, as written (ISO 8601, UTC); None
+    when no result carries one (e.g. results built from bare traces)."""
+    times = [t for t in (r.get("finished_at") or r.get("started_at") for r in results) if t]
+    return max(times, key=lambda t: datetime.fromisoformat(t), default=None)
+
+
 def validate_result(data: Any, where: str) -> dict:
     if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
         raise TraceError(f"{where}: not a kernels-check result (format {RESULT_FORMAT!r} expected)")
@@ -73,20 +81,32 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
         p = Path(p)
         if p.is_dir():
             for f in sorted(p.glob("*.json")):
-                data = _read_json(f)
+                data = read_json(f)
                 if isinstance(data, dict) and data.get("format") == RESULT_FORMAT:
                     out.append(validate_result(data, str(f)))
             continue
-        out.append(validate_result(_read_json(p), str(p)))
+        out.append(validate_result(read_json(p), str(p)))
     if not out:
         raise TraceError("no kernels-check results found in " + ", ".join(str(p) for p in paths))
     return out
 
 
-def _read_json(path: Path) -> Any:
-    from kernels_check.trace import read_json
+def result_from_trace(path: Path) -> dict:
+    """A result from a saved trace file (Chrome trace, kernel excerpt, or a whole result, .gz allowed).
 
-    return read_json(path)
+    A kernels-check result is returned as it is (it keeps its static check); a trace or excerpt
+    becomes a result with its kernels and no static check. TraceError when the file is
+    unreadable or holds no GPU kernels.
+    """
+    doc = read_json(path)
+    kernels, meta = kernels_from_document(doc, str(path))
+    if not kernels:
+        raise TraceError(f"{path}: no GPU kernels in this trace (was it recorded with CUDA activity?)")
+    if isinstance(doc, dict) and doc.get("format") == RESULT_FORMAT:
+        return doc
+    return {"format": RESULT_FORMAT, "model": meta.get("model") or Path(path).name.split(".")[0],
+            "model_type": meta.get("model_type"), "status": "ok", "profile": {"status": "ok"},
+            "kernels": [k.to_dict() for k in kernels], "static": None, "source_file": str(path)}
 
 
 def write_result(path: Path, result: dict) -> Path:

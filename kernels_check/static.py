@@ -1,8 +1,8 @@
 """Static check (no profiler): what Unsloth installed on a loaded model, and what it printed about it.
 
 Works on any torch model and never imports unsloth: Unsloth's patches are recognised by the
-names and marker attributes its source gives them (unsloth 2026.10.9; see
-/work/notes/unsloth-internals.md section 6):
+names and marker attributes its source gives them (unsloth 2026.10.9; file:line below are in the
+installed unsloth / unsloth_zoo):
 
 - fast path (unsloth/models/llama.py): class forwards replaced by `<Arch>..._fast_forward`
   (pre_patch, llama.py:3456), wrapped by `_gated_method` (functools.wraps, `_unsloth_gated`,

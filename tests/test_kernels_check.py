@@ -6,6 +6,7 @@ and (once committed) the GPU trace fixtures written by scripts/gpu/kernels.sh.""
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import importlib.util
 import json
@@ -18,11 +19,18 @@ from pathlib import Path
 
 import pytest
 
+from bench.analysis.fallback import model_pairs
+from bench.config.models import SHIPPED, TARGET_MODULES, resolve_model
+from bench.run.checkpoint import ensure_synthetic_checkpoint
+from bench.config.tiers import get_tier, plan_tier
+from bench.render.kernels import benchmark_markdown, coverage_markdown
+from bench.run.backends import BackendSettings, load_backend
+from bench.run.kernels import CheckOptions, make_job, run_worker
+from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from kernels_check import format_fast_paths, static_fast_paths, summarize_fast_paths
+from kernels_check.benchmarks import load_benchmark, parse_pytest_log
 from kernels_check.classify import (UNSLOTH_KERNEL_PATHS, KernelStat, classify, compare_static_trace,
                                     count_unsloth_paths, merge_fast_paths, trace_fast_paths)
-from bench.render.kernels import coverage_markdown
-from bench.analysis.fallback import model_pairs
 from kernels_check.heuristic import (LIKELY_FAST, NO_DATA, SUSPECT, f2_verdict, heuristic_vs_trace,
                                     summarize_pairs)
 from kernels_check.patterns import PatternError, load_patterns, match_kernel, parse_patterns
@@ -238,8 +246,6 @@ def test_f2_heuristic_and_its_agreement_with_the_trace():
 
 
 def _record(backend, model, peak, tps, seq=512, matched=True):
-    from bench.schema.record import SCHEMA_VERSION, ResultRecord
-
     key = f"h100-native-{model}-s{seq}-b1-x"
     return ResultRecord(schema_version=SCHEMA_VERSION, run_id="r", cell_id=f"{key}-{backend}", pair_key=key,
                         backend=backend, model=model, model_source="synthetic", tier="h100", mode="native",
@@ -264,10 +270,6 @@ def test_model_summary_uses_the_f2_metric_and_leaves_unmatched_pairs_out():
 @pytest.fixture(scope="module")
 def tiny_peft(tmp_path_factory):
     """tiny-llama through the suite's own HF QLoRA backend on CPU: bitsandbytes NF4 + peft LoRA."""
-    from bench.run.backends import BackendSettings, load_backend
-    from bench.config.models import TARGET_MODULES, resolve_model
-    from bench.run.checkpoint import ensure_synthetic_checkpoint
-
     ref = resolve_model("tiny-llama")
     path, _ = ensure_synthetic_checkpoint(ref, cache_dir=tmp_path_factory.mktemp("kc-cache"))
     settings = BackendSettings(dtype="float32", device="cpu", lora_r=4, lora_alpha=8, lora_dropout=0.0,
@@ -352,8 +354,6 @@ def test_static_check_on_plain_hf_peft_reports_no_unsloth_patches(tiny_peft):
 def test_static_check_sees_unsloth_shaped_patches(tiny_peft):
     """The same model with patches laid out exactly as Unsloth installs them (llama.py:3300, 5340-5425,
     _block_compile.py:999): instance-level fused LoRA, a gated + block-compiled decoder forward."""
-    import functools
-
     loaded, _ = tiny_peft
     layers = loaded.model.base_model.model.model.layers
 
@@ -433,10 +433,6 @@ def test_run_summary_degrades_to_the_static_check_without_gpu_kernels(tiny_peft)
 
 # -- worker and CLI -------------------------------------------------------------------------------
 def test_worker_without_unsloth_writes_a_load_failure(tmp_path):
-    from bench.config.models import resolve_model
-    from bench.config.tiers import get_tier, plan_tier
-    from bench.run.kernels import CheckOptions, make_job
-
     plan = plan_tier(get_tier("t4"), None, "cpu")
     job = make_job(resolve_model("tiny-llama"), plan, CheckOptions(seq_len=16, cache_dir=str(tmp_path)))
     (tmp_path / "job.json").write_text(json.dumps(job))
@@ -548,25 +544,20 @@ def test_gpu_fixtures_render_a_coverage_table():
 def test_worker_timeout_is_a_result_not_a_hang(tmp_path, monkeypatch):
     """A worker that hangs (here: an `unsloth` on the path whose import never returns) is killed at
     the timeout, with its process group, and reported as this model's timeout."""
-    from bench.config.models import resolve_model
-    from bench.config.tiers import get_tier, plan_tier
-    from bench.run.kernels import CheckOptions, make_job, run_worker
-
     hang = tmp_path / "hang" / "unsloth"
     hang.mkdir(parents=True)
     (hang / "__init__.py").write_text("import time\nprint('importing', flush=True)\ntime.sleep(600)\n")
     monkeypatch.setenv("PYTHONPATH", str(hang.parent))
     plan = plan_tier(get_tier("t4"), None, "cpu")
     job = make_job(resolve_model("tiny-llama"), plan, CheckOptions(seq_len=16, cache_dir=str(tmp_path)))
-    result = run_worker(job, tmp_path / "w.log", timeout_s=3)
+    timeout_s = 10  # past the worker's imports before `import unsloth` (torch: ~3 s on a busy CPU)
+    result = run_worker(job, tmp_path / "w.log", timeout_s=timeout_s)
     assert result["status"] == "timeout" and result["format"] == RESULT_FORMAT, result
-    assert "over 3 s" in result["error"] and "importing" in result["log_tail"]
+    assert f"over {timeout_s} s" in result["error"] and "importing" in result["log_tail"]
 
 
 def test_gpu_results_cover_every_shipped_architecture():
     """reports/kernels holds one GPU result per shipped architecture (scripts/gpu/kernels.sh, three parts)."""
-    from bench.config.models import SHIPPED
-
     wanted = sorted(name for name in SHIPPED if name != "tiny-llama")
     present = sorted(p.stem for p in (REPO / "reports" / "kernels").glob("*.json"))
     if not present:
@@ -596,8 +587,6 @@ def _kernel_test_files():
 
 
 def test_kernel_benchmark_section_from_the_gpu_files():
-    from kernels_check.benchmarks import benchmark_markdown, load_benchmark, parse_pytest_log
-
     bench_json, log = _kernel_test_files()
     data = load_benchmark(bench_json)
     failures, summary = parse_pytest_log(log.read_text())
@@ -616,8 +605,6 @@ def test_kernel_benchmark_section_from_the_gpu_files():
 
 
 def test_parse_pytest_log_reads_failures_and_the_outcome():
-    from kernels_check.benchmarks import parse_pytest_log
-
     text = "\n".join([
         "=================================== FAILURES ===================================",
         "_______________________ test_rope[unsloth-fp16] _______________________",

@@ -6,10 +6,14 @@ import sys
 
 import click
 import typer
+import typer.exceptions
 from rich.markup import escape
 
 from bench.cli import estimate, gate, info, kernels, report, run
 from bench.cli.common import USAGE_ERRORS, err_console
+
+#: Usage errors of the command-line parser: click's, and typer's bundled copy of click (typer >= 0.24).
+CLICK_ERRORS = tuple({click.exceptions.ClickException, getattr(typer.exceptions, "TyperException", click.ClickException)})
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Matched benchmarks of vanilla Hugging Face QLoRA vs Unsloth QLoRA.")
@@ -28,8 +32,8 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
-    except click.exceptions.ClickException as exc:  # click usage errors
+    except CLICK_ERRORS as exc:  # unknown option, missing argument, bad value
         exc.show()
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
     if isinstance(rc, int) and rc:
         sys.exit(rc)

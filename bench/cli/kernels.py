@@ -4,14 +4,39 @@
     bench kernels-check --all-models --out reports/kernels.md       # coverage table (GPU)
     bench kernels-check --from-trace trace.json                     # classify a saved trace (no GPU)
     bench kernels-check --from-results reports/kernels/ --results reports/results/ --out reports/kernels.md
+
+Exit codes (a model's status comes from the fresh run, or from the saved results it renders):
+  0  every model's status is ok;
+  1  some model's training step failed (status error, oom or timeout) and none failed to load;
+  2  bad input (flags, unknown model or tier, no CUDA GPU for --model / --all-models, an
+     unreadable trace, result, --results or --benchmark file), or a model Unsloth could not
+     load (status load_failed);
+  130 interrupted.
+The coverage table (--out) is written whenever the results were read, also under 1 and 2.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from bench.cli.common import UsageFailure, console, err_console
+
+from bench.config.models import SHIPPED, resolve_model
+from bench.config.tiers import get_tier, plan_tier
+from bench.render.kernels import benchmark_markdown, coverage_markdown, print_analysis
+from bench.run.device import detect_host_gpu
+from bench.run.kernels import CheckOptions, check_models
+from bench.schema.record import ResultsError
+from bench.schema.store import load
+from kernels_check.benchmarks import BenchmarkFileError, load_benchmark, parse_pytest_log
+from kernels_check.result import analyse, load_results, result_from_trace, write_result
+from kernels_check.trace import TraceError
+
+ALL_MODELS = tuple(n for n in SHIPPED if n != "tiny-llama")  # --all-models: every shipped architecture
 
 
 def register(app: typer.Typer) -> None:
@@ -42,8 +67,11 @@ def kernels_check(
     test_log: Optional[Path] = typer.Option(
         None, "--test-log", help="The kernel tests' pytest output: adds their outcome and failures."),
 ):
-    """Profile one Unsloth training step per model and say which fast kernels ran, fell back, or are unknown."""
-    from bench.cli.common import UsageFailure
+    """Profile one Unsloth training step per model and say which fast kernels ran, fell back, or are unknown.
+
+    Exit codes (also for saved results): 0 every model ok; 1 a model's step failed (error, oom,
+    timeout); 2 bad input, or a model Unsloth could not load (load_failed); 130 interrupted.
+    """
 
     modes = sum(bool(x) for x in (model or all_models, from_trace, from_results))
     if modes != 1:
@@ -54,32 +82,25 @@ def kernels_check(
         raise UsageFailure(f"--out {out}: use a .md file name")
     records = _load_records(results)
     extra = _benchmark_section(benchmark, test_log)
-    if from_trace:
-        analyses_from = _results_from_traces(from_trace)
-    elif from_results:
-        from kernels_check.result import load_results
-        from kernels_check.trace import TraceError
-
-        try:
-            analyses_from = load_results(from_results)
-        except TraceError as exc:
-            raise UsageFailure(str(exc)) from None
-    else:
-        analyses_from = _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps,
-                                    cache_dir, timeout)
-    exit_code = _report(analyses_from, records, out, detail, extra)
+    try:
+        if from_trace:
+            checked = [result_from_trace(p) for p in from_trace]
+        elif from_results:
+            checked = load_results(from_results)
+        else:
+            names = list(ALL_MODELS) if all_models else [m.strip() for m in model.split(",") if m.strip()]
+            checked = _run_on_gpu(names, gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir, timeout)
+    except TraceError as exc:
+        raise UsageFailure(str(exc)) from None
+    exit_code = _report(checked, records, out, detail, extra)
     if exit_code:
         raise typer.Exit(exit_code)
 
 
 def _load_records(paths: Optional[list[Path]]) -> list:
-    if not paths:
-        return []
-    from bench.schema.record import ResultsError
-    from bench.schema.store import load
-
+    """Run records of --results files and directories (every *.jsonl in a directory)."""
     files: list[Path] = []
-    for p in paths:
+    for p in paths or []:
         if p.is_dir():
             found = sorted(p.glob("*.jsonl"))
             if not found:
@@ -87,40 +108,13 @@ def _load_records(paths: Optional[list[Path]]) -> list:
             files.extend(found)
         else:
             files.append(p)
-    return load(files)
+    return load(files) if files else []
 
 
-def _results_from_traces(paths: list[Path]) -> list[dict]:
-    from bench.cli.common import UsageFailure
-    from kernels_check.result import RESULT_FORMAT
-    from kernels_check.trace import TraceError, kernels_from_document, read_json
+def _run_on_gpu(names: list[str], gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir,
+                timeout) -> list[dict]:
+    """Check `names` on the present GPU, one worker per model; their results (saved under --save-dir)."""
 
-    out = []
-    for p in paths:
-        try:
-            doc = read_json(p)
-            kernels, meta = kernels_from_document(doc, str(p))
-        except TraceError as exc:
-            raise UsageFailure(str(exc)) from None
-        if not kernels:
-            raise UsageFailure(f"{p}: no GPU kernels in this trace (was it recorded with CUDA activity?)")
-        if isinstance(doc, dict) and doc.get("format") == RESULT_FORMAT:
-            out.append(doc)  # a full kernels-check result keeps its static check
-            continue
-        out.append({"format": RESULT_FORMAT, "model": meta.get("model") or p.name.split(".")[0],
-                    "model_type": meta.get("model_type"), "status": "ok", "profile": {"status": "ok"},
-                    "kernels": [k.to_dict() for k in kernels], "static": None, "source_file": str(p)})
-    return out
-
-
-def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir, timeout):
-    from bench.cli.common import UsageFailure, console
-    from bench.config.models import SHIPPED, resolve_model
-    from bench.config.tiers import get_tier, plan_tier
-    from bench.run.device import detect_host_gpu
-    from bench.run.kernels import CheckOptions, check_models
-
-    names = [n for n in SHIPPED if n != "tiny-llama"] if all_models else [m.strip() for m in model.split(",") if m.strip()]
     if not names:
         raise UsageFailure("--model: no model given")
     refs = [resolve_model(n) for n in names]  # ModelError: unknown model -> exit 2
@@ -140,25 +134,18 @@ def _run_on_gpu(model, all_models, gpu_tier, save_dir, seq_len, batch_size, warm
     plan = plan_tier(tier, host, "cuda")  # TierError when it cannot run here
     opts = CheckOptions(seq_len=seq_len, batch_size=batch_size, warmup_steps=warmup_steps, timeout_s=timeout,
                         cache_dir=str(cache_dir) if cache_dir else None)
-    import tempfile
-
     log_dir = Path(save_dir) if save_dir else Path(tempfile.mkdtemp(prefix="qlora-bench-kernels-"))
     console.print(f"[bold]kernels-check[/] {len(refs)} model(s) on {host.name} as tier [cyan]{plan.tier.name}[/] "
                   f"({plan.mode}, {plan.dtype}), one profiled step at s{seq_len} b{batch_size}; logs in {log_dir}")
-    results = check_models(refs, plan, opts, log_dir,
-                           on_status=lambda name, text: console.print(f"  {name}: {text}"))
+    checked = check_models(refs, plan, opts, log_dir, on_status=lambda name, text: console.print(f"  {name}: {text}"))
     if save_dir:
-        from kernels_check.result import write_result
-
-        for r in results:
+        for r in checked:
             write_result(Path(save_dir) / f"{r['model'].replace('/', '_')}.json", r)
-    return results
+    return checked
 
 
 def _benchmark_section(benchmark: Optional[Path], test_log: Optional[Path]) -> list[str]:
     """Markdown lines for the kernel tests (empty without --benchmark); bad files exit 2."""
-    from bench.cli.common import UsageFailure
-    from kernels_check.benchmarks import BenchmarkFileError, benchmark_markdown, load_benchmark, parse_pytest_log
 
     if benchmark is None:
         if test_log is not None:
@@ -178,17 +165,13 @@ def _benchmark_section(benchmark: Optional[Path], test_log: Optional[Path]) -> l
                               log_source=str(test_log) if test_log else "")
 
 
-def _report(results: list[dict], records: list, out: Optional[Path], detail: bool,
-            extra: Optional[list[str]] = None) -> int:
-    """Print each model's verdicts, write the markdown; return the exit code (2 when a model could not be loaded)."""
-    from bench.cli.common import console, err_console
-    from bench.render.kernels import coverage_markdown
-    from kernels_check.result import analyse
+def _report(results: list[dict], records: list, out: Optional[Path], detail: bool, extra: list[str]) -> int:
+    """Print each model's verdicts, write the markdown; return the exit code (see the module docstring)."""
 
     code = 0
     analyses = [analyse(r) for r in results]
     for r, a in zip(results, analyses):
-        _print_analysis(console, a, detail)
+        print_analysis(console, a, detail)
         if r.get("status") == "load_failed":
             err_console.print(f"[bold red]error:[/] {r.get('error')}")
             code = 2
@@ -200,54 +183,3 @@ def _report(results: list[dict], records: list, out: Optional[Path], detail: boo
         out.write_text(coverage_markdown(analyses, records, extra_sections=extra), encoding="utf-8")
         console.print(f"coverage table: {out}")
     return code
-
-
-def _print_analysis(console, a, detail: bool) -> None:
-    from rich.table import Table
-
-    from kernels_check.classify import ORIGIN_LABEL, format_fast_paths
-    from bench.render.kernels import PATH_TITLES, ROW_PATHS
-
-    r = a.result
-    if r.get("status") != "ok":
-        console.print(f"[bold red]{a.model}[/]: {r.get('status')} - {r.get('error')}")
-        if r.get("log_tail"):
-            console.print(f"[dim]{r['log_tail'][-800:]}[/]")
-        return
-    static = r.get("static") or {}
-    prof = r.get("profile") or {}
-    t = Table(title=f"{a.model}: {format_fast_paths(a.fast_paths, detail=True)}", title_justify="left")
-    for col in ("fast path", "ran", "share of GPU time", "static check expects", "agree"):
-        t.add_column(col, justify="right" if col == "share of GPU time" else "left")
-    c = a.classification
-    for p in ROW_PATHS:
-        s = c.paths.get(p) if c else None
-        ran = ORIGIN_LABEL[s.verdict] if s else "-"
-        share = f"{s.share * 100:.1f} %" if s else "-"
-        exp = a.expected.get(p, "-")
-        agree = a.agreement.get(p)
-        mark = "-" if agree is None else ("[green]yes[/]" if agree["agree"] else "[bold red]no[/]")
-        if s is None and p in a.fast_paths and p not in a.observed:
-            ran = f"{a.fast_paths[p]} (static)"
-        if s is None and ran == "-" and exp == "-":
-            continue
-        t.add_row(PATH_TITLES[p], ran, share, exp, mark)
-    if c is not None:
-        t.add_row("unknown kernels", f"{len(c.unknown)} kernels", f"{c.unknown_share * 100:.1f} %", "", "")
-    console.print(t)
-    path = static.get("unsloth_path")
-    if path:
-        console.print(f"  Unsloth path: [bold]{path}[/]" + (f" (Fast {static['log']['fast_name']})"
-                                                            if (static.get("log") or {}).get("fast_name") else ""))
-    for note in static.get("notes") or []:
-        console.print(f"  [yellow]note:[/] {note}")
-    if prof.get("status") not in (None, "ok"):
-        console.print(f"  [yellow]profiler failed, verdicts are the static check's:[/] {prof.get('error')}")
-    if detail and c is not None:
-        for p in ROW_PATHS:
-            s = c.paths.get(p)
-            if s:
-                for name, origin, us in s.kernels[:3]:
-                    console.print(f"    {p:<13} {ORIGIN_LABEL[origin]:<12} {us / 1000:8.2f} ms  {name[:110]}")
-        for k in c.unknown[:10]:
-            console.print(f"    unknown       {'':<12} {k.total_us / 1000:8.2f} ms  {k.name[:110]}")

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from bench.run.checkpoint import default_cache_dir
 from bench.run.workerproc import worker_env
 from kernels_check.result import RESULT_FORMAT
-
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,6 @@ class CheckOptions:
 
 def make_job(ref, tier_plan, opts: CheckOptions) -> dict:
     """The worker's job file for one resolved model (bench.config.models.ModelRef) on a bench.config.tiers.TierPlan."""
-    from bench.run.checkpoint import default_cache_dir
-
     return {
         "model_ref": asdict(ref),
         "cache_dir": str(opts.cache_dir or default_cache_dir()),

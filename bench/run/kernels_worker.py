@@ -2,12 +2,13 @@
 
     python -m bench.run.kernels_worker --job JOB.json --out RESULT.json
 
-Imports unsloth before anything else (it patches transformers globally, so a process never runs
-a second backend), builds the synthetic checkpoint, loads the model with
-`bench.run.backends.load_backend("unsloth", ...)`, runs the static check, trains the warm-up steps
-(compilation happens there), then profiles one more steady-state step and writes a result JSON
-(kernels_check.result). A profiler failure keeps the static check and says so. Exit code 0 when
-a result with status "ok" was written, 3 otherwise (the result still says why).
+Imports unsloth before transformers is imported (it patches transformers globally, so a process
+never runs a second backend), builds the synthetic checkpoint and loads the model with
+`bench.run.loading.load_model(..., "unsloth", ...)` (the sequence bench.run.worker uses), runs the
+static check, trains the warm-up steps (compilation happens there), then profiles one more
+steady-state step and writes a result JSON (kernels_check.result). A profiler failure keeps the
+static check and says so. Exit code 0 when a result with status "ok" was written, 3 otherwise
+(the result still says why).
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ import json
 import sys
 import time
 import traceback
+
+from bench.config.models import ModelRef
+from bench.run.backends import BackendSettings
 from bench.run.device import setup_device
-from bench.run.worker import now_iso, short_error
+from bench.run.env import collect_env
+from bench.run.loading import load_model
+from bench.run.train import train_steps
+from bench.run.worker import is_oom, now_iso, short_error
+from kernels_check.result import RESULT_FORMAT, write_result
+from kernels_check.static import inspect_model
+from kernels_check.trace import kernel_stats, profile_last_step
+
+LOAD_STAGES = ("start", "setup", "checkpoint", "load", "static")  # a failure here is a load failure
 
 
 def base_result(job: dict) -> dict:
-    from kernels_check.result import RESULT_FORMAT
-
     ref = job["model_ref"]
     t = job["train"]
     plan = job["plan"]
@@ -54,34 +64,18 @@ def base_result(job: dict) -> dict:
 def run(job: dict, result: dict) -> None:
     import torch
 
-    from bench.run.backends import BackendSettings, load_backend
-    from bench.run.env import collect_env
-    from bench.config.models import ModelRef
-    from bench.run.checkpoint import ensure_synthetic_checkpoint
-    from bench.run.train import train_steps
-    from kernels_check.static import inspect_model
-    from kernels_check.trace import kernel_stats, profile_last_step
-
     result["env"] = collect_env()
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU: kernels-check profiles Unsloth on a GPU")
     result["stage"] = "setup"
     result["backend_info"].update(setup_device("cuda", job["plan"].get("memory_limit_bytes")))
     ref = ModelRef(**job["model_ref"])
-    path = ref.path
+    load = load_model(ref, "unsloth", BackendSettings(**job["backend_settings"]), "cuda",
+                      cache_dir=job.get("cache_dir"), on_status=lambda stage, text: result.update(stage=stage))
     if ref.source == "synthetic":
-        result["stage"] = "checkpoint"
-        from pathlib import Path
-
-        built, build_s = ensure_synthetic_checkpoint(ref, cache_dir=Path(job["cache_dir"]) if job.get("cache_dir")
-                                                     else None, device="cuda")
-        path = str(built)
-        result["backend_info"]["checkpoint_build_s"] = round(build_s, 2)
-        torch.cuda.empty_cache()
-    result["stage"] = "load"
-    started = time.perf_counter()
-    loaded = load_backend("unsloth", path, BackendSettings(**job["backend_settings"]))
-    result["backend_info"]["load_s"] = round(time.perf_counter() - started, 2)
+        result["backend_info"]["checkpoint_build_s"] = round(load.build_s, 2)
+    result["backend_info"]["load_s"] = round(load.load_s, 2)
+    loaded = load.loaded
     info = dict(loaded.info)
     info.pop("banner", None)
     result["backend_info"].update(info)
@@ -133,8 +127,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with open(args.job) as fh:
         job = json.load(fh)
-    from kernels_check.result import write_result
-
     result = base_result(job)
     try:
         import unsloth  # noqa: F401  (before transformers: it patches it)
@@ -149,10 +141,8 @@ def main(argv=None) -> int:
     try:
         run(job, result)
     except BaseException as exc:  # noqa: BLE001 - every failure ends up in the result
-        from bench.run.worker import is_oom
-
         stage = result.get("stage")
-        if stage in ("setup", "checkpoint", "load", "static", "start"):
+        if stage in LOAD_STAGES:
             result["status"] = "load_failed"
             result["error"] = f"Unsloth could not load {result['model']} ({stage}): {short_error(exc)}"
         else:

@@ -12,21 +12,20 @@ import gc
 import json
 import os
 import sys
-import time
 import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
 from bench.analysis import metrics as measure
 from bench.config.models import ModelRef
-from bench.run.checkpoint import ensure_synthetic_checkpoint, parameter_counts
+from bench.run.checkpoint import parameter_counts
 from bench.config.settings import Cell
 from bench.config.tiers import tier_for_gpu_name
-from bench.run.backends import BackendSettings, load_backend
+from bench.run.backends import BackendSettings
 from bench.run.device import NvmlPeakSampler, peak_rss_bytes, setup_device
 from bench.run.env import collect_env
+from bench.run.loading import load_model
 from bench.run.train import restore_trainable, snapshot_trainable, train_steps
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from kernels_check import summarize_fast_paths
@@ -91,23 +90,12 @@ class Worker:
         self.sampler = NvmlPeakSampler()
         self.device_info = setup_device(self.job["device"], self.job["plan"]["memory_limit_bytes"], self.sampler)
         ref = ModelRef(**job["model_ref"])
-        path = ref.path
-        build_s = 0.0
-        if ref.source == "synthetic":
-            self.ev.emit("status", text="writing synthetic checkpoint")
-            path, build_s = ensure_synthetic_checkpoint(
-                ref, cache_dir=Path(job["cache_dir"]) if job.get("cache_dir") else None,
-                device=job["device"], progress=lambda t: self.ev.emit("status", text=t))
-            path = str(path)
-            if job["device"] == "cuda":
-                import torch
-
-                torch.cuda.empty_cache()
-        self.ev.emit("status", text=f"loading {job['backend']}")
-        settings = BackendSettings(**job["backend_settings"])
-        started = time.perf_counter()
-        self.loaded = load_backend(job["backend"], path, settings)
-        self.load_s = time.perf_counter() - started
+        load = load_model(ref, job["backend"], BackendSettings(**job["backend_settings"]), job["device"],
+                          cache_dir=job.get("cache_dir"),
+                          on_status=lambda stage, text: self.ev.emit("status", text=text))
+        path, build_s = load.checkpoint_path, load.build_s
+        self.loaded = load.loaded
+        self.load_s = load.load_s
         self.ref = ref
         self.counts = parameter_counts(ref.config) if ref.config else None
         self.snapshot = snapshot_trainable(self.loaded.model)

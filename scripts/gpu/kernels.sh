@@ -56,8 +56,8 @@ if [ "$PART" = 1 ] || [ "$PART" = all ]; then
     fi
     # Correctness (per-dtype bounds) and timing in one pass: every test checks, then benchmarks.
     # One process that imports unsloth and trains no HF baseline.
-    say "kernel tests: pytest kernels_check/"
-    timeout 330 python3 -m pytest kernels_check/ -p no:cacheprovider -q -rfEs \
+    say "kernel tests: pytest tests/gpu/test_kernels.py"
+    timeout 330 python3 -m pytest tests/gpu/test_kernels.py -p no:cacheprovider -q -rfEs \
         --benchmark-json="$OUT/kernels-benchmark.json" --benchmark-columns=min,median,mean,stddev,rounds \
         --benchmark-sort=name > "$OUT/kernels-tests.txt" 2>&1
     say "pytest exit code $? ($(tail -n 1 "$OUT/kernels-tests.txt"))"

@@ -1,6 +1,6 @@
 """Unsloth's kernels vs their PyTorch references: correctness, then time (GPU only; pytest-benchmark).
 
-    pytest kernels_check/ --benchmark-only --benchmark-json=reports/kernels-benchmark.json
+    pytest tests/gpu/test_kernels.py --benchmark-only --benchmark-json=reports/kernels-benchmark.json
 
 Every test draws fresh random inputs (the seed is printed in a failure and stored in the
 benchmark's extra_info), computes a float32 ground truth from those same low-precision inputs,
@@ -94,6 +94,31 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(True)
 
 
+def _one_input_kernel(benchmark, seed, impl, dtype, group, x, fns, truth, checks, grad_out=None) -> None:
+    """The body of the one-input kernels (RMSNorm, CE, fused linear CE).
+
+    `fns[impl](x)` is the output (a loss or an activation) of a fresh leaf copy of `x`; it and
+    x's gradient (backward with `grad_out`, None for a scalar loss) are compared with `truth`
+    (float32 math on the same inputs), bounds checked in the "unsloth" variant under the names
+    `checks` = (output, gradient); then forward + backward is timed.
+    """
+    x32 = _leaf(x.float())
+    y32 = truth(x32)
+    y32.backward(None if grad_out is None else grad_out.float())
+
+    def run(xl):
+        y = fns[impl](xl)
+        y.backward(grad_out)
+        return y, xl.grad
+
+    y, dx = run(_leaf(x))
+    info = {"seed": seed, "fwd_err": ref.rel_max_error(y, y32), "bwd_err": ref.rel_max_error(dx, x32.grad)}
+    if impl == "unsloth":
+        _check(checks[0], y, y32, FWD_BOUND[dtype], seed)
+        _check(checks[1], dx, x32.grad, BWD_BOUND[dtype], seed)
+    _bench(benchmark, f"{group} {str(dtype)[6:]}", run, lambda: (_leaf(x),), **info)
+
+
 # -- RMSNorm ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("impl", ["unsloth", "torch"])
@@ -103,28 +128,11 @@ def test_rms_norm(benchmark, unsloth_kernels, seed, impl, dtype):
     x = torch.randn(1, TOKENS, HIDDEN, device="cuda", dtype=dtype)
     w = (torch.rand(HIDDEN, device="cuda") + 0.5).to(dtype)  # frozen in QLoRA: no weight gradient
     dy = torch.randn_like(x)
-    x32 = _leaf(x.float())
-    y32 = ref.rms_norm(x32, w.float(), eps)
-    y32.backward(dy.float())
     layer = types.SimpleNamespace(weight=w, variance_epsilon=eps)
-
-    def unsloth(xl):
-        y = unsloth_kernels.fast_rms_layernorm(layer, xl)
-        y.backward(dy)
-        return y, xl.grad
-
-    def torch_ref(xl):
-        y = ref.rms_norm(xl, w, eps)
-        y.backward(dy)
-        return y, xl.grad
-
-    fn = unsloth if impl == "unsloth" else torch_ref
-    y, dx = fn(_leaf(x))
-    info = {"seed": seed, "fwd_err": ref.rel_max_error(y, y32), "bwd_err": ref.rel_max_error(dx, x32.grad)}
-    if impl == "unsloth":
-        _check("rms_norm forward", y, y32, FWD_BOUND[dtype], seed)
-        _check("rms_norm dX", dx, x32.grad, BWD_BOUND[dtype], seed)
-    _bench(benchmark, f"rms_norm {str(dtype)[6:]}", fn, lambda: (_leaf(x),), **info)
+    fns = {"unsloth": lambda xl: unsloth_kernels.fast_rms_layernorm(layer, xl),
+           "torch": lambda xl: ref.rms_norm(xl, w, eps)}
+    _one_input_kernel(benchmark, seed, impl, dtype, "rms_norm", x, fns, lambda x32: ref.rms_norm(x32, w.float(), eps),
+                      ("rms_norm forward", "rms_norm dX"), grad_out=dy)
 
 
 # -- RoPE ---------------------------------------------------------------------------------------
@@ -231,27 +239,10 @@ def test_cross_entropy(benchmark, unsloth_kernels, seed, impl, dtype):
     _need(dtype)
     logits = (torch.randn(1, CE_TOKENS, VOCAB, device="cuda") * 2).to(dtype)
     labels = _labels(CE_TOKENS)
-    l32 = _leaf(logits.float())
-    loss32 = ref.cross_entropy(l32, labels)
-    loss32.backward()
-
-    def unsloth(lg):
-        loss = unsloth_kernels.fast_cross_entropy_loss(lg, labels)
-        loss.backward()
-        return loss, lg.grad
-
-    def torch_ref(lg):
-        loss = ref.cross_entropy(lg, labels)
-        loss.backward()
-        return loss, lg.grad
-
-    fn = unsloth if impl == "unsloth" else torch_ref
-    loss, grad = fn(_leaf(logits))
-    info = {"seed": seed, "fwd_err": ref.rel_max_error(loss, loss32), "bwd_err": ref.rel_max_error(grad, l32.grad)}
-    if impl == "unsloth":
-        _check("cross_entropy loss", loss, loss32, FWD_BOUND[dtype], seed)
-        _check("cross_entropy dlogits", grad, l32.grad, BWD_BOUND[dtype], seed)
-    _bench(benchmark, f"cross_entropy {str(dtype)[6:]}", fn, lambda: (_leaf(logits),), **info)
+    fns = {"unsloth": lambda lg: unsloth_kernels.fast_cross_entropy_loss(lg, labels),
+           "torch": lambda lg: ref.cross_entropy(lg, labels)}
+    _one_input_kernel(benchmark, seed, impl, dtype, "cross_entropy", logits, fns,
+                      lambda l32: ref.cross_entropy(l32, labels), ("cross_entropy loss", "cross_entropy dlogits"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -265,27 +256,11 @@ def test_fused_linear_cross_entropy(benchmark, unsloth_kernels, seed, impl, dtyp
     hidden = torch.randn(1, CE_TOKENS, HIDDEN, device="cuda", dtype=dtype)
     weight = (torch.randn(VOCAB, HIDDEN, device="cuda") * 0.02).to(dtype)  # frozen lm_head
     labels = _labels(CE_TOKENS)
-    h32 = _leaf(hidden.float())
-    loss32 = ref.linear_cross_entropy(h32, weight.float(), labels)
-    loss32.backward()
-
-    def unsloth(h):
-        loss = unsloth_chunked_ce_loss(h, weight, None, labels, shift_labels=True)
-        loss.backward()
-        return loss, h.grad
-
-    def torch_ref(h):
-        loss = ref.linear_cross_entropy(h, weight, labels)
-        loss.backward()
-        return loss, h.grad
-
-    fn = unsloth if impl == "unsloth" else torch_ref
-    loss, grad = fn(_leaf(hidden))
-    info = {"seed": seed, "fwd_err": ref.rel_max_error(loss, loss32), "bwd_err": ref.rel_max_error(grad, h32.grad)}
-    if impl == "unsloth":
-        _check("fused linear CE loss", loss, loss32, FWD_BOUND[dtype], seed)
-        _check("fused linear CE d hidden", grad, h32.grad, BWD_BOUND[dtype], seed)
-    _bench(benchmark, f"fused_linear_cross_entropy {str(dtype)[6:]}", fn, lambda: (_leaf(hidden),), **info)
+    fns = {"unsloth": lambda h: unsloth_chunked_ce_loss(h, weight, None, labels, shift_labels=True),
+           "torch": lambda h: ref.linear_cross_entropy(h, weight, labels)}
+    _one_input_kernel(benchmark, seed, impl, dtype, "fused_linear_cross_entropy", hidden, fns,
+                      lambda h32: ref.linear_cross_entropy(h32, weight.float(), labels),
+                      ("fused linear CE loss", "fused linear CE d hidden"))
 
 
 # -- NF4 dequantisation -------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 from contextlib import redirect_stdout
 
 from bench.run.backends.base import BackendSettings, LoadedModel, count_4bit_linears, count_params, quantization_summary
+from kernels_check.static import parse_unsloth_log
 
 # Unsloth's own statistics ping and update checks have nothing to reach offline.
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
@@ -58,8 +58,8 @@ def load(path: str, s: BackendSettings) -> LoadedModel:
         )
     tf_logger.removeHandler(handler)
     text = banner.getvalue()
-    fast = re.search(r"Unsloth [\d.]+: Fast (\w+) patching", text)
-    patched = re.search(r"patched (\d+) layers with (\d+) QKV layers, (\d+) O layers and (\d+) MLP layers", text)
+    log = parse_unsloth_log(text)  # "Unsloth X: Fast Y patching", "... patched N layers with ..."
+    patched = log["patched"]
     trainable, total = count_params(model)
     return LoadedModel(
         model=model,
@@ -71,10 +71,10 @@ def load(path: str, s: BackendSettings) -> LoadedModel:
             "unsloth_version": getattr(unsloth, "__version__", None),
             "model_class": type(model.base_model.model).__name__ if hasattr(model, "base_model") else type(model).__name__,
             "linear4bit_modules": count_4bit_linears(model),
-            "patching_banner": fast.group(1) if fast else None,
+            "patching_banner": log["fast_name"],
             "embedding_device": str(model.get_input_embeddings().weight.device),
             "compiled_fallback": os.environ.get("UNSLOTH_USE_NEW_MODEL") == "1",
-            "patched_layers": dict(zip(("layers", "qkv", "o", "mlp"), map(int, patched.groups()))) if patched else None,
+            "patched_layers": {k: patched[k] for k in ("layers", "qkv", "o", "mlp")} if patched else None,
             "banner": text[-3000:],
         },
     )
