@@ -7,17 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from bench.cli.common import UsageFailure, console, err_console  # noqa: F401  (bench.cli.console etc. stay importable)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Matched benchmarks of vanilla Hugging Face QLoRA vs Unsloth QLoRA.")
-console = Console()
-err_console = Console(stderr=True)
-
-
-class UsageFailure(Exception):
-    """Bad input: one clear line, exit code 2."""
 
 
 def _usage_errors():
