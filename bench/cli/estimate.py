@@ -321,8 +321,10 @@ def fit_command(
     """
     from bench.cli import console
     from bench.config.settings import RunConfig, TrainSettings
-    from bench.analysis.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit
+    from bench.analysis.fit import estimator_seeds, max_fit_rows
     from bench.config.tiers import DEFAULT_MATRIX
+    from bench.render.fit import render_max_fit_markdown
+    from bench.run.fit import FitError, run_fit
     from bench.run.device import detect_host_gpu
 
     def seq_for(tier_name: str) -> int:
@@ -383,7 +385,7 @@ def fit_command(
 
     try:
         outcomes = run_fit(config, path, batch_size=batch_size, seq_len=s0, max_seq_len=max_seq_len,
-                           callbacks=Callbacks(on_status=on_status),
+                           seeds=estimator_seeds, callbacks=Callbacks(on_status=on_status),
                            max_batch_size=max_batch_size, resume=resume, cache_dir=cache_dir, host=host,
                            time_budget_s=time_budget, max_bisect_steps=bisect_steps, on_probe=on_probe,
                            fresh_after_failure=fresh_worker)
