@@ -7,9 +7,10 @@ import json
 import pytest
 
 from bench.analysis.doctor import KNOWN_GOOD_COMBOS, check_combo, diagnose
-from bench.analysis.estimate import GiB, estimate, max_fit_seq_len
+from bench.analysis.estimate import estimate, max_fit_seq_len
 from bench.config.models import SHIPPED
 from bench.config.tiers import HostGpu, get_tier
+from bench.units import GiB
 from tests.conftest import run_bench
 
 GOOD = {"torch": "2.11.0+cu130", "cuda": "13.0", "transformers": "5.17.0", "peft": "0.21.0",

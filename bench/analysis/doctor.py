@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from bench.analysis.estimate import GiB, MiB, estimate, max_fit_batch_size, max_fit_seq_len
+from bench.analysis.estimate import estimate, max_fit_batch_size, max_fit_seq_len, model_shape
+from bench.analysis.estimate.formulas import nf4_weight_bytes
+from bench.units import GiB, MiB
 
 #: Library combinations seen training both backends end to end on a GPU (data, not code: add a row
 #: when a new combination has produced a results file). Versions match by prefix ("2.11" matches
@@ -185,8 +187,6 @@ def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: i
     short = hf.total_bytes > 0.9 * usable or un.total_bytes > 0.9 * usable
 
     # 4-bit + 8-bit optimizer.
-    from bench.analysis.estimate import model_shape, nf4_weight_bytes
-
     shape = model_shape(config)
     nf4 = nf4_weight_bytes(shape)
     half = shape.quantized_params * 2

@@ -93,22 +93,28 @@ def estimate_command(
     max_fit: bool = typer.Option(False, "--max-fit", help="Largest seq (at each batch) and batch (at each seq) predicted to fit."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout (nothing else)."),
     validate: bool = typer.Option(False, "--validate", help="Compare with every measured ok cell of RESULTS."),
-    calibrate: bool = typer.Option(False, "--calibrate", help="Print the calibrated constants RESULTS imply."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Print the calibrated values RESULTS imply."),
+    write: bool = typer.Option(False, "--write", help="With --calibrate: write them to bench/data/calibration.json."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --validate: write the markdown table here."),
     strict: bool = typer.Option(False, "--strict", help="With --validate: exit 1 when a cell misses the bound."),
 ):
     """Predict peak VRAM per backend (no GPU needed), with a verdict against the tier's memory.
 
     With --validate RESULTS...: compare with every measured ok GPU cell (--out writes the markdown).
+    With --calibrate RESULTS...: the calibrated values they imply (--write makes them the estimator's).
     Exit codes: 0, 2 bad input or nothing fits, 1 with --strict when a cell misses the bound.
     """
     from bench.analysis.estimate import EstimateError
 
     try:
+        if write and not calibrate:
+            _fail("--write goes with --calibrate")
         if validate or calibrate:
             if not results:
                 _fail("--validate / --calibrate need results JSONL files")
-            return _validate(results, out, strict, json_out, calibrate)
+            if calibrate:
+                return _calibrate(results, write, json_out)
+            return _validate(results, out, strict, json_out)
         if results:
             _fail(f"unexpected argument {results[0]} (results files go with --validate)")
         if out is not None:
@@ -222,33 +228,57 @@ def _max_fit(ref, tier, backends, seqs, batches, kw, json_out, explicit_seq):
               f"{min(batches)} on any backend")
 
 
-def _validate(results, out, strict, json_out, calibrate):
-    from rich.table import Table
-
-    from bench.cli import console
-    from bench.analysis.estimate import (ALLOCATOR_SLACK_BASE_BYTES, ALLOCATOR_SLACK_OF_TRANSIENT, NON_TORCH_BYTES_BY_CC, UNSLOTH_EXTRA_NON_TORCH_BYTES,
-                                calibration_from_records, fit_verdicts, render_validation_markdown,
-                                validate_records, validation_summary)
+def _resolve_config(name: str) -> dict:
     from bench.config.models import resolve_model
+
+    return resolve_model(name).config
+
+
+def _calibrate(results, write, json_out):
+    from bench.analysis.calibration import (CALIBRATION_PATH, CalibrationError, calibrated, calibration_document,
+                                            calibration_from_records, save_calibration)
+    from bench.analysis.estimate import calibration_predictor
+    from bench.cli import console
     from bench.schema.store import load
 
     records = load(results)
-
-    def resolve(name):
-        return resolve_model(name).config
-
-    if calibrate:
-        cal = calibration_from_records(records, resolve)
-        current = {"non_torch_bytes": {"hf": NON_TORCH_BYTES_BY_CC["9.0"],
-                                       "unsloth": NON_TORCH_BYTES_BY_CC["9.0"] + UNSLOTH_EXTRA_NON_TORCH_BYTES},
-                   "allocator_slack_of_transient": ALLOCATOR_SLACK_OF_TRANSIENT,
-                   "allocator_slack_base_bytes": ALLOCATOR_SLACK_BASE_BYTES}
-        if json_out:
-            sys.stdout.write(json.dumps({"from_records": cal, "in_code": current}, indent=2) + "\n")
-        else:
-            console.print(f"from {cal['cells']} measured cells: {cal}")
-            console.print(f"in bench/estimate.py: {current}")
+    sources = [str(p) for p in results]
+    try:
+        document = calibration_document(calibration_from_records(records, calibration_predictor(_resolve_config)),
+                                        sources)
+    except CalibrationError as exc:
+        _fail(str(exc))
+    try:
+        current = calibrated().to_values()
+    except CalibrationError:
+        current = None  # no readable data file yet: --write creates it
+    if write:
+        save_calibration(document)
+    if json_out:
+        sys.stdout.write(json.dumps({"from_records": document["values"], "measured": document["measured"],
+                                     "in_data_file": current, "written": write}, indent=2) + "\n")
         return
+    cells = len({c for ids in document["cells"]["non_torch"].values() for c in ids})
+    console.print(f"from {cells} measured cells: {document['values']}")
+    console.print(f"unrounded: {document['measured']}")
+    console.print(f"in {CALIBRATION_PATH}: {current}")
+    if write:
+        console.print(f"wrote {CALIBRATION_PATH}" + (" (unchanged values)" if document["values"] == current else ""))
+    elif document["values"] != current:
+        console.print("[yellow]the records imply other values than the data file's[/]: "
+                      "--write makes them the estimator's")
+
+
+def _validate(results, out, strict, json_out):
+    from rich.table import Table
+
+    from bench.cli import console
+    from bench.analysis.estimate import fit_verdicts, validate_records, validation_summary
+    from bench.render.estimate import render_validation_markdown
+    from bench.schema.store import load
+
+    records = load(results)
+    resolve = _resolve_config
     rows, skipped = validate_records(records, resolve)
     if not rows:
         _fail("no measured ok GPU cell in these results (cpu-mode records have no device peak)")
