@@ -190,7 +190,8 @@ def _register_subcommands() -> None:
     """Commands that live in their own modules (report, gate, estimate, kernels)."""
     import importlib
 
-    for name in ("bench.cli.report", "bench.cli.gate", "bench.cli.estimate", "bench.cli.kernels"):
+    for name in ("bench.cli.report", "bench.cli.gate", "bench.cli.estimate", "bench.cli.fit", "bench.cli.doctor",
+                 "bench.cli.kernels"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
