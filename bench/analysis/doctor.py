@@ -3,11 +3,19 @@
 Everything here is a pure function of what was detected (NVML, installed package versions) and
 of the tier, so it works without a GPU: then it says so, and `--gpu-tier` picks the card to
 advise for. Each advice line carries the `bench estimate` numbers it rests on.
+
+The known-good library combinations are data, derived from committed records
+(`known_good_from_records`: the versions of GPU records that ran ok, with their results files and
+commits), kept in bench/data/known_good.json (`bench doctor --known-good RESULTS... --write`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Optional
 
 from bench.analysis.estimate import estimate, max_fit_batch_size, max_fit_seq_len, model_shape
@@ -15,26 +23,119 @@ from bench.analysis.estimate.formulas import nf4_weight_bytes
 from bench.config.models import SHIPPED, resolve_model
 from bench.config.settings import BACKENDS
 from bench.config.tiers import GpuTier, HostGpu, default_seq_len
+from bench.schema.record import ResultRecord
 from bench.units import GiB, MiB
 
-#: Library combinations seen training both backends end to end on a GPU (data, not code: add a row
-#: when a new combination has produced a results file). Versions match by prefix ("2.11" matches
-#: "2.11.0+cu130"); `cuda` is torch's CUDA build.
-KNOWN_GOOD_COMBOS: list[dict[str, Any]] = [
-    {
-        "label": "suite GPU runs, Nov 2026 (H100 80GB HBM3, driver 580)",
-        "evidence": "reports/results/h100-native.jsonl, reports/results/t4-emulated.jsonl",
-        "versions": {"torch": "2.11", "cuda": "13.0", "transformers": "5.17.0", "peft": "0.21",
-                     "bitsandbytes": "0.50.2", "unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9",
-                     "trl": "1.15.0"},
-    },
-]
+KNOWN_GOOD_PATH = Path(__file__).resolve().parent.parent / "data" / "known_good.json"
+#: What a known-good combination pins: the libraries a QLoRA run depends on and torch's CUDA build.
+KNOWN_GOOD_PACKAGES = ("torch", "cuda", "transformers", "peft", "bitsandbytes", "unsloth", "unsloth_zoo", "trl")
 
 #: The model doctor's advice is about unless `--model` says otherwise: what a user of these cards
 #: asks first (the default matrix's model).
 DEFAULT_MODEL = "llama-3.1-8b"
 #: The sequence length of a report without a tier (no advice is given then).
 NO_TIER_SEQ_LEN = 2048
+
+
+class KnownGoodError(ValueError):
+    """A known-good data file that is missing or malformed."""
+
+
+# -- known-good combinations: from records, to and from the data file ----------------------------------
+
+
+def _versions_of(env: dict[str, Any]) -> dict[str, str]:
+    """A record env's versions of KNOWN_GOOD_PACKAGES (cuda: torch's CUDA build); absent ones left out."""
+    packages = env.get("packages") or {}
+    found = {name: (env.get("cuda") if name == "cuda" else packages.get(name)) for name in KNOWN_GOOD_PACKAGES}
+    return {k: str(v) for k, v in found.items() if v is not None}
+
+
+def _month(iso: Optional[str]) -> Optional[str]:
+    try:
+        return datetime.fromisoformat(iso).strftime("%b %Y") if iso else None
+    except ValueError:
+        return None
+
+
+def known_good_from_records(records_by_source: dict[str, list[ResultRecord]]) -> list[dict[str, Any]]:
+    """Library combinations that trained every backend (bench.config.settings.BACKENDS) end to end:
+    the versions of GPU records (native or emulated) that ran ok, grouped by those versions, with
+    their evidence (results files, suite commits, GPUs, drivers, ok cells, last run). Newest first.
+
+    `records_by_source`: results file name -> its records.
+    """
+    groups: dict[tuple, dict[str, Any]] = {}
+    for source, records in records_by_source.items():
+        for r in records:
+            env = r.env or {}
+            if r.status != "ok" or r.mode == "cpu" or not env.get("gpu_name"):
+                continue
+            versions = _versions_of(env)
+            ev = groups.setdefault(tuple(sorted(versions.items())), {
+                "versions": versions, "results": [], "commits": [], "gpus": [], "drivers": [], "backends": [],
+                "ok_cells": 0, "last_run": None})
+            for key, value in (("results", source), ("commits", env.get("git_commit")), ("gpus", env["gpu_name"]),
+                               ("drivers", env.get("driver")), ("backends", r.backend)):
+                if value and value not in ev[key]:
+                    ev[key].append(value)
+            ev["ok_cells"] += 1
+            if r.finished_at and (ev["last_run"] is None or r.finished_at > ev["last_run"]):
+                ev["last_run"] = r.finished_at
+    combos = []
+    for ev in groups.values():
+        if not set(BACKENDS) <= set(ev["backends"]):
+            continue
+        drivers = sorted({d.split(".")[0] for d in ev["drivers"]})
+        when = _month(ev["last_run"])
+        label = (f"suite GPU runs{', ' + when if when else ''} ({', '.join(ev['gpus'])}"
+                 + (f", driver {', '.join(drivers)}" if drivers else "") + ")")
+        evidence = {k: ev[k] for k in ("results", "commits", "gpus", "drivers", "ok_cells", "last_run")}
+        evidence["backends"] = sorted(ev["backends"])
+        combos.append({"label": label, "versions": ev["versions"], "evidence": evidence})
+    return sorted(combos, key=lambda c: c["evidence"]["last_run"] or "", reverse=True)
+
+
+def known_good_document(combos: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    """The data file's content: the combinations, the rule and the results files they came from."""
+    return {
+        "about": "Library combinations seen training every backend end to end on a GPU, derived from results "
+                 "files by the command below; do not edit by hand. Versions match by prefix (\"2.11.0\" matches "
+                 "\"2.11.0+cu130\"); cuda is torch's CUDA build.",
+        "command": "bench doctor --known-good " + " ".join(sources) + " --write",
+        "sources": list(sources),
+        "rule": "the versions of " + ", ".join(KNOWN_GOOD_PACKAGES) + " in the env of GPU records (native or "
+                "emulated) that ran ok, grouped by those versions; a group is known good when every backend ("
+                + ", ".join(BACKENDS) + ") ran ok in it",
+        "combinations": combos,
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def load_known_good(path: Path = KNOWN_GOOD_PATH) -> tuple[dict[str, Any], ...]:
+    """The known-good combinations of a data file (read once per path)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        combos = doc["combinations"]
+        if not all(isinstance(c["label"], str) and isinstance(c["versions"], dict) for c in combos):
+            raise TypeError("a combination needs a label and versions")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise KnownGoodError(f"cannot read the known-good combinations {path}: {exc}") from None
+    return tuple(combos)
+
+
+def known_good_combos() -> list[dict[str, Any]]:
+    """The combinations doctor checks against: bench/data/known_good.json."""
+    return list(load_known_good(KNOWN_GOOD_PATH))
+
+
+def save_known_good(document: dict[str, Any], path: Path = KNOWN_GOOD_PATH) -> Path:
+    """Write a `known_good_document` (indented JSON, trailing newline); later loads see it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    load_known_good.cache_clear()
+    return path
 
 
 @dataclass
@@ -56,14 +157,15 @@ def _version_matches(installed: Optional[str], wanted: str) -> bool:
     return base == wanted or base.startswith(wanted + ".")
 
 
-def check_combo(versions: dict[str, Optional[str]], combos: list[dict[str, Any]] = KNOWN_GOOD_COMBOS) -> ComboCheck:
-    """Compare installed versions with each known-good combination; report the closest one.
+def check_combo(versions: dict[str, Optional[str]], combos: Optional[list[dict[str, Any]]] = None) -> ComboCheck:
+    """Compare installed versions with each known-good combination (default: `known_good_combos()`);
+    report the closest one.
 
     GPU-only packages (unsloth, unsloth_zoo, trl) that are not installed count as missing, not as
     a mismatch: a CPU machine can still match the rest.
     """
     best = None
-    for combo in combos:
+    for combo in known_good_combos() if combos is None else combos:
         wanted = combo["versions"]
         mism = {k: (versions.get(k), v) for k, v in wanted.items()
                 if versions.get(k) is not None and not _version_matches(versions.get(k), v)}

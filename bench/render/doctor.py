@@ -3,6 +3,8 @@ known-good combinations, and the advice table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -43,3 +45,15 @@ def print_doctor(out: Console, report: DoctorReport) -> None:
             t.add_row(a.topic, escape(a.text), escape(a.evidence))
         out.print(t)
 
+
+def known_good_table(combos: list[dict[str, Any]]) -> Table:
+    """Known-good combinations with their versions and evidence."""
+    t = Table(title="known-good library combinations (from records that ran ok on a GPU)")
+    for col in ("combination", "versions", "evidence"):
+        t.add_column(col)
+    for c in combos:
+        ev = c["evidence"]
+        t.add_row(escape(c["label"]), escape(", ".join(f"{k} {v}" for k, v in c["versions"].items())),
+                  escape(f"{ev['ok_cells']} ok cells ({', '.join(ev['backends'])}) in {', '.join(ev['results'])}; "
+                         f"commits {', '.join(x[:12] for x in ev['commits']) or '-'}"))
+    return t
