@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from bench.analysis.doctor import KNOWN_GOOD_COMBOS, check_combo, diagnose
-from bench.analysis.estimate import GiB, estimate, max_fit_seq_len
+from bench.analysis.doctor import check_combo, diagnose, known_good_combos
+from bench.analysis.estimate import estimate, max_fit_seq_len
 from bench.config.models import SHIPPED
 from bench.config.tiers import HostGpu, get_tier
+from bench.units import GiB
 from tests.conftest import run_bench
 
 GOOD = {"torch": "2.11.0+cu130", "cuda": "13.0", "transformers": "5.17.0", "peft": "0.21.0",
@@ -19,7 +20,7 @@ GOOD = {"torch": "2.11.0+cu130", "cuda": "13.0", "transformers": "5.17.0", "peft
 
 def test_known_good_combination_matches_by_prefix():
     c = check_combo(GOOD)
-    assert c.ok and c.matches == KNOWN_GOOD_COMBOS[0]["label"] and not c.mismatches and not c.missing
+    assert c.ok and c.matches == known_good_combos()[0]["label"] and not c.mismatches and not c.missing
 
 
 def test_a_different_version_is_a_mismatch_and_missing_gpu_packages_are_listed():

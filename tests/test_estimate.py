@@ -10,10 +10,13 @@ import math
 import pytest
 
 from bench.analysis import estimate as E
-from bench.analysis.estimate import GiB, MiB
+from bench.analysis.calibration import calibrated, calibration_from_records
+from bench.analysis.estimate import formulas as F
 from bench.config.models import SHIPPED, resolve_model
 from bench.run.checkpoint import parameter_counts
+from bench.render.estimate import render_validation_markdown
 from bench.schema.store import load
+from bench.units import GiB, MiB
 from tests.conftest import run_bench
 
 CFG = {name: m.config_dict() for name, m in SHIPPED.items()}
@@ -58,8 +61,8 @@ def test_nf4_bytes_by_hand():
     # packed 4-bit: n/2; absmax uint8 per 64: n/64; fp32 scale per 256 absmax; offset and nf4 code
     # tables each one 512 B allocator block.
     expected = n // 2 + n // 64 + (n // 64 // 256) * 4 + 512 + 512
-    assert E.nf4_tensor_bytes(n) == expected == 8_655_872
-    assert E.nf4_tensor_bytes(n, double_quant=False) == n // 2 + (n // 64) * 4 + 512
+    assert F.nf4_tensor_bytes(n) == expected == 8_655_872
+    assert F.nf4_tensor_bytes(n, double_quant=False) == n // 2 + (n // 64) * 4 + 512
 
 
 @pytest.mark.parametrize("numel", [64 * 4096, 300 * 256 * 64 + 64, 1000 * 64 + 7])
@@ -69,10 +72,10 @@ def test_nf4_bytes_match_real_bitsandbytes_quant_state(numel):
 
     packed, state = quantize_4bit(torch.randn(numel, dtype=torch.bfloat16), blocksize=64, compress_statistics=True,
                                   quant_type="nf4")
-    assert state.blocksize == E.NF4_BLOCKSIZE and state.state2.blocksize == E.NF4_NESTED_BLOCKSIZE
+    assert state.blocksize == F.NF4_BLOCKSIZE and state.state2.blocksize == F.NF4_NESTED_BLOCKSIZE
     pieces = [packed, state.absmax, state.state2.absmax, state.offset.reshape(1), state.code]
-    real = sum(E._granule(t.numel() * t.element_size()) for t in pieces)  # state2.code is shared: not counted
-    assert E.nf4_tensor_bytes(numel) == real
+    real = sum(F.granule(t.numel() * t.element_size()) for t in pieces)  # state2.code is shared: not counted
+    assert F.nf4_tensor_bytes(numel) == real
 
 
 def test_optimizer_state_bytes_match_real_bitsandbytes_and_torch():
@@ -90,8 +93,8 @@ def test_optimizer_state_bytes_match_real_bitsandbytes_and_torch():
         for p in params:
             for key, t in opt.state[p].items():
                 if torch.is_tensor(t) and t.numel() > 1 and not key.startswith("qmap"):  # qmaps are shared
-                    real += E._granule(t.numel() * t.element_size())
-        assert E.optimizer_state_bytes(sizes, name) == real, name
+                    real += F.granule(t.numel() * t.element_size())
+        assert F.optimizer_state_bytes(sizes, name) == real, name
 
 
 def test_unquantized_weights_fp32_for_hf_and_16bit_for_unsloth():
@@ -99,17 +102,17 @@ def test_unquantized_weights_fp32_for_hf_and_16bit_for_unsloth():
     # embed_tokens + untied lm_head = 2 * 128256 * 4096; norms 65 * 4096.
     params = 2 * 128256 * 4096 + 65 * 4096
     assert shape.unquantized_params == params
-    assert E.unquantized_weight_bytes(shape, "hf", 2) == 4 * params
-    assert E.unquantized_weight_bytes(shape, "unsloth", 2) == 2 * params
+    assert F.unquantized_weight_bytes(shape, "hf", 2) == 4 * params
+    assert F.unquantized_weight_bytes(shape, "unsloth", 2) == 2 * params
 
 
 def test_unsloth_ce_rows_follow_fused_linear_rows():
     # n*H/V = 65.4 -> 64, raised to the floor pow2(512*151936/128256) = 512.
-    assert E.unsloth_ce_rows(2048, 4096, 128256) == 512
-    assert E.unsloth_ce_rows(32768, 4096, 128256) == 1024
-    assert E.unsloth_ce_rows(300, 4096, 128256) == 300  # never more rows than tokens
-    assert E.unsloth_ce_rows(10**6, 4096, 128256) == 4096  # _MAX_ROWS
-    assert E.unsloth_ce_rows(10**6, 3584, 256000) == 2097  # capped at 2 GiB / (256000 * 4 B) rows
+    assert F.unsloth_ce_rows(2048, 4096, 128256) == 512
+    assert F.unsloth_ce_rows(32768, 4096, 128256) == 1024
+    assert F.unsloth_ce_rows(300, 4096, 128256) == 300  # never more rows than tokens
+    assert F.unsloth_ce_rows(10**6, 4096, 128256) == 4096  # _MAX_ROWS
+    assert F.unsloth_ce_rows(10**6, 3584, 256000) == 2097  # capped at 2 GiB / (256000 * 4 B) rows
 
 
 def test_hf_layer_coefficients_match_saved_tensors(tmp_path):
@@ -164,7 +167,7 @@ def test_hf_layer_coefficients_match_saved_tensors(tmp_path):
 
     one, two = saved_bytes(1), saved_bytes(2)
     shape = E.model_shape(dict(cfg, model_type="llama", num_hidden_layers=1))
-    for gc, expected in ((False, E.hf_layer_activation_bytes_per_token(shape, 16, None) + 4 * 256), (True, 4 * 256)):
+    for gc, expected in ((False, F.hf_layer_activation_bytes_per_token(shape, 16, None) + 4 * 256), (True, 4 * 256)):
         per_layer = {s: two[(gc, s)] - one[(gc, s)] for s in seqs}
         slope = (per_layer[seqs[1]] - per_layer[seqs[0]]) / (seqs[1] - seqs[0])
         assert slope == pytest.approx(expected, rel=0.01), (gc, slope, expected)
@@ -195,7 +198,7 @@ def test_backends_differ_where_the_libraries_differ():
     assert hf.breakdown["weights_16_32bit"] == 2 * un.breakdown["weights_16_32bit"]  # peft's fp32 upcast
     assert "logits_and_loss" in hf.breakdown and hf.peak_phase == "loss"  # fp32 logits dominate HF
     # 12 B per logit: fp32 log-softmax, its gradient and the input gradient.
-    assert hf.breakdown["logits_and_loss"] == E._granule(12 * 2048 * 128256)
+    assert hf.breakdown["logits_and_loss"] == F.granule(12 * 2048 * 128256)
     assert un.total_bytes < hf.total_bytes
 
 
@@ -268,15 +271,17 @@ def test_calibrated_constants_agree_with_the_records(gpu_results_files):
     records = _gpu_records(gpu_results_files)
     if not records:
         pytest.skip("no committed GPU results")
-    cal = E.calibration_from_records(records, lambda m: resolve_model(m).config)
+    cal = calibration_from_records(records, E.calibration_predictor(lambda m: resolve_model(m).config))["measured"]
+    used = calibrated()
     hopper = [r for r in records if E.compute_capability_of(r.env.get("gpu_name")) == (9, 0)]
     if hopper:
-        hf_outside = E.NON_TORCH_BYTES_BY_CC["9.0"]
-        assert abs(cal["non_torch_bytes"]["hf"] - hf_outside) <= 48 * MiB
-        assert abs(cal["non_torch_bytes"]["unsloth"] - hf_outside - E.UNSLOTH_EXTRA_NON_TORCH_BYTES) <= 48 * MiB
+        hf_outside = used.non_torch_bytes_by_compute_capability["9.0"]
+        assert abs(cal["non_torch_bytes_by_compute_capability"]["9.0"] - hf_outside) <= 48 * MiB
+        assert abs(cal["non_torch_bytes_by_compute_capability"]["9.0"] + cal["unsloth_extra_non_torch_bytes"]
+                   - hf_outside - used.unsloth_extra_non_torch_bytes) <= 48 * MiB
     for backend, value in cal["allocator_slack_of_transient"].items():
-        assert abs(value - E.ALLOCATOR_SLACK_OF_TRANSIENT[backend]) <= 0.02, backend
-        assert abs(cal["allocator_slack_base_bytes"][backend] - E.ALLOCATOR_SLACK_BASE_BYTES[backend]) <= 64 * MiB
+        assert abs(value - used.allocator_slack_of_transient[backend]) <= 0.02, backend
+        assert abs(cal["allocator_slack_base_bytes"][backend] - used.allocator_slack_base_bytes[backend]) <= 64 * MiB
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -357,7 +362,7 @@ def test_committed_estimator_report_is_current(gpu_results_files):
     sources = re.search(r"--validate ([^`]*)`", report.read_text()).group(1).split()
     records = load([REPO / s for s in sources])
     rows, skipped = E.validate_records(records, lambda m: resolve_model(m).config)
-    expected = E.render_validation_markdown(rows, skipped, sources,
+    expected = render_validation_markdown(rows, skipped, sources,
                                             E.fit_verdicts(records, lambda m: resolve_model(m).config))
     assert report.read_text() == expected
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.fit import FitError, max_fit_rows, render_max_fit_markdown, run_fit, search_max
+from bench.analysis.fit import max_fit_rows
+from bench.render.fit import render_max_fit_markdown
+from bench.run.fit import FitError, run_fit, search_max
 from bench.schema.store import load, read_records
 from tests.conftest import run_bench
 

@@ -3,31 +3,139 @@
 Everything here is a pure function of what was detected (NVML, installed package versions) and
 of the tier, so it works without a GPU: then it says so, and `--gpu-tier` picks the card to
 advise for. Each advice line carries the `bench estimate` numbers it rests on.
+
+The known-good library combinations are data, derived from committed records
+(`known_good_from_records`: the versions of GPU records that ran ok, with their results files and
+commits), kept in bench/data/known_good.json (`bench doctor --known-good RESULTS... --write`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Optional
 
-from bench.analysis.estimate import GiB, MiB, estimate, max_fit_batch_size, max_fit_seq_len
+from bench.analysis.estimate import estimate, max_fit_batch_size, max_fit_seq_len, model_shape
+from bench.analysis.estimate.formulas import nf4_weight_bytes
+from bench.config.models import SHIPPED, resolve_model
+from bench.config.settings import BACKENDS
+from bench.config.tiers import GpuTier, HostGpu, default_seq_len
+from bench.schema.record import ResultRecord
+from bench.units import GiB, MiB
 
-#: Library combinations seen training both backends end to end on a GPU (data, not code: add a row
-#: when a new combination has produced a results file). Versions match by prefix ("2.11" matches
-#: "2.11.0+cu130"); `cuda` is torch's CUDA build.
-KNOWN_GOOD_COMBOS: list[dict[str, Any]] = [
-    {
-        "label": "suite GPU runs, Nov 2026 (H100 80GB HBM3, driver 580)",
-        "evidence": "reports/results/h100-native.jsonl, reports/results/t4-emulated.jsonl",
-        "versions": {"torch": "2.11", "cuda": "13.0", "transformers": "5.17.0", "peft": "0.21",
-                     "bitsandbytes": "0.50.2", "unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9",
-                     "trl": "1.15.0"},
-    },
-]
+KNOWN_GOOD_PATH = Path(__file__).resolve().parent.parent / "data" / "known_good.json"
+#: What a known-good combination pins: the libraries a QLoRA run depends on and torch's CUDA build.
+KNOWN_GOOD_PACKAGES = ("torch", "cuda", "transformers", "peft", "bitsandbytes", "unsloth", "unsloth_zoo", "trl")
 
 #: The model doctor's advice is about unless `--model` says otherwise: what a user of these cards
 #: asks first (the default matrix's model).
 DEFAULT_MODEL = "llama-3.1-8b"
+#: The sequence length of a report without a tier (no advice is given then).
+NO_TIER_SEQ_LEN = 2048
+
+
+class KnownGoodError(ValueError):
+    """A known-good data file that is missing or malformed."""
+
+
+# -- known-good combinations: from records, to and from the data file ----------------------------------
+
+
+def _versions_of(env: dict[str, Any]) -> dict[str, str]:
+    """A record env's versions of KNOWN_GOOD_PACKAGES (cuda: torch's CUDA build); absent ones left out."""
+    packages = env.get("packages") or {}
+    found = {name: (env.get("cuda") if name == "cuda" else packages.get(name)) for name in KNOWN_GOOD_PACKAGES}
+    return {k: str(v) for k, v in found.items() if v is not None}
+
+
+def _month(iso: Optional[str]) -> Optional[str]:
+    try:
+        return datetime.fromisoformat(iso).strftime("%b %Y") if iso else None
+    except ValueError:
+        return None
+
+
+def known_good_from_records(records_by_source: dict[str, list[ResultRecord]]) -> list[dict[str, Any]]:
+    """Library combinations that trained every backend (bench.config.settings.BACKENDS) end to end:
+    the versions of GPU records (native or emulated) that ran ok, grouped by those versions, with
+    their evidence (results files, suite commits, GPUs, drivers, ok cells, last run). Newest first.
+
+    `records_by_source`: results file name -> its records.
+    """
+    groups: dict[tuple, dict[str, Any]] = {}
+    for source, records in records_by_source.items():
+        for r in records:
+            env = r.env or {}
+            if r.status != "ok" or r.mode == "cpu" or not env.get("gpu_name"):
+                continue
+            versions = _versions_of(env)
+            ev = groups.setdefault(tuple(sorted(versions.items())), {
+                "versions": versions, "results": [], "commits": [], "gpus": [], "drivers": [], "backends": [],
+                "ok_cells": 0, "last_run": None})
+            for key, value in (("results", source), ("commits", env.get("git_commit")), ("gpus", env["gpu_name"]),
+                               ("drivers", env.get("driver")), ("backends", r.backend)):
+                if value and value not in ev[key]:
+                    ev[key].append(value)
+            ev["ok_cells"] += 1
+            if r.finished_at and (ev["last_run"] is None or r.finished_at > ev["last_run"]):
+                ev["last_run"] = r.finished_at
+    combos = []
+    for ev in groups.values():
+        if not set(BACKENDS) <= set(ev["backends"]):
+            continue
+        drivers = sorted({d.split(".")[0] for d in ev["drivers"]})
+        when = _month(ev["last_run"])
+        label = (f"suite GPU runs{', ' + when if when else ''} ({', '.join(ev['gpus'])}"
+                 + (f", driver {', '.join(drivers)}" if drivers else "") + ")")
+        evidence = {k: ev[k] for k in ("results", "commits", "gpus", "drivers", "ok_cells", "last_run")}
+        evidence["backends"] = sorted(ev["backends"])
+        combos.append({"label": label, "versions": ev["versions"], "evidence": evidence})
+    return sorted(combos, key=lambda c: c["evidence"]["last_run"] or "", reverse=True)
+
+
+def known_good_document(combos: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    """The data file's content: the combinations, the rule and the results files they came from."""
+    return {
+        "about": "Library combinations seen training every backend end to end on a GPU, derived from results "
+                 "files by the command below; do not edit by hand. Versions match by prefix (\"2.11.0\" matches "
+                 "\"2.11.0+cu130\"); cuda is torch's CUDA build.",
+        "command": "bench doctor --known-good " + " ".join(sources) + " --write",
+        "sources": list(sources),
+        "rule": "the versions of " + ", ".join(KNOWN_GOOD_PACKAGES) + " in the env of GPU records (native or "
+                "emulated) that ran ok, grouped by those versions; a group is known good when every backend ("
+                + ", ".join(BACKENDS) + ") ran ok in it",
+        "combinations": combos,
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def load_known_good(path: Path = KNOWN_GOOD_PATH) -> tuple[dict[str, Any], ...]:
+    """The known-good combinations of a data file (read once per path)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        combos = doc["combinations"]
+        if not all(isinstance(c["label"], str) and isinstance(c["versions"], dict) for c in combos):
+            raise TypeError("a combination needs a label and versions")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise KnownGoodError(f"cannot read the known-good combinations {path}: {exc}") from None
+    return tuple(combos)
+
+
+def known_good_combos() -> list[dict[str, Any]]:
+    """The combinations doctor checks against: bench/data/known_good.json."""
+    return list(load_known_good(KNOWN_GOOD_PATH))
+
+
+def save_known_good(document: dict[str, Any], path: Path = KNOWN_GOOD_PATH) -> Path:
+    """Write a `known_good_document` (indented JSON, trailing newline); later loads see it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    load_known_good.cache_clear()
+    return path
 
 
 @dataclass
@@ -49,14 +157,15 @@ def _version_matches(installed: Optional[str], wanted: str) -> bool:
     return base == wanted or base.startswith(wanted + ".")
 
 
-def check_combo(versions: dict[str, Optional[str]], combos: list[dict[str, Any]] = KNOWN_GOOD_COMBOS) -> ComboCheck:
-    """Compare installed versions with each known-good combination; report the closest one.
+def check_combo(versions: dict[str, Optional[str]], combos: Optional[list[dict[str, Any]]] = None) -> ComboCheck:
+    """Compare installed versions with each known-good combination (default: `known_good_combos()`);
+    report the closest one.
 
     GPU-only packages (unsloth, unsloth_zoo, trl) that are not installed count as missing, not as
     a mismatch: a CPU machine can still match the rest.
     """
     best = None
-    for combo in combos:
+    for combo in known_good_combos() if combos is None else combos:
         wanted = combo["versions"]
         mism = {k: (versions.get(k), v) for k, v in wanted.items()
                 if versions.get(k) is not None and not _version_matches(versions.get(k), v)}
@@ -98,17 +207,29 @@ class DoctorReport:
 
 
 def _gib(n: Optional[int]) -> str:
+    """Bytes as GiB with one decimal and the unit ('14.4 GiB'): the advice's coarser figure."""
     return "-" if n is None else f"{n / GiB:.1f} GiB"
 
 
-def diagnose(host, versions: dict[str, Optional[str]], tier=None, tier_source: Optional[str] = None,
-             model: str = DEFAULT_MODEL, seq_len: Optional[int] = None, batch_size: int = 1,
-             torch_cuda: Optional[str] = None) -> DoctorReport:
-    """Build the report. `host` is a bench.config.tiers.HostGpu or None; `tier` a GpuTier or None (then
-    the host's matching tier is used; with neither there is no advice, only the environment)."""
-    from bench.config.models import SHIPPED, resolve_model
-    from bench.config.tiers import DEFAULT_MATRIX
+def capabilities(tier: Optional[GpuTier], host: Optional[HostGpu]) -> dict[str, Any]:
+    """What the card can do: the tier table's fields for a known tier; for a GPU no tier matches,
+    bf16 from its compute capability and the rest unknown (None). Empty with neither."""
+    cc = tier.compute_capability if tier else (host.compute_capability if host else None)
+    if cc is None:
+        return {}
+    return {"compute_capability": f"{cc[0]}.{cc[1]}",
+            "bf16": tier.supports_bf16 if tier else host.supports_bf16,
+            "fp8": tier.supports_fp8 if tier else None,
+            "flash_attention_2": tier.supports_flash_attention_2 if tier else None,
+            "unsloth_triton_kernels": cc >= (7, 0)}  # Triton's minimum
 
+
+def diagnose(host: Optional[HostGpu], versions: dict[str, Optional[str]], tier: Optional[GpuTier] = None,
+             tier_source: Optional[str] = None, model: str = DEFAULT_MODEL, seq_len: Optional[int] = None,
+             batch_size: int = 1, torch_cuda: Optional[str] = None) -> DoctorReport:
+    """Build the report. `host` is the detected GPU or None; `tier` the card to advise for, or None
+    (then the host's matching tier is used; with neither there is no advice, only the environment).
+    `seq_len` defaults to the tier's default (`bench.config.tiers.default_seq_len`)."""
     notes = []
     versions = dict(versions)
     if torch_cuda is not None:
@@ -125,15 +246,10 @@ def diagnose(host, versions: dict[str, Optional[str]], tier=None, tier_source: O
     else:
         notes.append("no NVIDIA GPU found (NVML): nothing can be measured here; "
                      + ("advising for --gpu-tier " + tier.name if tier else "pass --gpu-tier to get advice for a card"))
-    cc = tier.compute_capability if tier else (host.compute_capability if host else None)
-    caps = {}
-    if cc is not None:
-        caps = {"compute_capability": f"{cc[0]}.{cc[1]}", "bf16": cc >= (8, 0), "fp8": cc >= (8, 9),
-                "flash_attention_2": cc >= (8, 0), "unsloth_triton_kernels": cc >= (7, 0)}
     if seq_len is None:
-        seq_len = DEFAULT_MATRIX.get(tier.name, DEFAULT_MATRIX["t4"])["seq_lens"][0] if tier else 2048
-    report = DoctorReport(gpu, tier.name if tier else None, tier_source, caps, versions, check_combo(versions),
-                          model, seq_len, batch_size, notes=notes)
+        seq_len = default_seq_len(tier.name) if tier else NO_TIER_SEQ_LEN
+    report = DoctorReport(gpu, tier.name if tier else None, tier_source, capabilities(tier, host), versions,
+                          check_combo(versions), model, seq_len, batch_size, notes=notes)
     if tier is None:
         return report
     ref = resolve_model(model)
@@ -142,21 +258,9 @@ def diagnose(host, versions: dict[str, Optional[str]], tier=None, tier_source: O
     return report
 
 
-def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: int,
-           unsloth_fast_path: Optional[bool] = None) -> list[Advice]:
-    """The articles' decision tree for one tier and model, each line with its estimate numbers."""
-    usable = tier.usable_vram_bytes
+def _precision_advice(tier: GpuTier) -> list[Advice]:
     cc = tier.compute_capability
-    dtype = tier.dtype
-    out: list[Advice] = []
-
-    def est(backend, **kw):
-        kw.setdefault("dtype", dtype)
-        kw.setdefault("compute_capability", cc)
-        return estimate(config, backend, kw.pop("seq_len", seq_len), kw.pop("batch_size", batch_size),
-                        model_name=model, **kw)
-
-    # Precision.
+    out = []
     if tier.supports_bf16:
         out.append(Advice("precision", "Train in bf16 (the suite's default on this card).",
                           f"compute capability {cc[0]}.{cc[1]} >= 8.0 has bf16 tensor cores"))
@@ -171,6 +275,22 @@ def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: i
     else:
         out.append(Advice("fp8", "No FP8 on this card: leave FP8 options off.",
                           f"compute capability {cc[0]}.{cc[1]} < 8.9"))
+    return out
+
+
+def advise(tier: GpuTier, config: dict[str, Any], model: str, seq_len: int, batch_size: int,
+           unsloth_fast_path: Optional[bool] = None) -> list[Advice]:
+    """The articles' decision tree for one tier and model, each line with its estimate numbers."""
+    usable = tier.usable_vram_bytes
+    cc = tier.compute_capability
+    dtype = tier.dtype
+    out = _precision_advice(tier)
+
+    def est(backend, **kw):
+        kw.setdefault("dtype", dtype)
+        kw.setdefault("compute_capability", cc)
+        return estimate(config, backend, kw.pop("seq_len", seq_len), kw.pop("batch_size", batch_size),
+                        model_name=model, **kw)
 
     # Does the model fit at all, per backend?
     hf, un = est("hf"), est("unsloth")
@@ -185,8 +305,6 @@ def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: i
     short = hf.total_bytes > 0.9 * usable or un.total_bytes > 0.9 * usable
 
     # 4-bit + 8-bit optimizer.
-    from bench.analysis.estimate import model_shape, nf4_weight_bytes
-
     shape = model_shape(config)
     nf4 = nf4_weight_bytes(shape)
     half = shape.quantized_params * 2
@@ -199,22 +317,7 @@ def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: i
         "LoRA states are small, the articles' 'up to 2 GB' applies to full fine-tuning).",
         f"estimate optimizer_states: adamw_8bit {un.breakdown.get('optimizer_states', 0) / MiB:,.0f} MiB vs "
         f"adamw_torch {opt32.breakdown.get('optimizer_states', 0) / MiB:,.0f} MiB"))
-
-    # Batch 1 + gradient accumulation; shorter sequences.
-    kw = dict(dtype=dtype, compute_capability=cc)
-    mb = {b: max_fit_batch_size(config, b, seq_len, usable, max_batch_size=1024, **kw) for b in ("hf", "unsloth")}
-    ms = {b: max_fit_seq_len(config, b, 1, usable, multiple_of=64, **kw) for b in ("hf", "unsloth")}  # as bench estimate --max-fit
-    out.append(Advice(
-        "batch size",
-        f"Largest batch predicted to fit at seq {seq_len}: hf {mb['hf'] or 'none'}, unsloth {mb['unsloth'] or 'none'}. "
-        "For a larger effective batch keep the micro-batch there and raise --grad-accum (memory stays that "
-        "of one micro-batch).",
-        f"bench estimate --model {model} --gpu-tier {tier.name} --seq-len {seq_len} --max-fit"))
-    out.append(Advice(
-        "sequence length",
-        f"Longest sequence predicted to fit at batch 1: hf {ms['hf'] or 'none'}, unsloth {ms['unsloth'] or 'none'} "
-        "tokens; set max_seq_length at or below it.",
-        f"bench estimate --model {model} --gpu-tier {tier.name} --batch-size 1 --max-fit"))
+    out += _size_advice(tier, config, model, seq_len)
 
     # Lower rank.
     r64 = est("unsloth", lora_r=64)
@@ -244,15 +347,42 @@ def advise(tier, config: dict[str, Any], model: str, seq_len: int, batch_size: i
             f"{_gib(paged.total_bytes)} with hf, {_gib(est('unsloth', optimizer='paged_adamw_8bit').total_bytes)} "
             f"with unsloth, of {_gib(usable)}.",
             f"bench estimate --gpu-tier {tier.name} --optimizer paged_adamw_8bit"))
+    return out + _backend_advice(tier, model, hf.total_bytes, un.total_bytes, unsloth_fast_path)
 
-    # Backend choice.
+
+def _size_advice(tier: GpuTier, config: dict[str, Any], model: str, seq_len: int) -> list[Advice]:
+    """Batch 1 + gradient accumulation; shorter sequences: the largest predicted sizes per backend."""
+    usable = tier.usable_vram_bytes
+    kw = dict(dtype=tier.dtype, compute_capability=tier.compute_capability)
+    mb = {b: max_fit_batch_size(config, b, seq_len, usable, max_batch_size=1024, **kw) for b in BACKENDS}
+    ms = {b: max_fit_seq_len(config, b, 1, usable, multiple_of=64, **kw) for b in BACKENDS}  # as bench estimate --max-fit
+    return [
+        Advice(
+            "batch size",
+            f"Largest batch predicted to fit at seq {seq_len}: hf {mb['hf'] or 'none'}, unsloth {mb['unsloth'] or 'none'}. "
+            "For a larger effective batch keep the micro-batch there and raise --grad-accum (memory stays that "
+            "of one micro-batch).",
+            f"bench estimate --model {model} --gpu-tier {tier.name} --seq-len {seq_len} --max-fit"),
+        Advice(
+            "sequence length",
+            f"Longest sequence predicted to fit at batch 1: hf {ms['hf'] or 'none'}, unsloth {ms['unsloth'] or 'none'} "
+            "tokens; set max_seq_length at or below it.",
+            f"bench estimate --model {model} --gpu-tier {tier.name} --batch-size 1 --max-fit"),
+    ]
+
+
+def _backend_advice(tier: GpuTier, model: str, hf_bytes: int, unsloth_bytes: int,
+                    unsloth_fast_path: Optional[bool]) -> list[Advice]:
+    usable = tier.usable_vram_bytes
+    cc = tier.compute_capability
+    out = []
     if unsloth_fast_path is False:
         out.append(Advice("backend", f"{model}'s architecture has no hand-written Unsloth path: Unsloth falls back "
                           "to its compiled generic path (memory savings remain, kernel speed-ups are smaller).",
                           "bench models: Unsloth fast path = no"))
-    elif hf.total_bytes > usable >= un.total_bytes:
+    elif hf_bytes > usable >= unsloth_bytes:
         out.append(Advice("backend", "Only Unsloth is predicted to fit this configuration.",
-                          f"hf {_gib(hf.total_bytes)} > {_gib(usable)} >= unsloth {_gib(un.total_bytes)}"))
+                          f"hf {_gib(hf_bytes)} > {_gib(usable)} >= unsloth {_gib(unsloth_bytes)}"))
     if cc < (7, 0):
         out.append(Advice("backend", "Unsloth's Triton kernels need compute capability >= 7.0.",
                           f"compute capability {cc[0]}.{cc[1]}"))

@@ -9,7 +9,7 @@ import typer
 import typer.exceptions
 from rich.markup import escape
 
-from bench.cli import estimate, gate, info, kernels, report, run
+from bench.cli import doctor, estimate, fit, gate, info, kernels, report, run
 from bench.cli.common import USAGE_ERRORS, err_console
 
 #: Usage errors of the command-line parser: click's, and typer's bundled copy of click (typer >= 0.24).
@@ -17,7 +17,7 @@ CLICK_ERRORS = tuple({click.exceptions.ClickException, getattr(typer.exceptions,
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Matched benchmarks of vanilla Hugging Face QLoRA vs Unsloth QLoRA.")
-for _module in (run, info, report, gate, estimate, kernels):
+for _module in (run, info, report, gate, estimate, fit, doctor, kernels):
     _module.register(app)
 
 

@@ -10,6 +10,8 @@ from bench.schema.key import cell_id_of, pair_key_of
 BACKENDS = ("hf", "unsloth")
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "paged_adamw_32bit")
 CHECKPOINTING = ("auto", "none", "standard", "unsloth")
+#: `bench fit` probes sequence lengths in multiples of this many tokens (the search's grid).
+FIT_SEQ_MULTIPLE = 256
 
 
 class ConfigError(ValueError):
