@@ -66,7 +66,7 @@ class ResultRecord:
     step_s: list[float] = field(default_factory=list)  # every optimizer step, warm-up included
     tokens_per_step: Optional[int] = None  # batch_size * seq_len * grad_accum
     tokens_per_s: Optional[float] = None  # timed steps only
-    flops_per_token: Optional[float] = None  # model FLOPs per trained token (see measure.py)
+    flops_per_token: Optional[float] = None  # model FLOPs per trained token (see bench/analysis/metrics.py)
     peak_tflops: Optional[float] = None  # the host GPU's dense peak for `dtype`
     mfu: Optional[float] = None  # 0..1, against the host GPU's peak
     # training

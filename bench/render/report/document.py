@@ -94,7 +94,7 @@ def _appendix_blocks(results: Results, results_dir: Path) -> list[Block]:
                        "process's GPU memory sampled through NVML (CUDA context and allocations outside torch "
                        "included); tokens/s over the timed steps; first step = the first optimizer step, "
                        "compilation included; MFU = model FLOPs per token x tokens/s / the host GPU's dense peak "
-                       "(bench/measure.py)."))
+                       "(bench/analysis/metrics.py)."))
     return blocks
 
 
