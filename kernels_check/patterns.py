@@ -2,7 +2,7 @@
 
 The table's `patterns` list is what is read: per entry `id`, `regex`, `origin` (one of ORIGINS),
 `fast_path` (one of TRACE_FAST_PATHS) and `source` (where the name comes from) are required,
-`comment` and `examples` (names the entry must match, tests/test_kernels_check.py) are optional.
+`comment` and `examples` (names the entry must match, tests/integration/test_kernels_check.py) are optional.
 Its `format` and `about` are for people reading the file.
 """
 

@@ -1,7 +1,7 @@
 """Plain-PyTorch references for the Unsloth kernels that have one (what vanilla HF QLoRA runs).
 
 Each copies the Hugging Face / bitsandbytes formula it stands for (file named per function);
-tests/test_kernels_check.py checks them against those implementations on CPU, and
+tests/integration/test_kernels_check.py checks them against those implementations on CPU, and
 tests/gpu/test_kernels.py compares Unsloth's kernels with them on a GPU.
 """
 

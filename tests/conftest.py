@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO / "reports" / "results"
+from tests.helpers import FROZEN_RESULTS, run_bench
 
-
-def run_bench(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
-    """Run `python -m bench ...` as a real subprocess; return the CompletedProcess."""
-    full_env = dict(os.environ)
-    full_env.update({"COLUMNS": "200", "PYTHONPATH": str(REPO)})
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -40,5 +28,5 @@ def cpu_results(tmp_path_factory, cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def gpu_results_files() -> list[Path]:
-    """Results files committed from the GPU runs (reports/results/*.jsonl)."""
-    return sorted(RESULTS_DIR.glob("*.jsonl"))
+    """GPU results files, frozen under tests/fixtures/results/."""
+    return sorted(FROZEN_RESULTS.glob("*.jsonl"))

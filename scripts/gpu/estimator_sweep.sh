@@ -19,7 +19,7 @@
 # Then, on the CPU machine:
 #   cp <OUT>/estimator-sweep-h100-part*.jsonl reports/results/   (and the .console.txt / .logs)
 #   python -m bench estimate --validate reports/results/*.jsonl --out reports/estimator.md
-#   python -m pytest tests/test_estimate.py        # the bound, on every committed cell
+#   python -m pytest tests/integration/test_estimate.py        # the bound, on every committed cell
 set -uo pipefail
 . scripts/gpu/_env.sh
 export COLUMNS=160

@@ -72,8 +72,8 @@ python3 -m bench gate "$OUT/t4-heavier-r64.jsonl" --baseline "$BASELINE" "${SUBS
     --ignore-key lora_r --allow-env-mismatch --json > "$OUT/gate-fail.json" 2>>"$LOG"
 # The pytest plugin's CUDA path (vram_budget on real GPU tensors), where pytest is installed.
 if python3 -c "import pytest" 2>/dev/null; then
-    say "pytest plugin on the GPU: tests/test_pytest_plugin.py -m gpu"
-    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_pytest_plugin.py 2>&1 | tail -n 15 | tee -a "$LOG"
+    say "pytest plugin on the GPU: tests/integration/test_pytest_plugin.py -m gpu"
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/integration/test_pytest_plugin.py 2>&1 | tail -n 15 | tee -a "$LOG"
 else
     say "pytest not importable here: GPU plugin tests not run"
 fi

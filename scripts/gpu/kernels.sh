@@ -25,7 +25,7 @@
 #   cp <OUT of part 1>/kernels-tests.txt reports/kernels/kernels-tests.txt
 #   python -m bench kernels-check --from-results reports/kernels/ --results reports/results/ \
 #       --benchmark reports/kernels-benchmark.json --test-log reports/kernels/kernels-tests.txt --out reports/kernels.md
-#   python -m pytest tests/test_kernels_check.py   # the GPU-fixture tests read reports/kernels/*.json
+#   python -m pytest tests/integration/test_kernels_check.py   # and tests/evidence/ (the committed kernels results)
 set -uo pipefail
 . scripts/gpu/_env.sh
 export COLUMNS=160

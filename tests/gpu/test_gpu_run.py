@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_both_backends_train_matched_on_the_gpu(tmp_path):
     from bench.schema.store import load
     from bench.run.device import detect_host_gpu
-    from tests.conftest import run_bench
+    from tests.helpers import run_bench
 
     host = detect_host_gpu()
     tier = host.tier.name if host and host.tier else "t4"

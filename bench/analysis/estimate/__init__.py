@@ -25,7 +25,7 @@ saving only `X, e, g` (`unsloth/kernels/fast_lora.py`).
 
 The per-token activation coefficients of the Hugging Face path were checked against the tensors a
 real transformers + peft + bitsandbytes decoder layer saves for backward (see
-`tests/test_estimate.py::test_hf_layer_coefficients_match_saved_tensors`).
+`tests/integration/test_estimate.py::test_hf_layer_coefficients_match_saved_tensors`).
 
 Known limits (said, not hidden): the calibrated values come from H100 runs (native and
 emulated tiers); on a real pre-Ampere card (T4) SDPA has no flash kernel and, for GQA models, may

@@ -11,7 +11,7 @@ from bench.analysis.fit import max_fit_rows
 from bench.render.fit import render_max_fit_markdown
 from bench.run.fit import FitError, run_fit, search_max
 from bench.schema.store import load, read_records
-from tests.conftest import run_bench
+from tests.helpers import FROZEN_RESULTS, run_bench
 
 
 def threshold_probe(limit: int, log: list):
@@ -59,7 +59,7 @@ def test_search_edges_nothing_fits_and_everything_fits():
 def test_search_on_a_measured_table_only_asks_measured_points():
     """A table of measured outcomes (HF llama-3.1-8b, emulated T4, batch 2, from the suite's committed
     records) drives the search; it must stay on the table's grid."""
-    files = sorted((Path(__file__).resolve().parent.parent / "reports" / "results").glob("t4-emulated*.jsonl"))
+    files = sorted(FROZEN_RESULTS.glob("t4-emulated*.jsonl"))
     if not files:
         pytest.skip("no committed T4 GPU results")
     recs = [r for r in load(files) if r.backend == "hf" and r.model == "llama-3.1-8b" and r.batch_size == 2]

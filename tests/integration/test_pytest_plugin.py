@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
+
 pytest_plugins = ["pytester"]
 
-REPO = Path(__file__).resolve().parent.parent
 ENTRY_POINT_INSTALLED = any(ep.value == "bench.pytest_plugin" for ep in metadata.entry_points(group="pytest11"))
 # Installed (pip install -e .), pytest loads the plugin through its entry point; otherwise by name.
 PLUGIN_ARGS = [] if ENTRY_POINT_INSTALLED else ["-p", "bench.pytest_plugin"]

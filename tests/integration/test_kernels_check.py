@@ -35,11 +35,11 @@ from kernels_check.heuristic import (LIKELY_FAST, NO_DATA, SUSPECT, f2_verdict, 
                                     summarize_pairs)
 from kernels_check.patterns import PatternError, load_patterns, match_kernel, parse_patterns
 from kernels_check.result import RESULT_FORMAT, analyse, load_results
+from tests.helpers import REPO
 from kernels_check.static import expected_fast_paths, inspect_model, parse_unsloth_log
 from kernels_check.trace import (TraceError, aggregate, kernel_stats, kernels_from_document, load_kernels,
                                  make_excerpt, profile_last_step, profile_step, trace_events)
 
-REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "kernels"
 PATTERNS_JSON = REPO / "kernels_check" / "kernel_patterns.json"
 
@@ -504,13 +504,8 @@ def test_coverage_table_shows_fallbacks_failures_and_static_only(tiny_peft):
 
 # -- GPU fixtures (committed from scripts/gpu/kernels.sh) -------------------------------------------
 def _fixture(name: str) -> dict:
-    """A kernels-check result written on a GPU by scripts/gpu/kernels.sh (tests/fixtures/kernels or reports/kernels)."""
-    for folder in (FIXTURES, REPO / "reports" / "kernels"):
-        path = folder / f"{name}.json"
-        if path.is_file():
-            return load_results([path])[0]
-    pytest.skip(f"no {name}.json in tests/fixtures/kernels or reports/kernels yet: it comes from "
-                "scripts/gpu/kernels.sh (PART=1) on a GPU")
+    """A kernels-check result written on a GPU by scripts/gpu/kernels.sh, frozen in tests/fixtures/kernels."""
+    return load_results([FIXTURES / f"{name}.json"])[0]
 
 
 def test_gpu_fixture_llama_runs_unsloth_kernels():
@@ -554,54 +549,6 @@ def test_worker_timeout_is_a_result_not_a_hang(tmp_path, monkeypatch):
     result = run_worker(job, tmp_path / "w.log", timeout_s=timeout_s)
     assert result["status"] == "timeout" and result["format"] == RESULT_FORMAT, result
     assert f"over {timeout_s} s" in result["error"] and "importing" in result["log_tail"]
-
-
-def test_gpu_results_cover_every_shipped_architecture():
-    """reports/kernels holds one GPU result per shipped architecture (scripts/gpu/kernels.sh, three parts)."""
-    wanted = sorted(name for name in SHIPPED if name != "tiny-llama")
-    present = sorted(p.stem for p in (REPO / "reports" / "kernels").glob("*.json"))
-    if not present:
-        pytest.skip("no GPU results in reports/kernels yet")
-    assert present == wanted
-    by_model = {a.model: a for a in (analyse(r) for r in load_results([REPO / "reports" / "kernels"]))}
-    for name, a in by_model.items():
-        if not a.ok:  # a failure is kept as a result with its error, never dropped
-            assert a.result.get("error"), name
-            continue
-        k, n = count_unsloth_paths(a.fast_paths)
-        if a.result["static"]["unsloth_path"] == "fast":
-            assert k == n, (name, a.fast_paths)
-        else:
-            assert k < n, (name, a.fast_paths)
-    md = coverage_markdown(load_results([REPO / "reports" / "kernels"]), generated_at="T")
-    kn = next(line for line in md.splitlines() if line.startswith("| fast paths k/n"))
-    failed = [a.model for a in by_model.values() if not a.ok]
-    assert kn.count("not measured (the step failed)") == len(failed)
-
-
-def _kernel_test_files():
-    bench_json, log = REPO / "reports" / "kernels-benchmark.json", REPO / "reports" / "kernels" / "kernels-tests.txt"
-    if not (bench_json.is_file() and log.is_file()):
-        pytest.skip("no kernel-test evidence from the GPU committed yet")
-    return bench_json, log
-
-
-def test_kernel_benchmark_section_from_the_gpu_files():
-    bench_json, log = _kernel_test_files()
-    data = load_benchmark(bench_json)
-    failures, summary = parse_pytest_log(log.read_text())
-    passed = int(re.search(r"(\d+) passed", summary).group(1))
-    assert len(data["benchmarks"]) == passed  # a failed test leaves no benchmark entry
-    assert all(name.startswith("test_") and "[" in name for name in failures)
-    assert f"{len(failures)} failed" in summary if failures else "failed" not in summary
-    lines = benchmark_markdown(data, failures, summary, source=str(bench_json))
-    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| kernel")]
-    assert len(rows) == len(data["benchmarks"])
-    for row in rows:  # the torch row of each group is the 1.00x reference
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[5] == "1.00x" if cells[1] == "torch" else cells[5].endswith("x")
-    for name, message in failures.items():
-        assert f"`{name}`: {message}" in "\n".join(lines)
 
 
 def test_parse_pytest_log_reads_failures_and_the_outcome():

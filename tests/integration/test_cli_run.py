@@ -7,7 +7,7 @@ import pytest
 
 from bench.config.models import SHIPPED
 from bench.schema.store import read_records
-from tests.conftest import run_bench
+from tests.helpers import run_bench
 
 pytestmark = pytest.mark.slow
 

@@ -26,9 +26,9 @@ from bench.schema.key import GATE_FIELDS
 from bench.schema.record import SCHEMA_VERSION
 from bench.schema.store import load, read_records
 from bench.config.tiers import TIERS
-from tests.conftest import REPO, RESULTS_DIR, run_bench
+from tests.helpers import REPO, FROZEN_RESULTS, run_bench
 
-GPU_RESULTS = sorted(RESULTS_DIR.glob("*.jsonl"))
+GPU_RESULTS = sorted(FROZEN_RESULTS.glob("*.jsonl"))
 WORKFLOW = REPO / "docs" / "ci" / "gpu-regression.yml"
 MiB, GiB = 1024**2, 1024**3
 

@@ -11,7 +11,7 @@ from bench.analysis.estimate import estimate, max_fit_seq_len
 from bench.config.models import SHIPPED
 from bench.config.tiers import HostGpu, get_tier
 from bench.units import GiB
-from tests.conftest import run_bench
+from tests.helpers import run_bench
 
 GOOD = {"torch": "2.11.0+cu130", "cuda": "13.0", "transformers": "5.17.0", "peft": "0.21.0",
         "bitsandbytes": "0.50.2", "unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9", "trl": "1.15.0",
