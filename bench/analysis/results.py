@@ -15,9 +15,9 @@ from typing import Any, Sequence, Union
 from bench.analysis.frame import records_frame
 from bench.config.tiers import TIERS
 from bench.schema.key import MEMORY_FIELDS, TABLE_FIELDS, CellKey
-from bench.schema.pairs import Pair, pair_records
+from bench.schema.pairs import DEFAULT_REFERENCE, Pair, annotate_parity, pair_records
 from bench.schema.record import ResultRecord, ResultsError
-from bench.schema.store import hosts_of, latest_indexes, propagate_parity, read_records
+from bench.schema.store import hosts_of, latest_indexes, read_records
 
 MODE_ORDER = {"native": 0, "emulated": 1, "cpu": 2}
 
@@ -60,7 +60,7 @@ class Results:
         return [e for g in self.groups for e in g.entries]
 
 
-def load_results(paths: Sequence[Union[str, Path]]) -> Results:
+def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REFERENCE) -> Results:
     """Read results files into environment groups; raise ResultsError on bad input.
 
     Bad input (exit 2 at the CLI): no file, an unreadable or empty file, invalid JSON, a record of
@@ -91,9 +91,9 @@ def load_results(paths: Sequence[Union[str, Path]]) -> Results:
         groups.setdefault(key, Group(*key)).entries.append(e)
     ordered = sorted(groups.values(), key=lambda g: (tier_rank(g.tier), MODE_ORDER.get(g.mode, 9), g.host))
     for g in ordered:
-        propagate_parity([e.record for e in g.entries])
+        annotate_parity([e.record for e in g.entries], reference)
         g.entries.sort(key=_entry_sort_key)
-        g.pairs = pair_records(g.entries)
+        g.pairs = pair_records(g.entries, reference)
     for n, e in enumerate((e for g in ordered for e in g.entries), 1):
         e.ref = f"c{n}"
     return Results(unique, ordered, len(raw) - len(latest), split_pair_keys([e for g in ordered for e in g.entries]))

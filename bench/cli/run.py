@@ -1,4 +1,8 @@
-"""`bench run`: measure matched HF and Unsloth cells on one GPU tier (native or emulated)."""
+"""`bench run`: measure recipes cell by cell on one GPU tier (native or emulated).
+
+Exit codes: 0 every cell ran ok; 1 some cells did not (out of memory, error, timeout, NaN loss,
+skipped); 2 bad input (nothing ran); 3 no cell ran ok (e.g. every worker failed to load).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,16 @@ from typing import Optional
 import typer
 
 from bench.cli.common import UsageFailure, console, err_console
-from bench.config.settings import RunConfig, TrainSettings, parse_int_list
-from bench.config.tiers import default_matrix
+from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, RECIPES
+from bench.config.request import RunRequest, to_config
 from bench.render import report as report_mod
 from bench.render.console import RunProgress, comparison_tables
 from bench.run.device import detect_host_gpu
 from bench.run.launcher import Callbacks, OutputExists, Runner, make_plan, new_run_id
+from bench.run.recipes import RecipeUnavailable, check_available
 from bench.schema.record import ResultsError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_NOTHING_RAN = 0, 1, 2, 3
 
 
 def run(
@@ -22,7 +29,15 @@ def run(
     model: Optional[str] = typer.Option(None, "--model", help="Comma list: shipped names, config .json, dirs, hub ids."),
     seq_len: Optional[str] = typer.Option(None, "--seq-len", help="Comma list of sequence lengths (tokens)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma list of micro-batch sizes."),
-    backend: str = typer.Option("hf,unsloth", "--backend", help="Comma list: hf, unsloth."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help=f"Comma list of recipes (`bench recipes`); "
+                                         f"default {','.join(DEFAULT_RECIPES)}."),
+    reference: str = typer.Option(DEFAULT_REFERENCE, "--reference", help="The recipe speed-ups and savings are against."),
+    driver: str = typer.Option("trainer", "--driver", help="trainer (TRL's SFTTrainer, as users run it) | loop."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A JSON / JSONL / Parquet file (Alpaca, chat or text "
+                                        "examples) instead of synthetic token batches."),
+    packing: bool = typer.Option(False, "--packing/--no-packing", help="Pack --data examples into full rows."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Before recipes: hf, unsloth (= --recipe "
+                                          "hf-kbit,unsloth --driver loop)."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
     steps: int = typer.Option(4, "--steps", help="Timed optimizer steps per cell."),
     warmup_steps: int = typer.Option(2, "--warmup-steps", help="Untimed steps first (compilation)."),
@@ -34,12 +49,12 @@ def run(
                                   help="adamw_8bit | paged_adamw_8bit | adamw_torch | paged_adamw_32bit"),
     learning_rate: float = typer.Option(2e-4, "--lr"),
     gradient_checkpointing: str = typer.Option("auto", "--gradient-checkpointing",
-                                               help="auto (hf: standard, unsloth: unsloth) | none | standard | unsloth"),
+                                               help="auto (the recipe's own) | none | standard | unsloth"),
     seed: int = typer.Option(1234, "--seed"),
     device: str = typer.Option("cuda", "--device", help="cuda, or cpu for a smoke run (no GPU figures)."),
-    isolate: str = typer.Option("model", "--isolate", help="model: one worker per backend x model; cell: per cell."),
+    isolate: str = typer.Option("model", "--isolate", help="model: one worker per recipe x model; cell: per cell."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results JSONL (default reports/results/<tier>-<run>.jsonl)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue --out, skipping cells already ok/oom/skipped."),
+    resume: bool = typer.Option(False, "--resume", help="Continue --out, running only cells not finished there."),
     cell_timeout: float = typer.Option(900.0, "--cell-timeout", help="Seconds before a cell is killed."),
     load_timeout: float = typer.Option(900.0, "--load-timeout", help="Seconds allowed for a worker to load."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Synthetic checkpoint cache."),
@@ -49,64 +64,73 @@ def run(
                                         help="Skip cells at least as large as one that ran out of memory."),
     report: Optional[Path] = typer.Option(None, "--report", help="Render a markdown report here at the end."),
     fast_paths: bool = typer.Option(True, "--fast-paths/--no-fast-paths",
-                                    help="Profile one extra untimed step per Unsloth worker (its first ok cell): which kernels ran."),
+                                    help="Profile one extra untimed step per Unsloth / Liger worker: which kernels ran."),
 ):
-    """Measure matched HF and Unsloth QLoRA cells on one GPU tier (native or emulated)."""
-
+    """Measure recipes cell by cell on one GPU tier (native or emulated). Exit codes: 0 all cells ok, 1 some
+    cells failed, 2 bad input, 3 no cell ran ok."""
     host = detect_host_gpu() if device == "cuda" else None
     if gpu_tier is None:
         if host is None or host.tier is None:
             raise UsageFailure("--gpu-tier is needed: no known GPU detected (see `bench tiers`)")
         gpu_tier = host.tier.name
-    tier_key = gpu_tier.strip().lower()
-    defaults = default_matrix(tier_key)
-    train = TrainSettings(
-        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()) if target_modules else None,
-        optimizer=optimizer, learning_rate=learning_rate, grad_accum=grad_accum, steps=steps,
-        warmup_steps=warmup_steps, seed=seed, gradient_checkpointing=gradient_checkpointing,
-    )
-    config = RunConfig(
-        tier=tier_key,
-        models=[m.strip() for m in model.split(",") if m.strip()] if model else list(defaults["models"]),
-        backends=[b.strip() for b in backend.split(",") if b.strip()],
-        seq_lens=parse_int_list(seq_len, "--seq-len") if seq_len else list(defaults["seq_lens"]),
-        batch_sizes=parse_int_list(batch_size, "--batch-size") if batch_size else list(defaults["batch_sizes"]),
-        train=train, device=device, isolate=isolate, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout,
-        trust_remote_code=trust_remote_code, attn_implementation=attn_implementation, skip_dominated=skip_dominated,
-        fast_paths=fast_paths,
-    )
+    train = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, optimizer=optimizer,
+                 target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()) if target_modules else None,
+                 learning_rate=learning_rate, grad_accum=grad_accum, steps=steps, warmup_steps=warmup_steps, seed=seed,
+                 gradient_checkpointing=gradient_checkpointing)
+    settings = dict(isolate=isolate, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout,
+                    trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
+                    skip_dominated=skip_dominated, fast_paths=fast_paths)
+    config = to_config(RunRequest(tier=gpu_tier, device=device, model=model, seq_len=seq_len, batch_size=batch_size,
+                                  recipe=recipe, backend=backend, reference=reference, driver=driver, data=data,
+                                  packing=packing, train=train, run=settings))
     plan = make_plan(config, host=host)
+    for name in config.recipes:
+        try:
+            check_available(name, device)
+        except RecipeUnavailable as exc:
+            raise UsageFailure(str(exc)) from None
     if report is not None:
         _check_report_target(report)
-    runner_out = out
-    if runner_out is None:
-        runner_out = Path("reports/results") / f"{tier_key}-{plan.tier_plan.mode}-{new_run_id()}.jsonl"
+    out = out or Path("reports/results") / f"{config.tier}-{plan.tier_plan.mode}-{new_run_id()}.jsonl"
+    records = _run_plan(plan, out, resume, cache_dir)
+    for table in comparison_tables(records, config.reference):
+        console.print(table)
+    console.print(f"results: {out}")
+    if report is not None:
+        _render_report([out], report)
+    raise typer.Exit(_exit_code(records))
+
+
+def _run_plan(plan, out: Path, resume: bool, cache_dir: Optional[Path]) -> list:
     tp = plan.tier_plan
     where = f"{tp.mode}" + (f" on {tp.host_gpu_name}" if tp.host_gpu_name else "")
     console.print(f"[bold]qlora-bench[/] tier [cyan]{tp.tier.name}[/] ({where}), dtype {tp.dtype}, "
-                  f"{len(plan.cells)} cells -> {runner_out}")
+                  f"recipes {', '.join(plan.config.recipes)} ({plan.config.train.driver} driver), "
+                  f"{len(plan.cells)} cells -> {out}")
     for line in tp.emulated:
         console.print(f"  [yellow]emulated:[/] {line}")
     with RunProgress(console, total=len(plan.cells)) as progress:
         try:
-            runner = Runner(plan, runner_out, resume=resume, cache_dir=cache_dir,
+            runner = Runner(plan, out, resume=resume, cache_dir=cache_dir,
                             callbacks=Callbacks(on_status=progress.status, on_record=progress.record))
         except OutputExists as exc:
             raise UsageFailure(f"{exc.path} exists: pass --resume to continue it, or another --out") from None
-        skipped = len([c for c in plan.cells if c.cell_id in runner.finished])
-        if skipped:
-            console.print(f"resuming: {skipped} finished cells kept")
-            progress.progress.advance(progress.task, skipped)
-        records = runner.run()
-    for table in comparison_tables(records):
-        console.print(table)
-    console.print(f"results: {runner_out}")
-    if report is not None:
-        _render_report([runner_out], report)
-    failed = [r for r in records if r.matched is False]
-    if failed:
-        err_console.print(f"[bold red]{len(failed)} cells failed the parity check: their comparison is not matched.")
+        kept = len([c for c in plan.cells if c.cell_id in runner.finished])
+        if kept:
+            console.print(f"resuming: {kept} finished cells kept")
+            progress.progress.advance(progress.task, kept)
+        return runner.run()
+
+
+def _exit_code(records: list) -> int:
+    failed = [r for r in records if not r.ok]
+    unmatched = [r for r in records if r.matched is False]
+    if unmatched:
+        err_console.print(f"[bold red]{len(unmatched)} cells failed the parity check: their comparison is not matched.")
+    if records and len(failed) == len(records):
+        err_console.print(f"[bold red]no cell ran ok[/] ({len(records)} failed: see the table and the worker logs)")
+        return EXIT_NOTHING_RAN
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def _check_report_target(path: Path) -> None:
@@ -121,5 +145,20 @@ def _render_report(results: list[Path], out: Path) -> None:
     console.print(f"report: {written}")
 
 
+def recipes():
+    """The recipes `bench run --recipe` measures: what each one is and what it changes."""
+    from rich.table import Table
+
+    t = Table(title=f"Recipes (reference: {DEFAULT_REFERENCE}; default run: {', '.join(DEFAULT_RECIPES)})")
+    for col in ("recipe", "library", "weights", "what it is", "what it changes", "needs"):
+        t.add_column(col, overflow="fold")
+    for r in RECIPES.values():
+        needs = ", ".join(x for x in ([f'pip install -e ".[{r.extra}]"'] if r.extra else [])
+                          + (["a CUDA GPU"] if r.needs_gpu else [])) or "-"
+        t.add_row(r.name, r.family, "NF4 4-bit" if r.precision == "nf4" else "16-bit", r.summary, r.changes, needs)
+    console.print(t)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(run)
+    app.command()(recipes)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Optional
 
+from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, DRIVERS, RecipeError, get_recipe
 from bench.schema.key import cell_id_of, pair_key_of
 
+#: Library families a recipe loads its model with (bench.config.recipes.Recipe.family).
 BACKENDS = ("hf", "unsloth")
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "paged_adamw_32bit")
 CHECKPOINTING = ("auto", "none", "standard", "unsloth")
@@ -18,9 +22,18 @@ class ConfigError(ValueError):
     """A configuration the suite refuses (CLI exit code 2)."""
 
 
+def file_sha256(path: Path) -> str:
+    """The content hash of a data file: what identifies the data of a cell, wherever the file lies."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """What must be identical between the two backends of a matched pair."""
+    """What must be identical between the recipes of one configuration for their cells to be compared."""
 
     lora_r: int = 16
     lora_alpha: int = 16
@@ -32,12 +45,16 @@ class TrainSettings:
     steps: int = 4  # timed optimizer steps
     warmup_steps: int = 2  # untimed steps first (compilation, allocator warm-up)
     seed: int = 1234
-    gradient_checkpointing: str = "auto"  # auto: hf -> standard, unsloth -> unsloth
+    gradient_checkpointing: str = "auto"  # auto: the recipe's own (hf recipes: standard, unsloth: unsloth)
+    driver: str = "trainer"  # "trainer": TRL's SFTTrainer, as users run it; "loop": the suite's plain loop
+    data_path: Optional[str] = None  # --data file; None: synthetic fixed-length token batches
+    data_sha256: Optional[str] = None  # its content hash (identifies the data in the cell key)
+    packing: Optional[bool] = None  # --packing with --data; None for synthetic data
 
-    def checkpointing_for(self, backend: str) -> str:
+    def checkpointing_for(self, recipe: str) -> str:
         if self.gradient_checkpointing != "auto":
             return self.gradient_checkpointing
-        return "unsloth" if backend == "unsloth" else "standard"
+        return get_recipe(recipe).checkpointing
 
     def validate(self) -> None:
         for name in ("lora_r", "lora_alpha", "grad_accum", "steps"):
@@ -55,13 +72,17 @@ class TrainSettings:
             raise ConfigError(
                 f"unknown gradient checkpointing {self.gradient_checkpointing!r}; known: {', '.join(CHECKPOINTING)}"
             )
+        if self.driver not in DRIVERS:
+            raise ConfigError(f"unknown driver {self.driver!r}; known: {', '.join(DRIVERS)}")
+        if self.data_path is not None and self.driver != "trainer":
+            raise ConfigError("training data (--data) needs the trainer driver: the loop trains on synthetic batches")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One measured configuration: a backend, a model and one (seq_len, batch_size)."""
+    """One measured configuration: a recipe, a model and one (seq_len, batch_size)."""
 
-    backend: str
+    recipe: str
     model: str
     tier: str
     mode: str
@@ -76,8 +97,13 @@ class Cell:
         return self.seq_len * self.batch_size * self.train.grad_accum
 
     @property
+    def backend(self) -> str:
+        """The recipe's library family ("hf" | "unsloth")."""
+        return get_recipe(self.recipe).family
+
+    @property
     def pair_key(self) -> str:
-        """Identifies the configuration independent of backend (hf and unsloth share it)."""
+        """Identifies the configuration independent of the recipe (every recipe's cell shares it)."""
         t = self.train
         return pair_key_of({
             "model": self.model, "tier": self.tier, "mode": self.mode, "seq_len": self.seq_len,
@@ -85,15 +111,16 @@ class Cell:
             "lora_dropout": t.lora_dropout, "target_modules": self.target_modules, "optimizer": t.optimizer,
             "learning_rate": t.learning_rate, "grad_accum": t.grad_accum, "steps": t.steps,
             "warmup_steps": t.warmup_steps, "seed": t.seed, "gradient_checkpointing": t.gradient_checkpointing,
+            "driver": t.driver, "data_sha256": t.data_sha256, "packing": t.packing,
         })
 
     @property
     def cell_id(self) -> str:
-        return cell_id_of(self.pair_key, self.backend)
+        return cell_id_of(self.pair_key, self.recipe)
 
     @property
     def gradient_checkpointing(self) -> str:
-        return self.train.checkpointing_for(self.backend)
+        return self.train.checkpointing_for(self.recipe)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -111,16 +138,17 @@ class Cell:
 
 @dataclass
 class RunConfig:
-    """The matrix of a `bench run`: models x backends x seq_lens x batch_sizes on one tier."""
+    """The matrix of a `bench run`: models x recipes x seq_lens x batch_sizes on one tier."""
 
     tier: str
     models: list[str]
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
+    reference: str = DEFAULT_REFERENCE  # the recipe speed-ups and memory savings are measured against
     seq_lens: list[int] = field(default_factory=lambda: [1024])
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     train: TrainSettings = field(default_factory=TrainSettings)
     device: str = "cuda"
-    isolate: str = "model"  # "model": one worker per (backend, model); "cell": one per cell
+    isolate: str = "model"  # "model": one worker per (recipe, model); "cell": one per cell
     cell_timeout_s: float = 900.0
     load_timeout_s: float = 900.0
     trust_remote_code: bool = False
@@ -130,17 +158,22 @@ class RunConfig:
 
     def validate(self) -> None:
         self.train.validate()
-        for b in self.backends:
-            if b not in BACKENDS:
-                raise ConfigError(f"unknown backend {b!r}; known: {', '.join(BACKENDS)}")
-        if not self.backends or not self.models:
-            raise ConfigError("at least one backend and one model are needed")
-        for name, values in (("seq-len", self.seq_lens), ("batch-size", self.batch_sizes)):
+        try:
+            for r in [*self.recipes, self.reference]:
+                get_recipe(r)
+        except RecipeError as exc:
+            raise ConfigError(str(exc)) from None
+        if not self.recipes or not self.models:
+            raise ConfigError("at least one recipe and one model are needed")
+        for name, values, least in (("seq-len", self.seq_lens, 2), ("batch-size", self.batch_sizes, 1)):
             if not values:
                 raise ConfigError(f"{name} needs at least one value")
             for v in values:
                 if v <= 0:
                     raise ConfigError(f"{name} must be > 0, got {v}")
+                if v < least:
+                    raise ConfigError(f"{name} {v} cannot train: a causal LM needs at least {least} tokens per row "
+                                      "(it predicts each token from the ones before)")
         if self.isolate not in ("model", "cell"):
             raise ConfigError("isolate must be 'model' or 'cell'")
         if self.device not in ("cuda", "cpu"):
@@ -156,9 +189,9 @@ def order_cells(cells: list[Cell]) -> list[Cell]:
 
 
 def dominates(bigger: Cell, smaller: Cell) -> bool:
-    """True if `bigger` needs at least the memory of `smaller` (same backend/model, >= in both sizes)."""
+    """True if `bigger` needs at least the memory of `smaller` (same recipe and model, >= in both sizes)."""
     return (
-        bigger.backend == smaller.backend
+        bigger.recipe == smaller.recipe
         and bigger.model == smaller.model
         and bigger.seq_len >= smaller.seq_len
         and bigger.batch_size >= smaller.batch_size
@@ -182,10 +215,11 @@ def parse_int_list(text: str, name: str) -> list[int]:
 
 
 def expand_groups(config: RunConfig, models: list, tier: str, mode: str, dtype: str) -> list[tuple[str, object, list[Cell]]]:
-    """The matrix as worker groups: (backend, model ref, its cells smallest first), one per backend x model.
+    """The matrix as worker groups: (recipe, model ref, its cells smallest first), one per recipe x model.
 
     `models` are resolved references (bench.config.models.ModelRef) in the order of config.models;
-    tier / mode / dtype come from the tier plan. Raises ConfigError for a size the model cannot take.
+    tier / mode / dtype come from the tier plan. Raises ConfigError for a size the model cannot take
+    or a checkpointing the recipe does not have.
     """
     groups = []
     for ref in models:
@@ -193,11 +227,11 @@ def expand_groups(config: RunConfig, models: list, tier: str, mode: str, dtype: 
             if ref.max_positions and s > ref.max_positions:
                 raise ConfigError(f"seq-len {s} is over {ref.name}'s {ref.max_positions} positions")
         targets = tuple(config.train.target_modules or ref.target_modules())
-        for backend in config.backends:
-            cells = [Cell(backend=backend, model=ref.name, tier=tier, mode=mode, seq_len=s, batch_size=b,
+        for recipe in config.recipes:
+            cells = [Cell(recipe=recipe, model=ref.name, tier=tier, mode=mode, seq_len=s, batch_size=b,
                           train=config.train, dtype=dtype, target_modules=targets)
                      for s in config.seq_lens for b in config.batch_sizes]
-            if backend == "hf" and cells and cells[0].gradient_checkpointing == "unsloth":
-                raise ConfigError("gradient checkpointing 'unsloth' exists only in the unsloth backend")
-            groups.append((backend, ref, order_cells(cells)))
+            if cells and cells[0].backend != "unsloth" and cells[0].gradient_checkpointing == "unsloth":
+                raise ConfigError(f"gradient checkpointing 'unsloth' exists only in Unsloth's recipes, not {recipe}")
+            groups.append((recipe, ref, order_cells(cells)))
     return groups

@@ -8,13 +8,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.schema.pairs import pair_records
+from bench.schema.pairs import DEFAULT_REFERENCE, pair_records, reference_for
 from bench.config.settings import Cell
 from bench.schema.record import ResultRecord
 from bench.render.text import fmt, gib
 
 def short(cell_or_record) -> str:
-    return f"{cell_or_record.backend:<7} {cell_or_record.model} s{cell_or_record.seq_len} b{cell_or_record.batch_size}"
+    return f"{cell_or_record.recipe:<9} {cell_or_record.model} s{cell_or_record.seq_len} b{cell_or_record.batch_size}"
 
 
 class RunProgress:
@@ -67,34 +67,38 @@ def _fast_paths(r: ResultRecord) -> str:
     return format_fast_paths(r.fast_paths)
 
 
-def comparison_tables(records: list[ResultRecord]) -> list[Table]:
-    """One table per (tier, mode, model): backend rows, then Unsloth's speed-up and memory saving."""
+def comparison_tables(records: list[ResultRecord], reference: str = DEFAULT_REFERENCE) -> list[Table]:
+    """One table per (tier, mode, model): a row per recipe and size, the reference recipe first, then each
+    candidate's speed-up and memory saving against it (comparable pairs only)."""
     tables = []
     groups: dict[tuple, list] = {}
-    for p in pair_records(records):
-        r = p.any
-        groups.setdefault((r.tier, r.mode, r.model), []).append(p)
-    for (tier, mode, model), pairs in groups.items():
-        t = Table(title=f"{model} on {tier} ({mode})", title_justify="left")
-        for col in ("seq", "batch", "backend", "status", "peak alloc GiB", "peak device GiB", "tokens/s",
-                    "first step s", "MFU", "speed-up", "mem saved", "parity", "fast paths"):
-            t.add_column(col, justify="right" if col not in ("backend", "status", "parity", "fast paths") else "left")
-        for p in sorted(pairs, key=lambda p: (p.any.seq_len, p.any.batch_size)):
-            for r in (p.hf, p.unsloth):
-                if r is None:
-                    continue
-                is_un = r.backend == "unsloth"
-                parity = "-" if r.matched is None else ("[green]matched[/]" if r.matched else "[bold red]MISMATCH[/]")
-                status = r.status if r.status != "oom" else f"[yellow]{(r.error or 'oom').split(':')[0]}[/]"
-                t.add_row(
-                    str(r.seq_len), str(r.batch_size), r.backend, status, gib(r.peak_allocated_bytes),
-                    gib(r.peak_device_bytes), fmt(r.tokens_per_s, ",.0f"), fmt(r.first_step_s, ".1f"),
-                    fmt(r.mfu * 100 if r.mfu is not None else None, ".1f", " %"),
-                    fmt(p.speedup, ".2f", "x") if is_un else "",
-                    fmt(p.memory_reduction() * 100 if p.memory_reduction() is not None else None, ".0f", " %")
-                    if is_un else "",
-                    parity,
-                    _fast_paths(r),
-                )
+    for r in records:
+        groups.setdefault((r.tier, r.mode, r.model), []).append(r)
+    for (tier, mode, model), recs in groups.items():
+        cpu = mode == "cpu"
+        t = Table(title=f"{model} on {tier} ({mode}); against {reference_for({r.recipe for r in recs}, reference)}",
+                  title_justify="left")
+        memory = ("peak RSS GiB",) if cpu else ("peak alloc GiB", "peak device GiB")
+        for col in ("seq", "batch", "recipe", "status", *memory, "tokens/s", "first step s", "MFU", "speed-up",
+                    "mem saved", "parity", "fast paths"):
+            t.add_column(col, justify="left" if col in ("recipe", "status", "parity", "fast paths") else "right")
+        pairs = {id(p.candidate): p for p in pair_records(recs, reference) if p.candidate is not None}
+        for r in sorted(recs, key=lambda r: (r.seq_len, r.batch_size, r.pair_key, id(r) not in _references(pairs))):
+            p = pairs.get(id(r))
+            saved = p.memory_reduction() if p else None
+            status = r.status if r.status != "oom" else f"[yellow]{(r.error or 'oom').split(':')[0]}[/]"
+            mem = (gib(r.peak_rss_bytes),) if cpu else (gib(r.peak_allocated_bytes), gib(r.peak_device_bytes))
+            t.add_row(str(r.seq_len), str(r.batch_size), r.recipe, status, *mem, fmt(r.tokens_per_s, ",.0f"),
+                      fmt(r.first_step_s, ".1f"), fmt(r.mfu * 100 if r.mfu is not None else None, ".1f", " %"),
+                      fmt(p.speedup, ".2f", "x") if p else "", fmt(None if saved is None else saved * 100, ".0f", " %")
+                      if p else "", _parity(r), _fast_paths(r))
         tables.append(t)
     return tables
+
+
+def _references(pairs: dict) -> set[int]:
+    return {id(p.reference) for p in pairs.values() if p.reference is not None}
+
+
+def _parity(r: ResultRecord) -> str:
+    return "-" if r.matched is None else ("[green]matched[/]" if r.matched else "[bold red]MISMATCH[/]")

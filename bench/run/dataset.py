@@ -157,6 +157,7 @@ def percentile(sorted_values: list[int], q: float) -> int:
 @dataclass
 class TokenizedData:
     input_ids: list[list[int]]  # one list per example, cut to seq_len
+    lengths: list[int]  # each example's token count before the cut
     info: DatasetInfo
 
 
@@ -190,7 +191,7 @@ def load_tokenized(path: Path, tokenizer, *, synthetic: bool, vocab_size: int, s
         token_length_p99=percentile(lengths, 99), token_length_max=lengths[-1],
         token_length_mean=round(statistics.fmean(lengths), 2), truncated=sum(n > seq_len for n in lengths),
         packing=packing)
-    return TokenizedData([x[:seq_len] for x in ids], info)
+    return TokenizedData([x[:seq_len] for x in ids], [len(x) for x in ids], info)
 
 
 def check_data_file(path: Path) -> str:

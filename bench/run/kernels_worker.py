@@ -14,17 +14,19 @@ static check and says so. Exit code 0 when a result with status "ok" was written
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import sys
 import time
 import traceback
 
 from bench.config.models import ModelRef
-from bench.run.backends import BackendSettings
+from bench.run.recipes import RecipeSettings
 from bench.run.device import setup_device
 from bench.run.env import collect_env
 from bench.run.loading import load_model
-from bench.run.train import train_steps
+from bench.run.drivers.common import TrainSpec
+from bench.run.drivers.loop import train_loop
 from bench.run.worker import is_oom, now_iso, short_error
 from kernels_check.result import RESULT_FORMAT, write_result
 from kernels_check.static import inspect_model
@@ -70,7 +72,7 @@ def run(job: dict, result: dict) -> None:
     result["stage"] = "setup"
     result["backend_info"].update(setup_device("cuda", job["plan"].get("memory_limit_bytes")))
     ref = ModelRef(**job["model_ref"])
-    load = load_model(ref, "unsloth", BackendSettings(**job["backend_settings"]), "cuda",
+    load = load_model(ref, "unsloth", RecipeSettings(**job["backend_settings"]), "cuda",
                       cache_dir=job.get("cache_dir"), on_status=lambda stage, text: result.update(stage=stage))
     if ref.source == "synthetic":
         result["backend_info"]["checkpoint_build_s"] = round(load.build_s, 2)
@@ -90,23 +92,24 @@ def run(job: dict, result: dict) -> None:
     result["static"] = static
 
     t = job["train"]
-    common = dict(device="cuda", dtype=job["backend_settings"]["dtype"], optimizer_name=t["optimizer"],
-                  learning_rate=t["learning_rate"], seed=t["seed"], batch_size=t["batch_size"], seq_len=t["seq_len"],
-                  grad_accum=1, vocab_size=ref.vocab_size)
+    spec = TrainSpec(device="cuda", dtype=job["backend_settings"]["dtype"], optimizer=t["optimizer"],
+                     learning_rate=t["learning_rate"], seed=t["seed"], batch_size=t["batch_size"],
+                     seq_len=t["seq_len"], grad_accum=1, total_steps=t["warmup_steps"], vocab_size=ref.vocab_size,
+                     checkpointing=job["backend_settings"]["checkpointing"], recipe="unsloth")
     result["stage"] = "warmup"
     started = time.perf_counter()
-    warm = train_steps(loaded.model, total_steps=t["warmup_steps"], **common)
+    warm = train_loop(loaded.model, spec)
     result["warmup_step_s"] = [round(s, 4) for s in warm.step_s]
     result["warmup_s"] = round(time.perf_counter() - started, 2)
     result["status"] = "ok"  # the model loaded and trains; what follows only adds evidence
 
     result["stage"] = "profile"
     try:
-        # A fresh train_steps call makes a fresh optimizer: its first step (state allocation) is the
+        # A fresh train_loop call makes a fresh optimizer: its first step (state allocation) is the
         # profiler's warm-up, the second, steady-state step is the one recorded.
         trace, step_s = profile_last_step(
-            lambda step_done: train_steps(loaded.model, total_steps=2,
-                                          on_step=lambda i, s, loss: step_done(), **common),
+            lambda step_done: train_loop(loaded.model, replace(spec, total_steps=2),
+                                         on_step=lambda i, s, loss: step_done()),
             warmup=1)
         kernels = kernel_stats(trace)
         if not kernels:

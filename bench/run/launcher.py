@@ -1,6 +1,6 @@
-"""Runs a matrix: one worker subprocess per (backend, model), or per cell with isolate="cell".
+"""Runs a matrix: one worker subprocess per (recipe, model), or per cell with isolate="cell".
 
-The launcher never imports a backend or touches CUDA itself. It feeds cells to workers,
+The launcher never imports a recipe's libraries or touches CUDA itself. It feeds cells to workers,
 turns crashes and timeouts into that cell's status, appends every record to the results file
 as it arrives, and fills in the parity verdict when the second cell of a pair finishes.
 """
@@ -14,12 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.schema.pairs import parity_for, partner_cell_id
+from bench.schema.pairs import annotate_parity
 from bench.config.settings import Cell, ConfigError, RunConfig, dominates, expand_groups
 from bench.config.models import ModelRef, resolve_model
 from bench.run.checkpoint import default_cache_dir
 from bench.run.workerproc import WorkerProcess
-from bench.schema.record import SCHEMA_VERSION, ResultRecord, ResultsError
+from bench.schema.record import FINISHED_STATUSES, SCHEMA_VERSION, ResultRecord, ResultsError
 from bench.schema.store import append_record, latest_per_cell, read_records
 from bench.config.tiers import TierPlan, get_tier, plan_tier
 from bench.run.device import detect_host_gpu
@@ -43,7 +43,7 @@ class Plan:
     config: RunConfig
     tier_plan: TierPlan
     models: list[ModelRef]
-    groups: list[tuple[str, ModelRef, list[Cell]]]  # (backend, model, cells in run order)
+    groups: list[tuple[str, ModelRef, list[Cell]]]  # (recipe, model, cells in run order)
 
     @property
     def cells(self) -> list[Cell]:
@@ -89,18 +89,19 @@ class Runner:
             except ResultsError as exc:
                 raise ResultsError(f"cannot resume: {exc}") from exc
             self.records = {r.cell_id: r for r in existing}
-            self.finished = {r.cell_id for r in existing if r.status in ("ok", "oom", "skipped")}
+            self.finished = {r.cell_id for r in existing if r.status in FINISHED_STATUSES}
         self.log_dir = self.out_path.with_suffix(".logs")
         self.last_env: dict = {}
 
     # -- records -------------------------------------------------------------------------
     def write(self, record: ResultRecord) -> ResultRecord:
-        partner = self.records.get(partner_cell_id(record))
-        if record.ok and partner is not None and partner.ok:
-            record.parity = parity_for(record, partner)
-            record.matched = record.parity["matched"]
+        """Append the record (fsync'ed), then tell the console, with its parity against the reference
+        when the reference's cell of that configuration has finished (parity is not stored: readers
+        compute it, bench.schema.pairs)."""
         append_record(self.out_path, record)
         self.records[record.cell_id] = record
+        group = [r for r in self.records.values() if r.pair_key == record.pair_key]
+        annotate_parity(group, self.plan.config.reference)
         self.callbacks.on_record(record)
         return record
 
@@ -109,7 +110,8 @@ class Runner:
         t = cell.train
         rec = ResultRecord(
             schema_version=SCHEMA_VERSION, run_id=self.run_id, cell_id=cell.cell_id, pair_key=cell.pair_key,
-            backend=cell.backend, model=cell.model, model_source=self._ref(cell).source, tier=cell.tier,
+            backend=cell.backend, recipe=cell.recipe, driver=t.driver, model=cell.model,
+            model_source=self._ref(cell).source, tier=cell.tier,
             mode=cell.mode, seq_len=cell.seq_len, batch_size=cell.batch_size, grad_accum=t.grad_accum,
             lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
             target_modules=list(cell.target_modules), optimizer=t.optimizer, learning_rate=t.learning_rate,
@@ -127,18 +129,21 @@ class Runner:
         return next(r for r in self.plan.models if r.name == cell.model)
 
     # -- workers -------------------------------------------------------------------------
-    def job_for(self, backend: str, ref: ModelRef, cells: list[Cell]) -> dict:
+    def job_for(self, recipe: str, ref: ModelRef, cells: list[Cell]) -> dict:
         c = cells[0]
         cfg = self.plan.config
+        t = c.train
         return {
-            "backend": backend,
+            "recipe": recipe,
+            "family": c.backend,
+            "data": {"path": t.data_path, "packing": bool(t.packing)} if t.data_path else None,
             "run_id": self.run_id,
             "device": cfg.device,
             "cache_dir": str(self.cache_dir or default_cache_dir()),
             "fast_paths": cfg.fast_paths,
             "plan": self.plan.tier_plan.to_dict(),
             "model_ref": asdict(ref),
-            "backend_settings": {
+            "recipe_settings": {
                 "dtype": c.dtype, "device": cfg.device, "lora_r": c.train.lora_r, "lora_alpha": c.train.lora_alpha,
                 "lora_dropout": c.train.lora_dropout, "target_modules": list(c.target_modules),
                 "checkpointing": c.gradient_checkpointing, "max_seq_len": max(x.seq_len for x in cells),
@@ -147,11 +152,11 @@ class Runner:
             },
         }
 
-    def start_worker(self, backend: str, ref: ModelRef, cells: list[Cell], first: Cell):
+    def start_worker(self, recipe: str, ref: ModelRef, cells: list[Cell], first: Cell):
         """Start a worker and wait until it has loaded the model; return it, or a failure (status, error)."""
         safe = ref.name.replace("/", "_")
-        log = self.log_dir / f"{backend}-{safe}.log"
-        worker = WorkerProcess(self.job_for(backend, ref, cells), log)
+        log = self.log_dir / f"{recipe}-{safe}.log"
+        worker = WorkerProcess(self.job_for(recipe, ref, cells), log)
         deadline = time.monotonic() + self.plan.config.load_timeout_s
         while True:
             ev = worker.next_event(max(0.0, deadline - time.monotonic()))
@@ -198,7 +203,7 @@ class Runner:
 
     def run(self) -> list[ResultRecord]:
         isolate_cells = self.plan.config.isolate == "cell"
-        for backend, ref, cells in self.plan.groups:
+        for recipe, ref, cells in self.plan.groups:
             worker = None
             oom_cells: list[Cell] = [
                 c for c in cells if c.cell_id in self.records and self.records[c.cell_id].status == "oom"]
@@ -216,8 +221,8 @@ class Runner:
                     self.write(self.failure_record(cell, *load_failure))
                     continue
                 if worker is None:
-                    self.callbacks.on_status(cell, f"starting {backend} worker")
-                    worker, failure = self.start_worker(backend, ref, cells, cell)
+                    self.callbacks.on_status(cell, f"starting {recipe} worker")
+                    worker, failure = self.start_worker(recipe, ref, cells, cell)
                     if worker is None:
                         load_failure = failure
                         self.write(self.failure_record(cell, *failure))

@@ -1,4 +1,5 @@
-"""Worker subprocess: loads one backend + model once, then trains the cells it is sent.
+"""Worker subprocess: loads one recipe + model once, then trains the cells it is sent with the driver
+the job names (TRL's SFTTrainer or the plain loop).
 
 Protocol: the launcher writes one Cell as JSON per line on stdin; the worker answers with JSON
 events on the file descriptor `--event-fd` (stdout and stderr go to a log file, since the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import sys
 import traceback
@@ -22,12 +24,15 @@ from bench.config.models import ModelRef
 from bench.run.checkpoint import parameter_counts
 from bench.config.settings import Cell
 from bench.config.tiers import tier_for_gpu_name
-from bench.run.backends import BackendSettings
+from bench.run.recipes import RecipeSettings
 from bench.run.device import NvmlPeakSampler, peak_rss_bytes, setup_device
 from bench.run.env import collect_env
 from bench.run.loading import load_model
-from bench.run.train import restore_trainable, snapshot_trainable, train_steps
+from bench.run.dataset import load_tokenized
+from bench.run.drivers import TrainResult, TrainSpec, restore_trainable, snapshot_trainable, train
+from bench.run.drivers.loop import train_loop
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
+from bench.units import GiB
 from kernels_check import summarize_fast_paths
 
 
@@ -65,10 +70,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with open(args.job) as fh:
         job = json.load(fh)
-    if job["backend"] == "unsloth":
-        import unsloth  # noqa: F401  (must come before transformers: it patches it)
     ev = Events(args.event_fd)
     try:
+        if job["family"] == "unsloth":
+            import unsloth  # noqa: F401  (must come before transformers: it patches it)
         return Worker(job, ev).serve()
     except BaseException as exc:  # anything before the cell loop
         ev.emit("load_failed", status="oom" if is_oom(exc) else "error", error=short_error(exc),
@@ -80,26 +85,29 @@ class Worker:
     def __init__(self, job: dict, ev: Events):
         self.job = job
         self.ev = ev
+        self.on_cuda = job["device"] == "cuda"
         self.fast_paths_summary: Optional[dict] = None  # profiled once per worker (one model), then reused
 
     def serve(self) -> int:
-
         job = self.job
         self.env = collect_env()
         self.ev.emit("hello", pid=os.getpid(), env=self.env)
         self.sampler = NvmlPeakSampler()
-        self.device_info = setup_device(self.job["device"], self.job["plan"]["memory_limit_bytes"], self.sampler)
-        ref = ModelRef(**job["model_ref"])
-        load = load_model(ref, job["backend"], BackendSettings(**job["backend_settings"]), job["device"],
-                          cache_dir=job.get("cache_dir"),
-                          on_status=lambda stage, text: self.ev.emit("status", text=text))
-        path, build_s = load.checkpoint_path, load.build_s
-        self.loaded = load.loaded
-        self.load_s = load.load_s
-        self.ref = ref
-        self.counts = parameter_counts(ref.config) if ref.config else None
+        self.device_info = setup_device(job["device"], job["plan"]["memory_limit_bytes"], self.sampler)
+        self.ref = ModelRef(**job["model_ref"])
+        load = load_model(self.ref, job["recipe"], RecipeSettings(**job["recipe_settings"]), job["device"],
+                          cache_dir=job.get("cache_dir"), on_status=lambda stage, text: self.ev.emit("status", text=text))
+        self.loaded, self.load_s = load.loaded, load.load_s
+        self.counts = parameter_counts(self.ref.config) if self.ref.config else None
         self.snapshot = snapshot_trainable(self.loaded.model)
-        self.loaded.info.update(self.device_info, checkpoint_path=path, checkpoint_build_s=round(build_s, 2))
+        self.loaded.info.update(self.device_info, checkpoint_path=load.checkpoint_path,
+                                checkpoint_build_s=round(load.build_s, 2))
+        self.data = None
+        if job.get("data"):
+            self.ev.emit("status", text=f"tokenizing {job['data']['path']}")
+            self.data = load_tokenized(job["data"]["path"], self.loaded.tokenizer,
+                                       synthetic=self.ref.source == "synthetic", vocab_size=self.ref.vocab_size,
+                                       seq_len=job["recipe_settings"]["max_seq_len"], packing=job["data"]["packing"])
         self.ev.emit("loaded", load_s=self.load_s, trainable_params=self.loaded.trainable_params)
         for line in sys.stdin:
             if not line.strip():
@@ -110,111 +118,150 @@ class Worker:
             self.ev.emit("record", record=asdict(record))
         return 0
 
-    def run_cell(self, cell):
-        import torch
-
-
-        job = self.job
-        t = cell.train
-        on_cuda = job["device"] == "cuda"
-        plan = job["plan"]
-        rec = ResultRecord(
+    def new_record(self, cell: Cell) -> ResultRecord:
+        t, job = cell.train, self.job
+        return ResultRecord(
             schema_version=SCHEMA_VERSION, run_id=job["run_id"], cell_id=cell.cell_id, pair_key=cell.pair_key,
-            backend=cell.backend, model=cell.model, model_source=self.ref.source, tier=cell.tier, mode=cell.mode,
-            seq_len=cell.seq_len, batch_size=cell.batch_size, grad_accum=t.grad_accum, lora_r=t.lora_r,
-            lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, target_modules=list(cell.target_modules),
-            optimizer=t.optimizer, learning_rate=t.learning_rate, gradient_checkpointing=cell.gradient_checkpointing,
-            dtype=cell.dtype, attn_implementation=job["backend_settings"]["attn_implementation"], steps=t.steps,
+            backend=cell.backend, recipe=cell.recipe, driver=t.driver, model=cell.model,
+            model_source=self.ref.source, tier=cell.tier, mode=cell.mode, seq_len=cell.seq_len,
+            batch_size=cell.batch_size, grad_accum=t.grad_accum, lora_r=t.lora_r, lora_alpha=t.lora_alpha,
+            lora_dropout=t.lora_dropout, target_modules=list(cell.target_modules), optimizer=t.optimizer,
+            learning_rate=t.learning_rate, gradient_checkpointing=cell.gradient_checkpointing, dtype=cell.dtype,
+            attn_implementation=job["recipe_settings"]["attn_implementation"], steps=t.steps,
             warmup_steps=t.warmup_steps, seed=t.seed, status="ok", started_at=now_iso(), env=self.env,
             load_s=round(self.load_s, 3), trainable_params=self.loaded.trainable_params,
             total_params=self.loaded.total_params, quantization=self.loaded.quantization,
             backend_info=dict(self.loaded.info), tokens_per_step=cell.tokens_per_step,
-            memory_limit_bytes=plan["memory_limit_bytes"],
+            memory_limit_bytes=job["plan"]["memory_limit_bytes"],
             torch_memory_fraction=self.device_info.get("torch_memory_fraction"),
-        )
+            data=self.data_info(cell))
+
+    def data_info(self, cell: Cell) -> Optional[dict]:
+        if self.data is None:
+            return None
+        info = self.data.info.to_dict()
+        info["truncated"] = sum(1 for n in self.data.lengths if n > cell.seq_len)
+        return info
+
+    def spec(self, cell: Cell, total_steps: Optional[int] = None) -> TrainSpec:
+        t = cell.train
+        return TrainSpec(device=self.job["device"], dtype=cell.dtype, optimizer=t.optimizer,
+                         learning_rate=t.learning_rate, seed=t.seed, batch_size=cell.batch_size,
+                         seq_len=cell.seq_len, grad_accum=t.grad_accum,
+                         total_steps=total_steps or t.warmup_steps + t.steps, vocab_size=self.ref.vocab_size,
+                         checkpointing=cell.gradient_checkpointing, recipe=cell.recipe,
+                         rows=[ids[:cell.seq_len] for ids in self.data.input_ids] if self.data else None,
+                         packing=bool(t.packing))
+
+    def run_cell(self, cell: Cell) -> ResultRecord:
+        import torch
+
+        rec = self.new_record(cell)
         restore_trainable(self.loaded.model, self.snapshot)
         gc.collect()
-        if on_cuda:
+        if self.on_cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         self.sampler.start()
         result, failure = None, None
+        total = cell.train.warmup_steps + cell.train.steps
         try:
-            result = train_steps(
-                self.loaded.model, device=job["device"], dtype=cell.dtype, optimizer_name=t.optimizer,
-                learning_rate=t.learning_rate, seed=t.seed, batch_size=cell.batch_size, seq_len=cell.seq_len,
-                grad_accum=t.grad_accum, total_steps=t.warmup_steps + t.steps, vocab_size=self.ref.vocab_size,
-                on_step=lambda i, s, loss: self.ev.emit("step", cell_id=cell.cell_id, step=i,
-                                                        of=t.warmup_steps + t.steps, seconds=s, loss=loss),
-            )
+            result = train(cell.train.driver, self.loaded.model, self.loaded.tokenizer, self.spec(cell),
+                           initial=self.snapshot,
+                           on_step=lambda i, s, loss: self.ev.emit("step", cell_id=cell.cell_id, step=i, of=total,
+                                                                   seconds=s, loss=loss))
         except Exception as exc:  # noqa: BLE001 - every failure becomes this cell's status
-            failure = ("oom" if on_cuda and is_oom(exc) else "error", short_error(exc), traceback.format_exc())
+            failure = ("oom" if self.on_cuda and is_oom(exc) else "error", short_error(exc), traceback.format_exc())
             del exc
+        self.read_memory(rec)
+        if failure:
+            self.record_failure(rec, *failure)
+        if result is not None:
+            self.record_result(rec, cell, result)
+        self.record_speed(rec, cell)
+        self.record_fast_paths(rec, cell)
+        rec.finished_at = now_iso()
+        self.loaded.model.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.on_cuda:
+            torch.cuda.empty_cache()
+        return rec
+
+    def read_memory(self, rec: ResultRecord) -> None:
         peak_device = self.sampler.stop()
-        if on_cuda:
+        if self.on_cuda:
+            import torch
+
             rec.peak_allocated_bytes = int(torch.cuda.max_memory_allocated())
             rec.peak_reserved_bytes = int(torch.cuda.max_memory_reserved())
             rec.peak_device_bytes = peak_device
             rec.device_memory_source = self.sampler.source
         rec.peak_rss_bytes = peak_rss_bytes()
-        if failure:
-            rec.status, rec.error = failure[0], failure[1]
-            if failure[0] == "oom" and plan["memory_limit_bytes"]:
-                rec.error = f"OOM at {plan['memory_limit_bytes'] / 1024**3:.2f} GiB cap ({plan['tier']}): {failure[1]}"
-            rec.backend_info["traceback_tail"] = failure[2][-3000:]
-        if result is not None:
-            rec.step_s = [round(s, 6) for s in result.step_s]
-            rec.losses = result.losses
-            rec.first_step_s = round(result.step_s[0], 6)
-            rec.loss_first, rec.loss_last = result.losses[0], result.losses[-1]
-            rec.tokens_per_s = measure.tokens_per_second(cell.tokens_per_step, result.step_s[t.warmup_steps:])
+        limit = self.job["plan"]["memory_limit_bytes"]
+        if self.on_cuda and limit and peak_device is not None:
+            rec.over_tier_memory = peak_device > limit
+            if rec.over_tier_memory:
+                rec.warnings.append(
+                    f"device peak {peak_device / GiB:.2f} GiB exceeded the {self.job['plan']['tier']} memory "
+                    f"({limit / GiB:.2f} GiB) outside the torch cap: a real card would likely have run out of memory")
+
+    def record_failure(self, rec: ResultRecord, status: str, error: str, tb: str) -> None:
+        limit = self.job["plan"]["memory_limit_bytes"]
+        rec.status, rec.error = status, error
+        if status == "oom" and limit:
+            rec.error = f"OOM at {limit / GiB:.2f} GiB cap ({self.job['plan']['tier']}): {error}"
+        rec.backend_info["traceback_tail"] = tb[-3000:]
+
+    def record_result(self, rec: ResultRecord, cell: Cell, result: TrainResult) -> None:
+        warm = cell.train.warmup_steps
+        rec.step_s = [round(s, 6) for s in result.step_s]
+        rec.step_tokens = list(result.step_tokens)
+        finite = [x if math.isfinite(x) else None for x in result.losses]
+        rec.losses = finite
+        rec.first_step_s = round(result.step_s[0], 6) if result.step_s else None
+        rec.loss_first, rec.loss_last = (finite[0], finite[-1]) if finite else (None, None)
+        rec.tokens_per_s = measure.throughput(result.step_tokens[warm:], result.step_s[warm:])
+        rec.tokens_per_s_padded = measure.throughput(result.step_tokens_padded[warm:], result.step_s[warm:])
+        rec.training_fingerprint = result.fingerprint or None
+        rec.warnings += result.warnings
+        if rec.ok and any(x is None for x in finite):
+            bad = next(i for i, x in enumerate(finite) if x is None)
+            rec.status, rec.error = "nan_loss", f"the loss of optimizer step {bad + 1} is not finite"
+        if rec.ok and len(result.step_s) < cell.train.warmup_steps + cell.train.steps:
+            rec.status, rec.error = "error", f"only {len(result.step_s)} optimizer steps ran"
+
+    def record_speed(self, rec: ResultRecord, cell: Cell) -> None:
         if self.counts:
             layers, width = measure.attention_dims(self.ref.config)
             rec.flops_per_token = measure.flops_per_token(
                 self.counts["matmul"], layers, width, cell.seq_len, cell.gradient_checkpointing != "none")
-        if on_cuda:
+        if self.on_cuda:
             host_tier = tier_for_gpu_name(self.env.get("gpu_name") or "")
             rec.peak_tflops = host_tier.peak_tflops(cell.dtype) if host_tier else None
             rec.mfu = measure.mfu(rec.flops_per_token or 0, rec.tokens_per_s, rec.peak_tflops)
-            if plan["memory_limit_bytes"] and peak_device is not None:
-                rec.over_tier_memory = peak_device > plan["memory_limit_bytes"]
-                if rec.over_tier_memory:
-                    rec.warnings.append(
-                        f"device peak {peak_device / 1024**3:.2f} GiB exceeded the {plan['tier']} memory "
-                        f"({plan['memory_limit_bytes'] / 1024**3:.2f} GiB) outside the torch cap: "
-                        "a real card would likely have run out of memory")
-        if job.get("fast_paths") and on_cuda and rec.ok and cell.backend == "unsloth":
-            # Which kernels a loaded model runs is the model's, not the cell size's: profile the first
-            # ok cell only (the extra step, trace export and parse cost as much as a cell's timed
-            # steps) and name that cell in the summary the later records carry.
-            if self.fast_paths_summary is None:
-                summary = self.fast_paths(cell)
-                if "_error" in summary:
-                    rec.fast_paths = summary
-                else:
-                    self.fast_paths_summary = dict(summary, _profiled_cell=cell.cell_id)
-            if self.fast_paths_summary is not None:
-                rec.fast_paths = dict(self.fast_paths_summary)
-        rec.finished_at = now_iso()
-        self.loaded.model.zero_grad(set_to_none=True)
-        gc.collect()
-        if on_cuda:
-            torch.cuda.empty_cache()
-        return rec
 
-    def fast_paths(self, cell) -> dict:
-        """Which kernels one more (profiled, untimed) training step runs, after all measurements."""
+    def record_fast_paths(self, rec: ResultRecord, cell: Cell) -> None:
+        """Which kernels a loaded model runs is the model's, not the cell size's: profile the first ok cell
+        of a recipe with kernels of its own (Unsloth's, Liger's) once, and name that cell in the summary
+        the later records carry (the extra step, trace export and parse cost as much as the timed steps)."""
+        if not (self.job.get("fast_paths") and self.on_cuda and rec.ok
+                and (cell.backend == "unsloth" or cell.recipe == "hf-liger")):
+            return
+        if self.fast_paths_summary is None:
+            summary = self.fast_paths(cell)
+            if "_error" in summary:
+                rec.fast_paths = summary
+                return
+            self.fast_paths_summary = dict(summary, _profiled_cell=cell.cell_id)
+        rec.fast_paths = dict(self.fast_paths_summary)
 
-        t = cell.train
-
-        def one_step():
-            train_steps(self.loaded.model, device=self.job["device"], dtype=cell.dtype, optimizer_name=t.optimizer,
-                        learning_rate=t.learning_rate, seed=t.seed, batch_size=cell.batch_size,
-                        seq_len=cell.seq_len, grad_accum=t.grad_accum, total_steps=1,
-                        vocab_size=self.ref.vocab_size)
-
+    def fast_paths(self, cell: Cell) -> dict:
+        """Which kernels one more (profiled, untimed) training step of the plain loop runs, after all
+        measurements."""
+        spec = self.spec(cell, total_steps=1)
         try:
-            return summarize_fast_paths(self.loaded.model, one_step, log_text=self.loaded.info.get("banner"))
+            return summarize_fast_paths(self.loaded.model, lambda: train_loop(self.loaded.model, spec),
+                                        log_text=self.loaded.info.get("banner"))
         except Exception as exc:  # noqa: BLE001 - the measurement stands without the summary
             return {"_error": short_error(exc)}
 

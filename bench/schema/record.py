@@ -1,7 +1,11 @@
 """The one result record: what a cell measured, where, with what, and how it ended.
 
-One record per cell (a backend x model x seq_len x batch_size configuration). Memory fields are
+One record per cell (a recipe x model x seq_len x batch_size configuration). Memory fields are
 bytes, time fields seconds, throughput tokens per second. Storage is `bench.schema.store`.
+
+Schema versions: 2 (recipes, drivers, data) is written; 1 (before recipes) is still read, by
+`upgrade`: a version-1 record ran the hand-written loop on synthetic data, its `backend` names what it
+ran (hf: the hf-kbit recipe; unsloth: the unsloth recipe).
 """
 
 from __future__ import annotations
@@ -11,9 +15,13 @@ from dataclasses import MISSING as dataclass_missing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "oom", "error", "timeout", "skipped")
-FINISHED_STATUSES = ("ok", "oom", "skipped")  # what --resume does not run again
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+STATUSES = ("ok", "oom", "error", "timeout", "skipped", "nan_loss")
+#: What a version-1 record's backend ran, as a recipe (bench.config.recipes).
+LEGACY_RECIPE = {"hf": "hf-kbit", "unsloth": "unsloth"}
+LEGACY_DRIVER = "loop"
+FINISHED_STATUSES = ("ok", "oom", "skipped", "nan_loss")  # what --resume does not run again
 
 
 class ResultsError(ValueError):
@@ -26,8 +34,10 @@ class ResultRecord:
     schema_version: int
     run_id: str
     cell_id: str
-    pair_key: str  # same for the hf and unsloth cells of one configuration
-    backend: str  # "hf" | "unsloth"
+    pair_key: str  # same for every recipe's cell of one configuration
+    backend: str  # the recipe's library family: "hf" | "unsloth"
+    recipe: str  # bench.config.recipes: hf-trl, hf-kbit, hf-liger, unsloth, hf-lora16, unsloth-lora16
+    driver: str  # "trainer" (TRL's SFTTrainer) | "loop" (the suite's plain loop)
     model: str  # shipped name, local path or hub id
     model_source: str  # "synthetic" | "local" | "hub"
     tier: str
@@ -64,8 +74,10 @@ class ResultRecord:
     load_s: Optional[float] = None  # model load + quantise + LoRA wrap, once per worker
     first_step_s: Optional[float] = None  # first optimizer step, compilation included
     step_s: list[float] = field(default_factory=list)  # every optimizer step, warm-up included
-    tokens_per_step: Optional[int] = None  # batch_size * seq_len * grad_accum
-    tokens_per_s: Optional[float] = None  # timed steps only
+    tokens_per_step: Optional[int] = None  # batch_size * seq_len * grad_accum (the padded size with --data)
+    tokens_per_s: Optional[float] = None  # timed steps only; non-padding tokens
+    tokens_per_s_padded: Optional[float] = None  # timed steps, padding counted (= tokens_per_s on synthetic data)
+    step_tokens: list[int] = field(default_factory=list)  # non-padding tokens of every optimizer step
     flops_per_token: Optional[float] = None  # model FLOPs per trained token (see bench/analysis/metrics.py)
     peak_tflops: Optional[float] = None  # the host GPU's dense peak for `dtype`
     mfu: Optional[float] = None  # 0..1, against the host GPU's peak
@@ -75,7 +87,11 @@ class ResultRecord:
     loss_last: Optional[float] = None
     trainable_params: Optional[int] = None
     total_params: Optional[int] = None
-    # parity (set on the second cell of a pair to finish; `load` copies it onto the first)
+    # what training really used, read back from the live model and optimizer (parity beyond step one)
+    training_fingerprint: Optional[dict[str, Any]] = None
+    # data: None for synthetic fixed-length token batches; else bench.run.dataset.DatasetInfo as a dict
+    data: Optional[dict[str, Any]] = None
+    # parity against the comparison's reference recipe (set by bench.schema.pairs.annotate_parity)
     matched: Optional[bool] = None
     parity: Optional[dict[str, Any]] = None
     # backend details
@@ -111,6 +127,16 @@ class ResultRecord:
         return self.status == "ok"
 
     @property
+    def data_sha256(self) -> Optional[str]:
+        """The training data's content hash; None for synthetic token batches."""
+        return (self.data or {}).get("sha256")
+
+    @property
+    def packing(self) -> Optional[bool]:
+        """Whether examples were packed into rows (None: synthetic data, always full rows)."""
+        return (self.data or {}).get("packing") if self.data else None
+
+    @property
     def fits_tier(self) -> bool:
         """Ran ok and stayed within the tier's memory (emulated: NVML's peak too, outside the torch cap)."""
         return self.ok and not self.over_tier_memory
@@ -121,3 +147,15 @@ class ResultRecord:
         return "over tier memory" if self.ok and self.over_tier_memory else self.status
 
 
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A record dict of any readable schema version as a current one (version 1: see the module doc)."""
+    version = data.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return data
+    if version not in READABLE_VERSIONS:
+        raise ResultsError(f"schema_version {version!r}, this qlora-bench reads {', '.join(map(str, READABLE_VERSIONS))}")
+    out = dict(data)
+    out.setdefault("recipe", LEGACY_RECIPE.get(data.get("backend"), data.get("backend")))
+    out.setdefault("driver", LEGACY_DRIVER)
+    out["schema_version"] = SCHEMA_VERSION
+    return out

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from bench.schema.record import FINISHED_STATUSES, SCHEMA_VERSION, ResultRecord, ResultsError
+from bench.schema.pairs import DEFAULT_REFERENCE, annotate_parity
+from bench.schema.record import FINISHED_STATUSES, ResultRecord, ResultsError, upgrade
 
 
 def append_record(path: Path, record: ResultRecord) -> None:
@@ -43,27 +44,23 @@ def read_records(path: Path) -> list[ResultRecord]:
             raise ResultsError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
         if not isinstance(data, dict):
             raise ResultsError(f"{path}:{lineno}: a record must be a JSON object")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ResultsError(
-                f"{path}:{lineno}: schema_version {version!r}, this qlora-bench reads {SCHEMA_VERSION}"
-            )
         try:
-            records.append(ResultRecord.from_dict(data))
+            records.append(ResultRecord.from_dict(upgrade(data)))
         except (ResultsError, TypeError) as exc:
             raise ResultsError(f"{path}:{lineno}: {exc}") from exc
     return records
 
 
-def load(paths: Iterable[Path], allow_empty: bool = False) -> list[ResultRecord]:
-    """Records of several files, the latest of each cell (`latest_per_cell`), parity propagated."""
+def load(paths: Iterable[Path], allow_empty: bool = False, reference: str = DEFAULT_REFERENCE) -> list[ResultRecord]:
+    """Records of several files, the latest of each cell (`latest_per_cell`), each with its parity
+    against `reference` (bench.schema.pairs.annotate_parity)."""
     records: list[ResultRecord] = []
     for p in paths:
         recs = read_records(p)
         if not recs and not allow_empty:
             raise ResultsError(f"results file {p} holds no records")
         records.extend(recs)
-    return propagate_parity(latest_per_cell(records))
+    return annotate_parity(latest_per_cell(records), reference)
 
 
 def hosts_of(records: list[ResultRecord]) -> list[str]:
@@ -92,22 +89,6 @@ def latest_indexes(records: list[ResultRecord]) -> list[int]:
 def latest_per_cell(records: list[ResultRecord]) -> list[ResultRecord]:
     """The latest record of each cell on each host (`latest_indexes`), in order."""
     return [records[i] for i in latest_indexes(records)]
-
-
-def propagate_parity(records: list[ResultRecord]) -> list[ResultRecord]:
-    """Copy a pair's parity verdict, written on whichever cell finished second, onto the other."""
-    by_pair: dict[str, list[ResultRecord]] = {}
-    for r in records:
-        by_pair.setdefault(r.pair_key, []).append(r)
-    for group in by_pair.values():
-        verdicts = [r for r in group if r.parity is not None]
-        if not verdicts:
-            continue
-        for r in group:
-            if r.parity is None:
-                r.parity = verdicts[-1].parity
-                r.matched = verdicts[-1].matched
-    return records
 
 
 def finished_cell_ids(path: Path) -> set[str]:

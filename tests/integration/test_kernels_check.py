@@ -24,7 +24,9 @@ from bench.config.models import SHIPPED, TARGET_MODULES, resolve_model
 from bench.run.checkpoint import ensure_synthetic_checkpoint
 from bench.config.tiers import get_tier, plan_tier
 from bench.render.kernels import benchmark_markdown, coverage_markdown
-from bench.run.backends import BackendSettings, load_backend
+from bench.run.drivers import TrainSpec
+from bench.run.drivers.loop import train_loop
+from bench.run.recipes import RecipeSettings, load_recipe
 from bench.run.kernels import CheckOptions, make_job, run_worker
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from kernels_check import format_fast_paths, static_fast_paths, summarize_fast_paths
@@ -272,17 +274,16 @@ def tiny_peft(tmp_path_factory):
     """tiny-llama through the suite's own HF QLoRA backend on CPU: bitsandbytes NF4 + peft LoRA."""
     ref = resolve_model("tiny-llama")
     path, _ = ensure_synthetic_checkpoint(ref, cache_dir=tmp_path_factory.mktemp("kc-cache"))
-    settings = BackendSettings(dtype="float32", device="cpu", lora_r=4, lora_alpha=8, lora_dropout=0.0,
+    settings = RecipeSettings(dtype="float32", device="cpu", lora_r=4, lora_alpha=8, lora_dropout=0.0,
                                target_modules=TARGET_MODULES["llama"], checkpointing="none", max_seq_len=64, seed=1)
-    return load_backend("hf", str(path), settings), ref
+    return load_recipe("hf-kbit", str(path), settings), ref
 
 
 def _one_step(model, ref, steps=1, on_step=None):
-    from bench.run.train import train_steps
-
-    return train_steps(model, device="cpu", dtype="float32", optimizer_name="adamw_torch", learning_rate=1e-4,
-                       seed=1, batch_size=1, seq_len=16, grad_accum=1, total_steps=steps,
-                       vocab_size=ref.vocab_size, on_step=on_step)
+    spec = TrainSpec(device="cpu", dtype="float32", optimizer="adamw_torch", learning_rate=1e-4, seed=1, batch_size=1,
+                     seq_len=16, grad_accum=1, total_steps=steps, vocab_size=ref.vocab_size, checkpointing="none",
+                     recipe="hf-kbit")
+    return train_loop(model, spec, on_step=on_step)
 
 
 def test_cpu_profiler_trace_of_a_training_step(tiny_peft, tmp_path):

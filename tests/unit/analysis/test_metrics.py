@@ -1,9 +1,13 @@
 import pytest
 
 from bench.analysis import metrics as measure
-def test_tokens_per_second_over_timed_steps():
-    assert measure.tokens_per_second(4096, [0.5, 0.5, 1.0]) == pytest.approx(4096 * 3 / 2.0)
-    assert measure.tokens_per_second(4096, []) is None
+
+
+def test_throughput_over_timed_steps():
+    assert measure.throughput([4096] * 3, [0.5, 0.5, 1.0]) == pytest.approx(4096 * 3 / 2.0)
+    assert measure.throughput([100, 300], [1.0, 1.0]) == pytest.approx(200.0)  # --data: tokens vary per step
+    assert measure.throughput([], []) is None
+    assert measure.throughput([1, 2], [1.0]) is None  # mismatched lists are not a throughput
 
 
 def test_flops_per_token_follows_the_documented_formula():

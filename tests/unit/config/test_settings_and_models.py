@@ -7,20 +7,24 @@ from bench.config.models import SHIPPED, ModelError, config_hash, resolve_model
 from bench.run.checkpoint import build_tokenizer, ensure_synthetic_checkpoint, parameter_counts
 
 
-def cell(backend="hf", seq=1024, bs=1, **train):
-    return Cell(backend, "llama-3.1-8b", "t4", "emulated", seq, bs, TrainSettings(**train), "float16",
+def cell(recipe="hf-trl", seq=1024, bs=1, **train):
+    return Cell(recipe, "llama-3.1-8b", "t4", "emulated", seq, bs, TrainSettings(**train), "float16",
                 ("q_proj", "v_proj"))
 
 
-def test_pair_key_shared_across_backends_and_cell_id_differs():
-    a, b = cell("hf"), cell("unsloth")
-    assert a.pair_key == b.pair_key and a.cell_id != b.cell_id
+def test_pair_key_shared_across_recipes_and_cell_id_differs():
+    a, b, c = cell("hf-trl"), cell("unsloth"), cell("hf-kbit")
+    assert a.pair_key == b.pair_key == c.pair_key and len({a.cell_id, b.cell_id, c.cell_id}) == 3
     assert cell(lora_r=64).pair_key != a.pair_key  # any training setting changes the key
+    assert cell(driver="loop").pair_key != a.pair_key  # so do the driver and the data
+    assert cell(data_path="x.json", data_sha256="ab", packing=True).pair_key != a.pair_key
     assert Cell.from_dict(a.to_dict()) == a
+    assert (a.backend, b.backend) == ("hf", "unsloth")
 
 
-def test_checkpointing_auto_per_backend():
-    assert cell("hf").gradient_checkpointing == "standard"
+def test_checkpointing_auto_per_recipe():
+    assert cell("hf-trl").gradient_checkpointing == "standard"
+    assert cell("hf-kbit").gradient_checkpointing == "standard"
     assert cell("unsloth").gradient_checkpointing == "unsloth"
     assert cell("unsloth", gradient_checkpointing="none").gradient_checkpointing == "none"
 
@@ -31,7 +35,7 @@ def test_order_smallest_memory_first_and_domination():
     assert [(c.seq_len, c.batch_size) for c in ordered] == [(1024, 1), (1024, 2), (2048, 1), (2048, 2)]
     assert dominates(cell(seq=2048, bs=2), cell(seq=2048, bs=1))
     assert not dominates(cell(seq=1024, bs=2), cell(seq=2048, bs=1))
-    assert not dominates(cell("unsloth", seq=4096), cell("hf", seq=1024))
+    assert not dominates(cell("unsloth", seq=4096), cell("hf-trl", seq=1024))
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -46,8 +50,10 @@ def test_bad_train_settings(changes, message):
 def test_bad_matrix():
     with pytest.raises(ConfigError, match="seq-len must be > 0"):
         RunConfig("t4", ["tiny-llama"], seq_lens=[0]).validate()
-    with pytest.raises(ConfigError, match="unknown backend"):
-        RunConfig("t4", ["tiny-llama"], backends=["vllm"]).validate()
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        RunConfig("t4", ["tiny-llama"], recipes=["vllm"]).validate()
+    with pytest.raises(ConfigError, match="cannot train"):
+        RunConfig("t4", ["tiny-llama"], seq_lens=[32, 1]).validate()
     with pytest.raises(ConfigError, match="not a whole number"):
         parse_int_list("1024,abc", "--seq-len")
 

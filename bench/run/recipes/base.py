@@ -1,4 +1,4 @@
-"""What both backends share: their settings and what they hand back."""
+"""What every recipe shares: its settings, what it hands back, and what is read back from a loaded model."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class BackendSettings:
-    """Everything a backend needs; identical for both sides of a matched pair except `checkpointing`."""
+class RecipeSettings:
+    """Everything a recipe needs to load; identical across the recipes of one configuration except
+    `checkpointing` (the recipe's own under "auto")."""
 
     dtype: str  # "bfloat16" | "float16" | "float32"
     device: str  # "cuda" | "cpu"

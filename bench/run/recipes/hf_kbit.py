@@ -1,11 +1,13 @@
-"""Vanilla Hugging Face QLoRA: transformers + bitsandbytes NF4 + peft LoRA, as the docs show it."""
+"""The classic QLoRA recipe (QLoRA paper, PEFT docs), hf-kbit: transformers + bitsandbytes NF4, then
+peft's prepare_model_for_kbit_training (every non-4-bit parameter cast to fp32, gradient checkpointing
+on) and get_peft_model."""
 
 from __future__ import annotations
 
-from bench.run.backends.base import BackendSettings, LoadedModel, count_4bit_linears, count_params, quantization_summary
+from bench.run.recipes.base import RecipeSettings, LoadedModel, count_4bit_linears, count_params, quantization_summary
 
 
-def load(path: str, s: BackendSettings) -> LoadedModel:
+def load(path: str, s: RecipeSettings) -> LoadedModel:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig

@@ -1,4 +1,5 @@
-"""Unsloth QLoRA: FastLanguageModel (4-bit NF4) + get_peft_model with Unsloth's checkpointing.
+"""Unsloth's recipes: FastLanguageModel.from_pretrained (4-bit NF4 for `unsloth`, 16-bit weights for
+`unsloth-lora16`) + FastLanguageModel.get_peft_model with Unsloth's checkpointing, as its notebooks do.
 
 Import this module only in a process that runs nothing else: `import unsloth` patches
 transformers and peft globally. The worker imports unsloth before anything else.
@@ -11,20 +12,20 @@ import logging
 import os
 from contextlib import redirect_stdout
 
-from bench.run.backends.base import BackendSettings, LoadedModel, count_4bit_linears, count_params, quantization_summary
+from bench.run.recipes.base import RecipeSettings, LoadedModel, count_4bit_linears, count_params, quantization_summary
 from kernels_check.static import parse_unsloth_log
 
 # Unsloth's own statistics ping and update checks have nothing to reach offline.
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
 
 
-def load(path: str, s: BackendSettings) -> LoadedModel:
+def load(path: str, s: RecipeSettings, *, load_in_4bit: bool = True) -> LoadedModel:
     import torch
     import unsloth
     from unsloth import FastLanguageModel
 
     if s.device != "cuda":
-        raise RuntimeError("the unsloth backend needs a CUDA GPU")
+        raise RuntimeError("Unsloth's recipes need a CUDA GPU")
     dtype = getattr(torch, s.dtype)
     banner = io.StringIO()
 
@@ -41,7 +42,8 @@ def load(path: str, s: BackendSettings) -> LoadedModel:
             model_name=path,
             max_seq_length=s.max_seq_len,
             dtype=dtype,
-            load_in_4bit=True,
+            load_in_4bit=load_in_4bit,
+            **({} if load_in_4bit else {"load_in_16bit": True}),
             trust_remote_code=s.trust_remote_code,
         )
         checkpointing = {"unsloth": "unsloth", "standard": True, "none": False}[s.checkpointing]
