@@ -83,8 +83,9 @@ def parity(
     elif trainable_a != trainable_b:
         reasons.append(f"trainable parameters differ: {trainable_a:,} vs {trainable_b:,}")
     rel = relative_difference(loss_a, loss_b)
-    if rel is None and check_loss:
-        reasons.append("first-step loss missing")
+    if rel is None:
+        if check_loss:
+            reasons.append("first-step loss missing")
     elif rel > rtol:
         reasons.append(f"first-step losses differ by {rel:.2e} (> {rtol:.0e}): {loss_a:.5f} vs {loss_b:.5f}")
     return {

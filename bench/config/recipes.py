@@ -37,8 +37,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "AutoModelForCausalLM + BitsAndBytesConfig (NF4, double quant) trained by TRL's SFTTrainer with a "
            "LoraConfig: the way Hugging Face users fine-tune today",
            "the reference: TRL's own casting (LoRA weights in bf16, embeddings / lm_head / norms kept in 16 bits), "
-           "gradient checkpointing use_reentrant=False, TRL's chunked fused LM-head loss",
-           extra="trl"),
+           "gradient checkpointing use_reentrant=False, TRL's chunked fused LM-head loss"),
     Recipe("hf-kbit", "hf", "nf4", "standard",
            "the classic QLoRA recipe (QLoRA paper, PEFT docs): prepare_model_for_kbit_training, then get_peft_model",
            "prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32 and LoRA stays fp32; "
@@ -55,8 +54,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            extra="gpu", needs_gpu=True),
     Recipe("hf-lora16", "hf", "16bit", "standard",
            "16-bit LoRA without quantisation: AutoModelForCausalLM in bf16/fp16 + LoraConfig via SFTTrainer",
-           "no 4-bit quantisation: the base weights stay 16-bit (the baseline of the articles' 70 % claim)",
-           extra="trl"),
+           "no 4-bit quantisation: the base weights stay 16-bit (the baseline of the articles' 70 % claim)"),
     Recipe("unsloth-lora16", "unsloth", "16bit", "unsloth",
            "Unsloth with 16-bit weights: FastLanguageModel.from_pretrained(load_in_4bit=False, load_in_16bit=True)",
            "Unsloth's kernels and checkpointing on 16-bit base weights",

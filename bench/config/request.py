@@ -62,11 +62,10 @@ def recipes_of(request: RunRequest) -> tuple[list[str], str]:
 
 
 def to_config(request: RunRequest) -> RunConfig:
-    """The RunConfig a request means (validated). Sizes and models default to the tier's default matrix,
-    or to CPU_DEFAULTS on the CPU when none of model, seq-len and batch-size is given."""
+    """The RunConfig a request means (validated). Models and sizes not given default to the tier's default
+    matrix, or on the CPU to CPU_DEFAULTS (an 8B model at 1024 tokens would only be killed by the OS)."""
     tier = request.tier.strip().lower()
-    cpu_smoke = request.device == "cpu" and not (request.model or request.seq_len or request.batch_size)
-    defaults = CPU_DEFAULTS if cpu_smoke else default_matrix(tier)
+    defaults = CPU_DEFAULTS if request.device == "cpu" else default_matrix(tier)
     recipes, driver = recipes_of(request)
     data_path = data_sha = None
     if request.data is not None:

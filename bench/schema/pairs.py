@@ -147,7 +147,7 @@ def annotate_parity(records: list[ResultRecord], reference: str = DEFAULT_REFERE
     for p in pair_records(records, reference):
         if not p.both_ok:
             continue
-        verdict = p.candidate.parity or p.reference.parity or parity_for(p.reference, p.candidate)
+        verdict = _stored_verdict(p) or parity_for(p.reference, p.candidate)
         p.candidate.parity, p.candidate.matched = verdict, verdict["matched"]
         by_ref.setdefault(id(p.reference), []).append(verdict["matched"])
         if p.reference.parity is None or not verdict["matched"]:
@@ -156,6 +156,15 @@ def annotate_parity(records: list[ResultRecord], reference: str = DEFAULT_REFERE
         if id(r) in by_ref:
             r.matched = all(by_ref[id(r)])
     return records
+
+
+def _stored_verdict(p: Pair) -> Optional[dict]:
+    """The verdict a side of this very pair was written with (schema version 1), if any."""
+    cells = {p.reference.cell_id, p.candidate.cell_id}
+    for side in (p.candidate, p.reference):
+        if side.parity and set(side.parity.get("cells") or ()) == cells:
+            return side.parity
+    return None
 
 
 def parity_for(reference: ResultRecord, candidate: ResultRecord) -> dict:

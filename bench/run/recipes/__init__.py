@@ -23,7 +23,7 @@ MODULES = {
     "unsloth-lora16": ("unsloth", {"load_in_4bit": False}),
 }
 #: The importable module each optional package is checked by, and the extra that installs it.
-REQUIRES = {"trl": ("trl", "trl"), "liger": ("liger_kernel", "liger"), "gpu": ("unsloth", "gpu")}
+REQUIRES = {"liger": ("liger_kernel", "liger"), "gpu": ("unsloth", "gpu")}
 
 
 class RecipeUnavailable(RecipeError):
@@ -37,8 +37,6 @@ def check_available(name: str, device: str) -> None:
         raise RecipeUnavailable(f"recipe {name} needs a CUDA GPU (it runs Triton kernels); "
                                 f"on the CPU use hf-trl, hf-kbit or hf-lora16")
     needed = [REQUIRES[recipe.extra]] if recipe.extra else []
-    if recipe.name == "hf-liger":
-        needed.append(REQUIRES["trl"])
     for module, extra in needed:
         if importlib.util.find_spec(module) is None:
             raise RecipeUnavailable(f"recipe {name} needs {module}, which is not installed: "
