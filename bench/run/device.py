@@ -52,6 +52,41 @@ def detect_host_gpu(index: int = 0, allow_torch: bool = False) -> Optional[HostG
     return None
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def list_gpus() -> list[dict]:
+    """Every NVIDIA GPU of this host as NVML sees it: index, uuid, name, total memory (bytes); [] without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    try:
+        out = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            out.append({"index": i, "uuid": _text(pynvml.nvmlDeviceGetUUID(h)), "name": _text(pynvml.nvmlDeviceGetName(h)),
+                        "total_memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total)})
+        return out
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def visible_gpu_uuid() -> Optional[str]:
+    """The NVML UUID ("GPU-...") of the GPU torch calls device 0 in this process (CUDA_VISIBLE_DEVICES
+    renumbers devices for CUDA, not for NVML: the UUID names the same card for both)."""
+    import torch
+
+    uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith("GPU-") else f"GPU-{text}"
+
+
 def setup_device(device: str, memory_limit_bytes: Optional[int], sampler: Optional["NvmlPeakSampler"] = None) -> dict:
     """Start CUDA; when emulating a tier (`memory_limit_bytes`), cap the torch allocator so that
     allocator + memory outside torch fit the tier's memory. Returns what it measured and set:
@@ -64,7 +99,8 @@ def setup_device(device: str, memory_limit_bytes: Optional[int], sampler: Option
     sampler = sampler or NvmlPeakSampler()
     torch.cuda.init()
     torch.zeros(1, device="cuda")
-    sampler.open()
+    info["gpu_uuid"] = visible_gpu_uuid()
+    sampler.open(uuid=info["gpu_uuid"])
     used = sampler.read_now()
     info["context_bytes"] = used
     if memory_limit_bytes:
@@ -130,13 +166,20 @@ class NvmlPeakSampler:
             return None
         return self._read()[0]
 
-    def open(self) -> bool:
+    def open(self, uuid: Optional[str] = None) -> bool:
+        """Attach to the GPU named by `uuid` (the one this process's CUDA uses), else by device_index."""
         try:
             import pynvml
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            handle = None
+            if uuid:
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+                except Exception:
+                    handle = None
+            self._handle = handle or pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
             return True
         except Exception:
             self._nvml = None

@@ -35,7 +35,7 @@ def worker_env(job: dict) -> dict:
 class WorkerProcess:
     """One `python -m bench.run.worker` child: cells in on stdin, JSON events out on a pipe."""
 
-    def __init__(self, job: dict, log_path: Path, module: str = "bench.run.worker"):
+    def __init__(self, job: dict, log_path: Path, module: str = "bench.run.worker", extra_env: Optional[dict] = None):
         self.job_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(job, self.job_file)
         self.job_file.close()
@@ -43,7 +43,7 @@ class WorkerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        env = worker_env(job)
+        env = dict(worker_env(job), **(extra_env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, "--job", self.job_file.name, "--event-fd", str(write_fd)],
             stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),

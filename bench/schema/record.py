@@ -99,6 +99,9 @@ class ResultRecord:
     fast_paths: Optional[dict[str, str]] = None  # filled by kernels_check integration
     backend_info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # where it ran: executor (serial | local | dask), host, gpu_index (NVML) and gpu_uuid, and cells_beside:
+    # the most other cells measured at the same time on this host or cluster while it ran
+    placement: Optional[dict[str, Any]] = None
     # provenance
     started_at: Optional[str] = None  # ISO 8601 UTC
     finished_at: Optional[str] = None
