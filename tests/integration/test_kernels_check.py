@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.analysis.fallback import model_pairs
+from bench.config.recipes import get_recipe
 from bench.config.models import SHIPPED, TARGET_MODULES, resolve_model
 from bench.run.checkpoint import ensure_synthetic_checkpoint
 from bench.config.tiers import get_tier, plan_tier
@@ -247,10 +248,10 @@ def test_f2_heuristic_and_its_agreement_with_the_trace():
     assert heuristic_vs_trace(NO_DATA, fell_back) is None
 
 
-def _record(backend, model, peak, tps, seq=512, matched=True):
+def _record(recipe, model, peak, tps, seq=512, matched=True):
     key = f"h100-native-{model}-s{seq}-b1-x"
-    return ResultRecord(schema_version=SCHEMA_VERSION, run_id="r", cell_id=f"{key}-{backend}", pair_key=key,
-                        backend=backend, model=model, model_source="synthetic", tier="h100", mode="native",
+    return ResultRecord(schema_version=SCHEMA_VERSION, run_id="r", cell_id=f"{key}-{recipe}", pair_key=key,
+                        backend=get_recipe(recipe).family, recipe=recipe, driver="loop", model=model, model_source="synthetic", tier="h100", mode="native",
                         seq_len=seq, batch_size=1, grad_accum=1, lora_r=16, lora_alpha=16, lora_dropout=0.0,
                         target_modules=["q_proj"], optimizer="adamw_8bit", learning_rate=2e-4,
                         gradient_checkpointing="unsloth", dtype="bfloat16", attn_implementation="sdpa", steps=2,
@@ -259,8 +260,8 @@ def _record(backend, model, peak, tps, seq=512, matched=True):
 
 
 def test_model_summary_uses_the_f2_metric_and_leaves_unmatched_pairs_out():
-    records = [_record("hf", "m", 1000, 100.0), _record("unsloth", "m", 800, 150.0),  # 20 % saved
-               _record("hf", "m", 1000, 100.0, seq=1024, matched=False),
+    records = [_record("hf-kbit", "m", 1000, 100.0), _record("unsloth", "m", 800, 150.0),  # 20 % saved
+               _record("hf-kbit", "m", 1000, 100.0, seq=1024, matched=False),
                _record("unsloth", "m", 100, 400.0, seq=1024, matched=False)]
     s = summarize_pairs(model_pairs(records, "m"))
     assert s["pairs"] == 1 and s["memory_reduction"] == pytest.approx(0.2) and s["speedup"] == pytest.approx(1.5)
@@ -488,7 +489,7 @@ def test_coverage_table_shows_fallbacks_failures_and_static_only(tiny_peft):
                _synthetic_result("fallback-one", fallback, static=static),
                _synthetic_result("no-profile", [], static=static, profile="failed"),
                _synthetic_result("broken", [], status="load_failed")]
-    records = [_record("hf", "fallback-one", 1000, 100.0), _record("unsloth", "fallback-one", 900, 110.0)]
+    records = [_record("hf-kbit", "fallback-one", 1000, 100.0), _record("unsloth", "fallback-one", 900, 110.0)]
     md = coverage_markdown(results, records, generated_at="T")
     rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
     assert "unsloth kernel" in rows["norm (RMSNorm / LayerNorm)"].split(" | ")[1]
