@@ -1,4 +1,4 @@
-"""kernels_check: which Unsloth fast kernels ran on a model, which fell back, and what that costs.
+"""kernels_check: which Unsloth (or Liger) kernels ran on a model, which fell back, and what that costs.
 
 A detection library: it imports nothing from `bench` (bench depends on it, one way) and is
 importable without torch or unsloth (trace.py imports torch inside the profiling functions).
@@ -6,10 +6,14 @@ Library API for the run integration (bench/run/worker.py):
 
 - `summarize_fast_paths(model, profile_step, log_text=None)`: profile one call of `profile_step`
   (one training step) and return the compact `fast_paths` dict of a run record, e.g.
-  {"norm": "unsloth", "rope": "unsloth", "attention": "flash", ..., "_source": "trace+static"}.
-  A profiler failure falls back to the static check (`_source` "static", `_profile_error` set).
+  {"norm": "unsloth", "rope": "unsloth", "attention": "flash", ..., "_source": "trace+static",
+  "_origin": "unsloth"}; `_origin` names the kernel library the summary counts (unsloth, or liger for
+  a model Liger patched). A profiler failure falls back to the static check (`_source` "static",
+  `_profile_error` set).
 - `static_fast_paths(model, log_text=None)`: the same dict from the static check only (no profiler).
-- `format_fast_paths(fast_paths)`: "fast paths k/n" for the console.
+- `count_kernel_paths(fast_paths, origin=None)`: (k, n) of the paths that library has kernels for
+  (`count_unsloth_paths` for Unsloth's).
+- `format_fast_paths(fast_paths)`: "fast paths k/n" (Unsloth) or "Liger kernel paths k/n" for the console.
 
 Modules: patterns (kernel-name table, kernel_patterns.json), classify (pure classification),
 trace (torch.profiler and Chrome-trace reading), static (installed patches, Unsloth's messages),
@@ -23,11 +27,12 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from kernels_check import static, trace
-from kernels_check.classify import (UNSLOTH_KERNEL_PATHS, classify, count_unsloth_paths, format_fast_paths,
+from kernels_check.classify import (KERNEL_PATHS, LIGER_KERNEL_PATHS, UNSLOTH_KERNEL_PATHS, classify,
+                                    count_kernel_paths, count_unsloth_paths, format_fast_paths, kernel_origin,
                                     merge_fast_paths, trace_fast_paths)
 
-__all__ = ["summarize_fast_paths", "static_fast_paths", "format_fast_paths", "count_unsloth_paths",
-           "UNSLOTH_KERNEL_PATHS"]
+__all__ = ["summarize_fast_paths", "static_fast_paths", "format_fast_paths", "count_kernel_paths",
+           "count_unsloth_paths", "kernel_origin", "KERNEL_PATHS", "LIGER_KERNEL_PATHS", "UNSLOTH_KERNEL_PATHS"]
 
 
 def static_fast_paths(model: Any, log_text: Optional[str] = None) -> dict[str, str]:
@@ -43,14 +48,17 @@ def summarize_fast_paths(model: Any, profile_step: Callable[[], Any], log_text: 
     did not show. Never raises for a profiler problem: it degrades to the static check and says
     so in `_profile_error`.
     """
-    expected = static.expected_fast_paths(static.inspect_model(model, log_text=log_text))
+    report = static.inspect_model(model, log_text=log_text)
+    expected = static.expected_fast_paths(report)
     try:
         chrome_trace, _ = trace.profile_step(profile_step)
         kernels = trace.kernel_stats(chrome_trace)
         if not kernels:
             raise RuntimeError("the profiler recorded no GPU kernels")
-        return merge_fast_paths(trace_fast_paths(classify(kernels)), expected)
+        out = merge_fast_paths(trace_fast_paths(classify(kernels)), expected)
     except Exception as exc:  # noqa: BLE001 - a run must not fail because the profiler did
         out = merge_fast_paths(None, expected)
         out["_profile_error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
-        return out
+    library = static.kernel_library(report)
+    out["_origin"] = library if library != "unsloth" else kernel_origin(out)
+    return out

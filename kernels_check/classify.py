@@ -16,6 +16,8 @@ from kernels_check.patterns import KernelPattern, load_patterns, match_kernel
 # What an origin is called in a compact fast-path summary (run records, console, coverage table).
 ORIGIN_LABEL = {
     "unsloth": "unsloth",
+    "liger": "liger",
+    "trl": "trl",
     "inductor": "compiled",
     "aten": "eager",
     "bitsandbytes": "bitsandbytes",
@@ -30,10 +32,22 @@ ORIGIN_LABEL = {
 SUMMARY_PATHS = ("norm", "rope", "mlp_act", "nf4_dequant", "matmul", "attention", "cross_entropy", "optimizer")
 # Fast paths for which Unsloth ships a hand-written kernel: the n of "fast paths k/n".
 UNSLOTH_KERNEL_PATHS = ("norm", "rope", "mlp_act", "nf4_dequant", "lora_matmul", "cross_entropy")
-# A fast path counts as "unsloth" when Unsloth's kernels take at least this share of its time, even if
-# another origin takes more: on torch >= 2.11 Unsloth runs its SwiGLU forward kernel but lets Inductor
-# compile the backward (unsloth/kernels/swiglu.py:141), and that path did not fall back.
-UNSLOTH_MIN_SHARE = 0.05
+# Fast paths the hf-liger recipe runs on Liger's kernels: the n of "Liger kernel paths k/n". Liger also
+# has cross-entropy kernels, but TRL turns its fused linear CE off and transformers' integration leaves
+# plain CE off (docs/notes/recipes-research.md section 6): counting that path would call every hf-liger
+# run a fallback.
+LIGER_KERNEL_PATHS = ("norm", "rope", "mlp_act")
+# The kernel libraries a recipe opts into (origins of kernels_check.patterns) -> the paths they count.
+KERNEL_PATHS = {"unsloth": UNSLOTH_KERNEL_PATHS, "liger": LIGER_KERNEL_PATHS}
+# What each kernel library is called where a k/n count is printed.
+KERNEL_COUNT_LABEL = {"unsloth": "fast paths", "liger": "Liger kernel paths"}
+# Which kernel library a recipe (bench.config.recipes) runs; results and records without a recipe are Unsloth's.
+RECIPE_KERNELS = {"unsloth": "unsloth", "unsloth-lora16": "unsloth", "hf-liger": "liger"}
+# A fast path counts as a kernel library's when its kernels take at least this share of its time, even
+# if another origin takes more: on torch >= 2.11 Unsloth runs its SwiGLU forward kernel but lets
+# Inductor compile the backward (unsloth/kernels/swiglu.py:141), and that path did not fall back.
+KERNEL_MIN_SHARE = 0.05
+UNSLOTH_MIN_SHARE = KERNEL_MIN_SHARE
 
 
 @dataclass(frozen=True)
@@ -69,9 +83,11 @@ class PathSummary:
 
     @property
     def verdict(self) -> str:
-        """"unsloth" if Unsloth's kernels ran a real part of this path (UNSLOTH_MIN_SHARE), else the dominant origin."""
-        if self.total_us > 0 and self.by_origin.get("unsloth", 0.0) / self.total_us >= UNSLOTH_MIN_SHARE:
-            return "unsloth"
+        """The kernel library (unsloth, then liger) whose kernels ran a real part of this path
+        (KERNEL_MIN_SHARE), else the dominant origin."""
+        for library in KERNEL_PATHS:
+            if self.total_us > 0 and self.by_origin.get(library, 0.0) / self.total_us >= KERNEL_MIN_SHARE:
+                return library
         return self.dominant
 
     def origin_shares(self) -> dict[str, float]:
@@ -147,24 +163,46 @@ def merge_fast_paths(trace: Optional[Mapping[str, str]], static: Optional[Mappin
     return out
 
 
+def kernel_origin(fast_paths: Optional[Mapping[str, str]]) -> str:
+    """The kernel library a summary counts: its `_origin` (set by summarize_fast_paths / analyse), else
+    liger where a path ran Liger's kernels and none Unsloth's, else unsloth (summaries before Liger)."""
+    fast_paths = fast_paths or {}
+    origin = fast_paths.get("_origin")
+    if origin in KERNEL_PATHS:
+        return origin
+    values = {v for k, v in fast_paths.items() if not k.startswith("_")}
+    return "liger" if "liger" in values and "unsloth" not in values else "unsloth"
+
+
+def count_kernel_paths(fast_paths: Mapping[str, str], origin: Optional[str] = None) -> tuple[int, int]:
+    """(k, n): of the fast paths kernel library `origin` (default: kernel_origin) counts and the summary
+    covers, how many ran its kernels."""
+    origin = origin or kernel_origin(fast_paths)
+    present = [p for p in KERNEL_PATHS[origin] if p in fast_paths]
+    return sum(1 for p in present if fast_paths[p] == origin), len(present)
+
+
 def count_unsloth_paths(fast_paths: Mapping[str, str]) -> tuple[int, int]:
     """(k, n): of the fast paths Unsloth has a kernel for and the summary covers, how many ran Unsloth's."""
-    present = [p for p in UNSLOTH_KERNEL_PATHS if p in fast_paths]
-    return sum(1 for p in present if fast_paths[p] == "unsloth"), len(present)
+    return count_kernel_paths(fast_paths, "unsloth")
 
 
-def format_fast_paths(fast_paths: Optional[Mapping[str, str]], detail: bool = False) -> str:
-    """Console text: "fast paths 6/6", or with detail the fallbacks, e.g. "fast paths 1/6 (norm compiled, ...)"."""
+def format_fast_paths(fast_paths: Optional[Mapping[str, str]], detail: bool = False,
+                      origin: Optional[str] = None) -> str:
+    """Console text: "fast paths 6/6" (Unsloth) or "Liger kernel paths 3/3", with detail the paths that
+    ran other code, e.g. "fast paths 1/6 (norm compiled, ...)"; `origin` defaults to kernel_origin."""
+    origin = origin or kernel_origin(fast_paths)
+    label = KERNEL_COUNT_LABEL[origin]
     if not fast_paths:
-        return "fast paths -"
-    k, n = count_unsloth_paths(fast_paths)
+        return f"{label} -"
+    k, n = count_kernel_paths(fast_paths, origin)
     if n == 0:  # e.g. {"_error": ...}: the summary itself failed
-        return "fast paths -" + (" (error)" if any(key.endswith("error") for key in fast_paths) else "")
-    text = f"fast paths {k}/{n}"
+        return f"{label} -" + (" (error)" if any(key.endswith("error") for key in fast_paths) else "")
+    text = f"{label} {k}/{n}"
     if fast_paths.get("_source") == "static":
         text += " (static check)"
     if detail:
-        fell = [f"{p} {fast_paths[p]}" for p in UNSLOTH_KERNEL_PATHS if p in fast_paths and fast_paths[p] != "unsloth"]
+        fell = [f"{p} {fast_paths[p]}" for p in KERNEL_PATHS[origin] if p in fast_paths and fast_paths[p] != origin]
         if fell:
             text += " (" + ", ".join(fell) + ")"
     return text

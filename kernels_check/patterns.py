@@ -17,8 +17,10 @@ from typing import Optional
 
 PATTERNS_FILE = Path(__file__).with_name("kernel_patterns.json")
 
-ORIGINS = ("unsloth", "inductor", "bitsandbytes", "cublas", "cudnn", "flash", "mem_efficient", "aten", "memcpy",
-           "other")
+# unsloth, liger: the kernel libraries the recipes opt into (unsloth, hf-liger); trl: TRL's own loss
+# kernels, launched by every SFTTrainer run of an HF model (never counted as Liger's).
+ORIGINS = ("unsloth", "liger", "trl", "inductor", "bitsandbytes", "cublas", "cudnn", "flash", "mem_efficient", "aten",
+           "memcpy", "other")
 # Fast paths a kernel can be attributed to from its name. `lora_matmul` is not among them: the
 # LoRA GEMMs are ordinary cuBLAS kernels, so whether Unsloth's fused LoRA ran comes from the static check.
 TRACE_FAST_PATHS = ("norm", "rope", "mlp_act", "nf4_dequant", "matmul", "attention", "cross_entropy", "optimizer",

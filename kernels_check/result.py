@@ -1,8 +1,9 @@
-"""A kernels-check result (one model, one JSON document) and its analysis (pure).
+"""A kernels-check result (one model and recipe, one JSON document) and its analysis (pure).
 
 The worker writes the raw evidence only: the profiled step's kernels (name, category, summed
-duration, launch count), the static report, what was run and where. Classification is derived
-here on every read, so a corrected pattern table re-classifies saved results.
+duration, launch count), the static report, what was run (the recipe: unsloth or hf-liger) and
+where. Classification is derived here on every read, so a corrected pattern table re-classifies
+saved results. Results written before recipes name none: they are Unsloth's (`DEFAULT_RECIPE`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from kernels_check.classify import (Classification, KernelStat, classify, compare_static_trace, merge_fast_paths,
-                                    trace_fast_paths)
+from kernels_check.classify import (RECIPE_KERNELS, Classification, KernelStat, classify, compare_static_trace,
+                                    merge_fast_paths, trace_fast_paths)
 from kernels_check.static import expected_fast_paths
 from kernels_check.trace import TraceError, kernels_from_document, read_json
 
 RESULT_FORMAT = "qlora-bench-kernels/1"
+DEFAULT_RECIPE = "unsloth"  # the recipe of results that name none (written before recipes)
+
+
+def result_recipe(result: dict) -> str:
+    """The recipe a result profiled (results written before recipes: unsloth)."""
+    return result.get("recipe") or DEFAULT_RECIPE
 
 
 @dataclass
@@ -33,6 +40,15 @@ class Analysis:
     @property
     def model(self) -> str:
         return self.result.get("model", "?")
+
+    @property
+    def recipe(self) -> str:
+        return result_recipe(self.result)
+
+    @property
+    def origin(self) -> str:
+        """The kernel library this result's k/n counts (kernels_check.classify.KERNEL_PATHS)."""
+        return RECIPE_KERNELS.get(self.recipe, "unsloth")
 
     @property
     def ok(self) -> bool:
@@ -55,6 +71,8 @@ def analyse(result: dict, patterns=None) -> Analysis:
     static = result.get("static")
     expected = expected_fast_paths(static) if static else {}
     fast_paths = merge_fast_paths(observed, expected) if (observed or expected) else {}
+    if fast_paths:
+        fast_paths["_origin"] = RECIPE_KERNELS.get(result_recipe(result), "unsloth")
     return Analysis(result, cls, observed, expected, fast_paths, compare_static_trace(expected, observed))
 
 

@@ -1,4 +1,4 @@
-"""Static check (no profiler): what Unsloth installed on a loaded model, and what it printed about it.
+"""Static check (no profiler): what Unsloth (or Liger) installed on a loaded model, and what Unsloth printed.
 
 Works on any torch model and never imports unsloth: Unsloth's patches are recognised by the
 names and marker attributes its source gives them (unsloth 2026.10.9; file:line below are in the
@@ -14,6 +14,11 @@ installed unsloth / unsloth_zoo):
 - generic path (unsloth_zoo/compiler.py): peft LoRA forwards renamed `unsloth_forward`
   (compiler.py:5120 patch_lora_forwards), classes from `unsloth_compiled_module_<model_type>`,
   `UNSLOTH_USE_NEW_MODEL=1` (vision.py:3563; the fast load sets "0", llama.py:3515).
+
+Liger's patches (liger_kernel 0.8.5, never imported here) are recognised the same way: per instance,
+`forward` bound to a `Liger*` class's forward from a liger_kernel module (monkey_patch.py:67
+_bind_method_to_module; LigerRMSNorm / LigerLayerNorm for norms, Liger*MLP for the MLP activation), and
+for RoPE the modeling module's `apply_rotary_pos_emb` replaced by liger_kernel's (monkey_patch.py:290).
 """
 
 from __future__ import annotations
@@ -83,6 +88,31 @@ def _is_unsloth_forward(fwd: Any, cls: type) -> bool:
             or cls.__module__.startswith("unsloth"))
 
 
+def _liger_kind(fwd: Any) -> Optional[str]:
+    """'norm' / 'mlp_act' / 'other' for an instance forward Liger bound, None for anything else."""
+    f = getattr(fwd, "__func__", fwd)
+    if not (getattr(f, "__module__", "") or "").startswith("liger_kernel"):
+        return None
+    owner = (getattr(f, "__qualname__", "") or "").split(".")[0]
+    return "norm" if "Norm" in owner else "mlp_act" if "MLP" in owner else "other"
+
+
+def liger_patches(modules: list) -> dict[str, int]:
+    """Modules running Liger's forwards per fast path, and the modeling modules whose RoPE is Liger's."""
+    out = {"norm": 0, "mlp_act": 0, "other": 0, "rope": 0}
+    rope_modules = set()
+    for m in modules:
+        kind = _liger_kind(m.__dict__.get("forward"))
+        if kind:
+            out[kind] += 1
+        module = sys.modules.get(type(m).__module__)
+        rope = getattr(module, "apply_rotary_pos_emb", None)
+        if rope is not None and (getattr(rope, "__module__", "") or "").startswith("liger_kernel"):
+            rope_modules.add(module.__name__)
+    out["rope"] = len(rope_modules)
+    return out
+
+
 def inspect_model(model: Any, log_text: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> dict:
     """The static report (JSON-able): patched forwards, fused LoRA counts, path, Unsloth's own messages."""
     env = os.environ if env is None else env
@@ -147,6 +177,7 @@ def inspect_model(model: Any, log_text: Optional[str] = None, env: Optional[Mapp
         "compiled_modules_loaded": sorted(k for k in sys.modules if k.startswith("unsloth_compiled_module_")),
         "env": {k: env[k] for k in ENV_KEYS if k in env},
         "log": log,
+        "liger": liger_patches(modules),
     }
     report["unsloth_path"] = unsloth_path(report)
     report["notes"] = _notes(report)
@@ -173,6 +204,10 @@ def _notes(report: Mapping[str, Any]) -> list[str]:
     path = report["unsloth_path"]
     if path == "none":
         notes.append("no unsloth patches: no Unsloth forward, fused LoRA or compiled module on this model")
+    liger = report.get("liger") or {}
+    if any(liger.values()):
+        notes.append(f"Liger patches: {liger['norm']} norm and {liger['mlp_act']} MLP forwards, RoPE in "
+                     f"{liger['rope']} modeling module(s)")
     gated = path == "fast" and report["patched_forwards"] and not report["fast_path_marked_modules"]
     if gated:
         notes.append("Unsloth forwards are installed but no module is marked _unsloth_fast_path: the originals run")
@@ -212,7 +247,9 @@ def expected_fast_paths(report: Mapping[str, Any]) -> dict[str, str]:
         out.update(norm="compiled", rope="compiled", mlp_act="compiled", nf4_dequant="bitsandbytes",
                    lora_matmul="compiled" if report["compiled_lora_layers"] else "eager", cross_entropy="unsloth")
     else:
-        out.update(norm="eager", rope="eager", mlp_act="eager", cross_entropy="eager")
+        liger = report.get("liger") or {}  # absent from results saved before Liger was recognised
+        out.update(norm="liger" if liger.get("norm") else "eager", rope="liger" if liger.get("rope") else "eager",
+                   mlp_act="liger" if liger.get("mlp_act") else "eager", cross_entropy="eager")
         if report["linear4bit_layers"]:
             out["nf4_dequant"] = "bitsandbytes"
         if report["lora_layers"]:
@@ -224,8 +261,16 @@ def expected_fast_paths(report: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def kernel_library(report: Mapping[str, Any]) -> str:
+    """The kernel library a model's summary counts (kernels_check.classify.KERNEL_PATHS): liger where Liger
+    patched it and Unsloth did not, else unsloth."""
+    liger = report.get("liger") or {}
+    return "liger" if report.get("unsloth_path") == "none" and any(liger.values()) else "unsloth"
+
+
 def static_fast_paths(report: Mapping[str, Any]) -> dict[str, str]:
-    """The compact summary from the static check alone (no profiler): expected verdicts + `_source`."""
+    """The compact summary from the static check alone (no profiler): expected verdicts, `_source`, `_origin`."""
     out = expected_fast_paths(report)
     out["_source"] = "static"
+    out["_origin"] = kernel_library(report)
     return out

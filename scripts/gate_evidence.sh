@@ -31,17 +31,17 @@ GPU measurements; the tables are `bench gate --summary-md` output.
 MD
 gate "$pass" reports/results/t4-emulated.jsonl --baseline baselines/t4.json --max-vram-increase 5% --max-slowdown 10%
 gate "$pass" reports/results/h100-native.jsonl --baseline baselines/h100.json --max-vram-increase 5% --max-slowdown 10%
-gate "$pass" reports/results/t4-emulated.jsonl --vram-budget t4 --only backend=unsloth
+gate "$pass" reports/results/t4-emulated.jsonl --vram-budget t4 --only recipe=unsloth
 if [ -f "$RERUN" ]; then
     cat >> "$pass" <<'MD'
 
 ## A second, independent run of the baseline recipe (scripts/gpu/gate_heavier.sh)
 
-The baseline's HF cells run again on the GPU in a new process (same recipe and steps), gated on
+The baseline's hf-kbit cells run again on the GPU in a new process (same recipe and steps), gated on
 VRAM (the default; the speed gate is off unless `--max-slowdown` is given). The same run against
 a 10 % speed gate is in `reports/gate-fail.md`, under "Speed noise".
 MD
-    gate "$pass" "$RERUN" --baseline baselines/t4.json --only backend=hf --only seq_len=1024 \
+    gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
         --max-vram-increase 5%
 fi
 
@@ -64,11 +64,11 @@ if [ -f "$HEAVIER" ]; then
 
 ## A heavier recipe: LoRA rank 64 instead of 16 (scripts/gpu/gate_heavier.sh)
 
-The same HF cells (llama-3.1-8b, t4 emulated, seq 1024, batch 1 and 2) run on the GPU with
-`--lora-r 64`. lora_r is part of the cell key, so the gate matches the two recipes with
+The same hf-kbit cells (llama-3.1-8b, t4 emulated, seq 1024, batch 1 and 2) run on the GPU with
+`--lora-r 64`. lora_r is part of the cell key, so the gate matches the two settings with
 `--ignore-key lora_r`, as a team does when it bumps the rank in its recipe.
 MD
-    gate "$fail" "$HEAVIER" --baseline baselines/t4.json --ignore-key lora_r --only backend=hf --only seq_len=1024 \
+    gate "$fail" "$HEAVIER" --baseline baselines/t4.json --ignore-key lora_r --only recipe=hf-kbit --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%
 fi
 if [ -f "$RERUN" ]; then
@@ -82,6 +82,6 @@ noise of tokens/s on one GPU, since nothing changed: where it fails, that noise 
 tolerance. This is why `--max-slowdown` is off by default: turn it on only with enough timed
 steps (`--steps`) for the tolerance asked, and check it with a re-run like this one.
 MD
-    gate "$fail" "$RERUN" --baseline baselines/t4.json --only backend=hf --only seq_len=1024 \
+    gate "$fail" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%
 fi

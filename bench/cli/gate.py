@@ -20,6 +20,7 @@ from bench.analysis import gate
 from bench.cli.common import console, err_console, wide_console
 from bench.render import gate as render
 from bench.schema import baseline as baseline_file
+from bench.schema.pairs import DEFAULT_REFERENCE
 from bench.schema.store import load
 
 baseline_app = typer.Typer(no_args_is_help=True, help="Save or inspect gate baselines (explicit; never implicit).")
@@ -35,10 +36,14 @@ def baseline_save(
     results: List[Path] = typer.Argument(..., help="Results JSONL files (latest record per cell is kept)."),
     out: Path = typer.Option(..., "--out", help="Baseline JSON to write (replaced if it exists)."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Keep only cells with FIELD=VALUE[,VALUE] (repeatable)."),
+    reference: str = typer.Option(DEFAULT_REFERENCE, "--reference",
+                                  help="The recipe parity verdicts are against (falls back as `bench report` does)."),
 ):
     """Save the peak memory and tokens/s of every cell in RESULTS as a baseline for `bench gate`."""
     filters = gate.parse_filters(only or [])
-    snap = baseline_file.baseline_from_records(load(results), [str(p) for p in results], created_at=_now_utc())
+    ref = gate.parse_reference(reference)
+    snap = baseline_file.baseline_from_records(load(results, reference=ref), [str(p) for p in results],
+                                               created_at=_now_utc(), reference=ref)
     if filters:
         snap.cells = gate.filter_cells(snap.cells, filters)
         if not snap.cells:
@@ -85,11 +90,16 @@ def gate_command(
                                                    "tier name (t4 = its usable VRAM)."),
     ignore_key: Optional[List[str]] = typer.Option(None, "--ignore-key",
                                                    help="Key fields to leave out when matching cells (comma list), "
-                                                        "to compare a changed recipe, e.g. lora_r."),
+                                                        "to compare a changed setting: lora_r, or driver for "
+                                                        "trainer results against a loop baseline."),
     only: Optional[List[str]] = typer.Option(None, "--only",
-                                             help="Gate only cells with FIELD=VALUE[,VALUE] on both sides (repeatable)."),
+                                             help="Gate only cells with FIELD=VALUE[,VALUE] on both sides (repeatable), "
+                                                  "e.g. recipe=unsloth."),
     allow_env_mismatch: bool = typer.Option(False, "--allow-env-mismatch",
                                             help="Compare even when the two sides ran on different GPUs."),
+    reference: str = typer.Option(DEFAULT_REFERENCE, "--reference",
+                                  help="The recipe each cell's parity verdict is against; where a configuration "
+                                       "has no cell of it, the first of hf-trl, hf-kbit, hf-liger, hf-lora16 measured."),
     summary_md: Optional[Path] = typer.Option(None, "--summary-md",
                                               help="Append the markdown table here (e.g. \"$GITHUB_STEP_SUMMARY\")."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout (nothing else)."),
@@ -106,13 +116,15 @@ def gate_command(
         ignore_key=gate.parse_key_fields(ignore_key or []),
         only=gate.parse_filters(only or []),
         allow_env_mismatch=allow_env_mismatch,
+        reference=gate.parse_reference(reference),
     )
     if baseline is None and settings.budget is None:
         raise gate.GateError("nothing to gate: give --baseline FILE and/or --vram-budget SIZE")
     if settings.ignore_key and baseline is None:
         raise gate.GateError("--ignore-key needs --baseline (it changes how cells are matched)")
     base = baseline_file.load_baseline(baseline) if baseline is not None else None
-    new = baseline_file.snapshot_from_records(load(results), [str(p) for p in results])
+    new = baseline_file.snapshot_from_records(load(results, reference=settings.reference), [str(p) for p in results],
+                                              settings.reference)
     report = gate.run_gate(new, base, settings)
 
     if summary_md is not None:

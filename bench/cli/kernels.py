@@ -1,6 +1,7 @@
-"""`bench kernels-check`: which Unsloth fast kernels ran, which fell back, and what that costs.
+"""`bench kernels-check`: which Unsloth (or Liger) kernels ran, which fell back, and what that costs.
 
     bench kernels-check --model llama-3.1-8b                        # one profiled step, verdicts
+    bench kernels-check --model llama-3.1-8b --recipe hf-liger      # Liger's kernels (hf-trl + Liger)
     bench kernels-check --all-models --out reports/kernels.md       # coverage table (GPU)
     bench kernels-check --from-trace trace.json                     # classify a saved trace (no GPU)
     bench kernels-check --from-results reports/kernels/ --results reports/results/ --out reports/kernels.md
@@ -8,9 +9,9 @@
 Exit codes (a model's status comes from the fresh run, or from the saved results it renders):
   0  every model's status is ok;
   1  some model's training step failed (status error, oom or timeout) and none failed to load;
-  2  bad input (flags, unknown model or tier, no CUDA GPU for --model / --all-models, an
-     unreadable trace, result, --results or --benchmark file), or a model Unsloth could not
-     load (status load_failed);
+  2  bad input (flags, unknown model, tier or recipe, no CUDA GPU for --model / --all-models, the
+     recipe's library not installed, an unreadable trace, result, --results or --benchmark file),
+     or a model the recipe could not load (status load_failed);
   130 interrupted.
 The coverage table (--out) is written whenever the results were read, also under 1 and 2.
 """
@@ -29,11 +30,12 @@ from bench.config.models import SHIPPED, resolve_model
 from bench.config.tiers import get_tier, plan_tier
 from bench.render.kernels import benchmark_markdown, coverage_markdown, print_analysis
 from bench.run.device import detect_host_gpu
-from bench.run.kernels import CheckOptions, check_models
+from bench.run.kernels import KERNEL_RECIPES, CheckOptions, check_models, result_stem
+from bench.run.recipes import RecipeUnavailable, check_available
 from bench.schema.record import ResultsError
 from bench.schema.store import load
 from kernels_check.benchmarks import BenchmarkFileError, load_benchmark, parse_pytest_log
-from kernels_check.result import analyse, load_results, result_from_trace, write_result
+from kernels_check.result import DEFAULT_RECIPE, analyse, load_results, result_from_trace, write_result
 from kernels_check.trace import TraceError
 
 ALL_MODELS = tuple(n for n in SHIPPED if n != "tiny-llama")  # --all-models: every shipped architecture
@@ -48,6 +50,9 @@ def kernels_check(
     all_models: bool = typer.Option(False, "--all-models", help="Every shipped architecture (not the test model)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the coverage table (markdown) here."),
     gpu_tier: Optional[str] = typer.Option(None, "--gpu-tier", help="Tier to run as (default: the present GPU's)."),
+    recipe: Optional[str] = typer.Option(
+        None, "--recipe", help="The recipe whose kernels to profile: unsloth (default; Unsloth's) or hf-liger "
+                               "(Liger's); with --from-trace, the recipe the traces ran."),
     from_trace: Optional[list[Path]] = typer.Option(
         None, "--from-trace", help="Classify saved traces instead (Chrome trace .json/.json.gz, excerpt, or result)."),
     from_results: Optional[list[Path]] = typer.Option(
@@ -67,10 +72,11 @@ def kernels_check(
     test_log: Optional[Path] = typer.Option(
         None, "--test-log", help="The kernel tests' pytest output: adds their outcome and failures."),
 ):
-    """Profile one Unsloth training step per model and say which fast kernels ran, fell back, or are unknown.
+    """Profile one training step per model (Unsloth's recipe, or --recipe hf-liger) and say which kernels
+    ran, fell back, or are unknown.
 
     Exit codes (also for saved results): 0 every model ok; 1 a model's step failed (error, oom,
-    timeout); 2 bad input, or a model Unsloth could not load (load_failed); 130 interrupted.
+    timeout); 2 bad input, or a model the recipe could not load (load_failed); 130 interrupted.
     """
 
     modes = sum(bool(x) for x in (model or all_models, from_trace, from_results))
@@ -80,16 +86,24 @@ def kernels_check(
         raise UsageFailure("give --model or --all-models, not both")
     if out is not None and out.suffix != ".md":
         raise UsageFailure(f"--out {out}: use a .md file name")
+    if recipe is not None and from_results:
+        raise UsageFailure("--recipe goes with --model / --all-models / --from-trace (saved results name their recipe)")
+    kernel_recipe = _kernel_recipe(recipe or DEFAULT_RECIPE)
     records = _load_records(results)
     extra = _benchmark_section(benchmark, test_log)
     try:
         if from_trace:
             checked = [result_from_trace(p) for p in from_trace]
+            for r in checked:
+                r.setdefault("recipe", kernel_recipe)
         elif from_results:
             checked = load_results(from_results)
         else:
             names = list(ALL_MODELS) if all_models else [m.strip() for m in model.split(",") if m.strip()]
-            checked = _run_on_gpu(names, gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir, timeout)
+            opts = CheckOptions(recipe=kernel_recipe, seq_len=seq_len, batch_size=batch_size,
+                                warmup_steps=warmup_steps, timeout_s=timeout,
+                                cache_dir=str(cache_dir) if cache_dir else None)
+            checked = _run_on_gpu(names, gpu_tier, save_dir, opts)
     except TraceError as exc:
         raise UsageFailure(str(exc)) from None
     exit_code = _report(checked, records, out, detail, extra)
@@ -111,10 +125,17 @@ def _load_records(paths: Optional[list[Path]]) -> list:
     return load(files) if files else []
 
 
-def _run_on_gpu(names: list[str], gpu_tier, save_dir, seq_len, batch_size, warmup_steps, cache_dir,
-                timeout) -> list[dict]:
-    """Check `names` on the present GPU, one worker per model; their results (saved under --save-dir)."""
+def _kernel_recipe(text: str) -> str:
+    name = str(text).strip().lower()
+    if name not in KERNEL_RECIPES:
+        raise UsageFailure(f"--recipe {text!r}: kernels-check profiles a recipe with kernels of its own: "
+                           f"{', '.join(KERNEL_RECIPES)}")
+    return name
 
+
+def _run_on_gpu(names: list[str], gpu_tier, save_dir, opts: CheckOptions) -> list[dict]:
+    """Check `names` on the present GPU, one worker per model; their results (saved under --save-dir)."""
+    seq_len, batch_size, warmup_steps = opts.seq_len, opts.batch_size, opts.warmup_steps
     if not names:
         raise UsageFailure("--model: no model given")
     refs = [resolve_model(n) for n in names]  # ModelError: unknown model -> exit 2
@@ -126,21 +147,24 @@ def _run_on_gpu(names: list[str], gpu_tier, save_dir, seq_len, batch_size, warmu
         raise UsageFailure("--seq-len and --batch-size must be > 0, --warmup-steps >= 1")
     host = detect_host_gpu()
     if host is None:
-        raise UsageFailure("no CUDA GPU found: kernels-check profiles Unsloth on a GPU. "
+        raise UsageFailure(f"no CUDA GPU found: kernels-check profiles {opts.recipe} on a GPU. "
                            "Use --from-trace FILE to classify a saved trace, or --from-results DIR to render saved results.")
+    try:
+        check_available(opts.recipe, "cuda")
+    except RecipeUnavailable as exc:
+        raise UsageFailure(str(exc)) from None
     tier = get_tier(gpu_tier) if gpu_tier else host.tier
     if tier is None:
         raise UsageFailure(f"the present GPU ({host.name}) matches no known tier: pass --gpu-tier (see `bench tiers`)")
     plan = plan_tier(tier, host, "cuda")  # TierError when it cannot run here
-    opts = CheckOptions(seq_len=seq_len, batch_size=batch_size, warmup_steps=warmup_steps, timeout_s=timeout,
-                        cache_dir=str(cache_dir) if cache_dir else None)
     log_dir = Path(save_dir) if save_dir else Path(tempfile.mkdtemp(prefix="qlora-bench-kernels-"))
-    console.print(f"[bold]kernels-check[/] {len(refs)} model(s) on {host.name} as tier [cyan]{plan.tier.name}[/] "
-                  f"({plan.mode}, {plan.dtype}), one profiled step at s{seq_len} b{batch_size}; logs in {log_dir}")
+    console.print(f"[bold]kernels-check[/] {opts.recipe}, {len(refs)} model(s) on {host.name} as tier "
+                  f"[cyan]{plan.tier.name}[/] ({plan.mode}, {plan.dtype}), one profiled step at s{seq_len} "
+                  f"b{batch_size}; logs in {log_dir}")
     checked = check_models(refs, plan, opts, log_dir, on_status=lambda name, text: console.print(f"  {name}: {text}"))
     if save_dir:
         for r in checked:
-            write_result(Path(save_dir) / f"{r['model'].replace('/', '_')}.json", r)
+            write_result(Path(save_dir) / f"{result_stem(r['model'], opts.recipe)}.json", r)
     return checked
 
 

@@ -61,8 +61,17 @@ def _crashed(f: Finding) -> str:
 
 
 def _parity(f: Finding) -> str:
-    also = " (already failing in the baseline)" if f.facts["baseline_unmatched"] else ""
-    return f"parity check failed: the hf/unsloth comparison of this cell is not matched{also}"
+    x = f.facts
+    recipe, ref = x.get("recipe"), x.get("reference")
+    if ref is None:
+        what = f"{recipe} is not matched with the other recipe of its configuration"
+    elif recipe == ref:
+        what = f"a recipe compared with this reference ({ref}) is not matched"
+    else:
+        what = f"{recipe} against the reference {ref} is not matched"
+    why = f" ({'; '.join(x['reasons'])})" if x.get("reasons") else ""
+    also = " (already failing in the baseline)" if x["baseline_unmatched"] else ""
+    return f"parity check failed: {what}{why}{also}"
 
 
 def _budget(f: Finding) -> str:
@@ -118,6 +127,9 @@ def header_lines(report: GateReport) -> list[str]:
         checks.append(f"max slowdown: {f'{s.max_slowdown * 100:g}%' if s.max_slowdown is not None else 'off'}")
     if s.budget is not None:
         checks.append(f"VRAM budget: {format_bytes(s.budget.bytes)} = {s.budget.label}")
+    if report.references:
+        missing = "" if s.reference in report.references else f" (no {s.reference} cells)"
+        checks.append(f"parity against: {' / '.join(report.references)}{missing}")
     lines.append("; ".join(checks))
     if s.ignore_key:
         lines.append(f"cells matched ignoring: {', '.join(s.ignore_key)}")
@@ -197,6 +209,8 @@ def report_json(report: GateReport) -> dict[str, Any]:
         "ignored_key_fields": list(s.ignore_key),
         "only": {k: list(v) for k, v in s.only.items()},
         "allow_env_mismatch": s.allow_env_mismatch,
+        "reference": s.reference,
+        "parity_references": report.references,
         "baseline": None if report.baseline_path is None else {
             "path": report.baseline_path, "created_at": report.baseline_created_at, "cells": report.baseline_cells},
         "results": {"paths": report.results_sources, "cells": report.results_cells},
@@ -206,7 +220,7 @@ def report_json(report: GateReport) -> dict[str, Any]:
         "improvements": [_finding_json(f) for f in report.improvements],
         "cells": [
             {
-                "label": r.label, "cell_id": r.cell_id,
+                "label": r.label, "cell_id": r.cell_id, "recipe": (r.new or r.baseline).recipe,
                 "baseline_cell_id": r.baseline.cell_id if r.baseline else None,
                 "baseline_status": r.baseline.status if r.baseline else None,
                 "status": r.new.status if r.new else None,

@@ -1,9 +1,10 @@
 """reports/kernels.md and the `bench kernels-check` console (pure over kernels-check results).
 
-The coverage table: fast path x architecture, what ran ("unsloth kernel / compiled / eager" ...)
-and its share of the step's GPU time, with the measured speed-up and memory reduction from run
-records; then the kernel tests' micro-benchmarks (pytest-benchmark JSON + pytest log, read by
-kernels_check.benchmarks) and per-architecture details.
+The coverage table: fast path x architecture (and recipe: unsloth, or hf-liger for Liger's
+kernels), what ran ("unsloth kernel / liger kernel / compiled / eager" ...) and its share of the
+step's GPU time, with the measured speed-up and memory reduction of that recipe against its
+reference recipe from run records; then the kernel tests' micro-benchmarks (pytest-benchmark JSON +
+pytest log, read by kernels_check.benchmarks) and per-architecture details.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from rich.table import Table as RichTable
 from bench.analysis.fallback import model_pairs
 from bench.render.blocks import Block, Bullets, Table, render_markdown
 from bench.render.text import first_line, fmt, pct
-from kernels_check.classify import (ORIGIN_LABEL, UNSLOTH_KERNEL_PATHS, UNSLOTH_MIN_SHARE, count_unsloth_paths,
+from bench.schema.pairs import DEFAULT_REFERENCE, reference_for
+from kernels_check.classify import (KERNEL_MIN_SHARE, KERNEL_PATHS, ORIGIN_LABEL, count_kernel_paths,
                                     format_fast_paths)
 from kernels_check.heuristic import F2_THRESHOLD, NO_DATA, f2_verdict, heuristic_vs_trace, summarize_pairs
 from kernels_check.result import Analysis, analyse, results_time
 
-DISPLAY = {"unsloth": "unsloth kernel", "compiled": "compiled", "eager": "eager", "bitsandbytes": "bitsandbytes",
-           "cublas": "cuBLAS", "cudnn": "cuDNN", "flash": "flash (SDPA)", "mem_efficient": "mem-efficient (SDPA)",
+DISPLAY = {"unsloth": "unsloth kernel", "liger": "liger kernel", "trl": "TRL kernel", "compiled": "compiled",
+           "eager": "eager", "bitsandbytes": "bitsandbytes", "cublas": "cuBLAS", "cudnn": "cuDNN", "flash": "flash (SDPA)", "mem_efficient": "mem-efficient (SDPA)",
            "memcpy": "memcpy", "other": "other", "none": "-"}
 ROW_PATHS = ("norm", "rope", "mlp_act", "nf4_dequant", "lora_matmul", "cross_entropy", "attention", "matmul",
              "optimizer", "other")
@@ -70,8 +72,14 @@ def path_cell(a: Analysis, path: str) -> str:
 
 
 def _column_title(a: Analysis) -> str:
-    mt = a.result.get("model_type")
-    return f"{a.model} ({mt})" if mt else a.model
+    """'llama-3.1-8b (llama)'; a recipe other than unsloth is named: 'llama-3.1-8b (llama, hf-liger)'."""
+    details = [d for d in (a.result.get("model_type"), None if a.recipe == "unsloth" else a.recipe) if d]
+    return f"{a.model} ({', '.join(details)})" if details else a.model
+
+
+def _key(a: Analysis) -> tuple[str, str]:
+    """A column's identity: one model may be checked under several recipes."""
+    return a.model, a.recipe
 
 
 def _status_row(a: Analysis) -> str:
@@ -90,14 +98,22 @@ def _path_row(a: Analysis) -> str:
     return f"{path}" + (f" (Fast {name})" if name else "")
 
 
+def _liger_row(a: Analysis) -> str:
+    liger = (a.result.get("static") or {}).get("liger")
+    if not liger:
+        return "-"
+    return f"{liger['norm']} norms, {liger['mlp_act']} MLPs, RoPE {'yes' if liger['rope'] else 'no'}"
+
+
 def _kn_row(a: Analysis) -> str:
     if not a.ok:
         return "not measured (the step failed)"
     if not a.fast_paths:
         return "-"
-    k, n = count_unsloth_paths(a.fast_paths)
-    fell = [p for p in UNSLOTH_KERNEL_PATHS if p in a.fast_paths and a.fast_paths[p] != "unsloth"]
-    return f"{k}/{n}" + (f" (fell back: {', '.join(fell)})" if fell else "")
+    k, n = count_kernel_paths(a.fast_paths, a.origin)
+    fell = [p for p in KERNEL_PATHS[a.origin] if p in a.fast_paths and a.fast_paths[p] != a.origin]
+    prefix = "" if a.origin == "unsloth" else "Liger "
+    return f"{prefix}{k}/{n}" + (f" (fell back: {', '.join(fell)})" if fell else "")
 
 
 def _agreement_row(a: Analysis) -> str:
@@ -139,6 +155,8 @@ def _reduction(s: dict) -> str:
 
 
 def _f2(s: dict, a: Analysis) -> str:
+    if a.origin != "unsloth":
+        return "- (F2 is a claim about Unsloth)"
     if s["f2"] == NO_DATA:
         return NO_DATA
     agree = heuristic_vs_trace(s["f2"], a.fast_paths)
@@ -147,14 +165,16 @@ def _f2(s: dict, a: Analysis) -> str:
     return f"{s['f2']} ({'agrees with' if agree else 'CONTRADICTS'} the trace)"
 
 
-def coverage_table(analyses: list[Analysis], summaries: dict[str, dict]) -> Table:
-    """Fast path x architecture; `summaries`: model -> kernels_check.heuristic.summarize_pairs."""
+def coverage_table(analyses: list[Analysis], summaries: dict[tuple[str, str], dict]) -> Table:
+    """Fast path x architecture (and recipe); `summaries`: (model, recipe) -> heuristic.summarize_pairs."""
     rows = [("status", _status_row), ("Unsloth path (static)", _path_row)]
+    if any(a.origin == "liger" for a in analyses):
+        rows.append(("Liger patches (static)", _liger_row))
     rows += [(PATH_TITLES[p], lambda a, p=p: path_cell(a, p)) for p in ROW_PATHS]
     rows += [("unknown kernels", _unknown_row), ("fast paths k/n", _kn_row), ("static check vs trace", _agreement_row),
-             ("speed-up (run records, median)", lambda a: _speedup(summaries[a.model])),
-             ("memory reduction (peak allocated, median)", lambda a: _reduction(summaries[a.model])),
-             (f"F2 heuristic (< {F2_THRESHOLD:.0%} saved -> suspect fallback)", lambda a: _f2(summaries[a.model], a)),
+             ("speed-up (run records, median)", lambda a: _speedup(summaries[_key(a)])),
+             ("memory reduction (peak allocated, median)", lambda a: _reduction(summaries[_key(a)])),
+             (f"F2 heuristic (< {F2_THRESHOLD:.0%} saved -> suspect fallback)", lambda a: _f2(summaries[_key(a)], a)),
              ("profiled step", _cell_row)]
     return Table(["fast path"] + [_column_title(a) for a in analyses],
                  [[name] + [_cell(cell(a)) for a in analyses] for name, cell in rows])
@@ -170,19 +190,37 @@ def coverage_markdown(results: Iterable, records: Optional[list] = None, title: 
     """
     analyses = [r if isinstance(r, Analysis) else analyse(r) for r in results]
     records = list(records or [])
-    pairs = {a.model: model_pairs(records, a.model) for a in analyses}
-    summaries = {a.model: summarize_pairs(pairs[a.model]) for a in analyses}
+    against = {_key(a): recipe_records(records, a.recipe) for a in analyses}
+    pairs = {k: model_pairs(recs, k[0]) for k, recs in against.items()}
+    summaries = {k: summarize_pairs(p) for k, p in pairs.items()}
     when = generated_at or results_time(a.result for a in analyses)
+    if any(a.origin != "unsloth" for a in analyses) and title == "Unsloth kernel coverage":
+        title = "Unsloth and Liger kernel coverage"
     lines = [f"# {title}", ""]
     lines += _provenance(analyses, records, when)
     lines += _lines(coverage_table(analyses, summaries))
     lines.append("")
-    lines += _legend()
+    lines += _legend(analyses)
     if extra_sections:
         lines += [""] + list(extra_sections)
     for a in analyses:
-        lines += model_details(a, pairs=pairs[a.model] if records else None)
+        lines += model_details(a, pairs=pairs[_key(a)] if records else None,
+                               references=_references(against[_key(a)], a.recipe))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def recipe_records(records: list, recipe: str, reference: str = DEFAULT_REFERENCE) -> list:
+    """The records of `recipe` and of its configurations' reference recipe (bench.schema.pairs: `reference`
+    where measured, else the first of REFERENCE_FALLBACK), so each pair is `recipe` against the reference."""
+    present: dict[str, set] = {}
+    for r in records:
+        present.setdefault(r.pair_key, set()).add(r.recipe)
+    refs = {key: reference_for(recipes - {recipe}, reference) for key, recipes in present.items()}
+    return [r for r in records if r.recipe == recipe or r.recipe == refs[r.pair_key]]
+
+
+def _references(records: list, recipe: str) -> list[str]:
+    return sorted({r.recipe for r in records if r.recipe != recipe})
 
 
 def _provenance(analyses: list[Analysis], records: list, when: Optional[str]) -> list[str]:
@@ -192,8 +230,12 @@ def _provenance(analyses: list[Analysis], records: list, when: Optional[str]) ->
         for k, v in ((a.result.get("env") or {}).get("packages") or {}).items():
             if v:
                 pk.setdefault(k, set()).add(v)
+    for a in analyses:
+        if (a.result.get("backend_info") or {}).get("liger_version"):
+            pk.setdefault("liger_kernel", set()).add(a.result["backend_info"]["liger_version"])
     versions = ", ".join(f"{k} {'/'.join(sorted(pk[k]))}" for k in ("torch", "transformers", "peft", "bitsandbytes",
-                                                                    "triton", "unsloth", "unsloth_zoo") if k in pk)
+                                                                    "triton", "unsloth", "unsloth_zoo",
+                                                                    "liger_kernel") if k in pk)
     commits = sorted({(a.result.get("env") or {}).get("git_commit") or "?" for a in analyses})
     out = [f"Generated {when + ' ' if when else ''}by `bench kernels-check` from {len(analyses)} results (one "
            f"profiled training step each) on {', '.join(gpus)}."]
@@ -205,24 +247,31 @@ def _provenance(analyses: list[Analysis], records: list, when: Optional[str]) ->
     return out
 
 
-def _legend() -> list[str]:
+def _legend(analyses: list[Analysis]) -> list[str]:
+    liger = [
+        "Columns of the hf-liger recipe: *liger kernel* is Liger's Triton kernels, *TRL kernel* TRL's own "
+        "chunked loss kernels (every SFTTrainer run of an HF model launches them; they are never counted as "
+        f"Liger's). Their *fast paths k/n* counts the paths hf-liger runs on Liger ({', '.join(KERNEL_PATHS['liger'])}; "
+        "TRL keeps its own loss), and a path counts as *liger* on the same share rule.", ""]
     return [
         "How to read it: each cell says which code ran that fast path in the profiled step and that path's share "
         "of the step's GPU kernel time. *unsloth kernel*: Unsloth's hand-written Triton kernels; *compiled*: "
         "Triton kernels generated by torch.compile/Inductor; *eager*: stock PyTorch (ATen) CUDA kernels; "
         "library names where a library kernel ran (bitsandbytes, cuBLAS, flash / mem-efficient SDPA, cuDNN). "
-        f"A path counts as *unsloth* when Unsloth's kernels took at least {pct(UNSLOTH_MIN_SHARE)} of its time; "
+        f"A path counts as *unsloth* when Unsloth's kernels took at least {pct(KERNEL_MIN_SHARE)} of its time; "
         f"a second origin is shown with its share when it took {pct(MIX_MIN)} or more. *LoRA matmuls* come from "
         "the static check (the GEMMs are cuBLAS either way; the question is whether Unsloth's fused LoRA autograd "
         "ran them). *fast paths k/n*: of the paths Unsloth has a hand-written kernel for, how many ran it. Unknown "
         "kernels matched no entry of kernels_check/kernel_patterns.json and are listed below, not dropped.",
         "",
-    ]
+    ] + (liger if any(a.origin == "liger" for a in analyses) else [])
 
 
-def model_details(a: Analysis, top: int = 3, unknown_top: int = 10, pairs: Optional[list[dict]] = None) -> list[str]:
-    """Per-architecture section: top kernels per path, unknown kernels, static notes, run-record pairs."""
-    out = [f"## {a.model}", ""]
+def model_details(a: Analysis, top: int = 3, unknown_top: int = 10, pairs: Optional[list[dict]] = None,
+                  references: Optional[list[str]] = None) -> list[str]:
+    """Per-architecture section: top kernels per path, unknown kernels, static notes, run-record pairs
+    (`references`: the recipes they are against)."""
+    out = [f"## {a.model}" + ("" if a.recipe == "unsloth" else f" ({a.recipe})"), ""]
     if not a.ok:
         out += [f"Status **{a.result.get('status')}**: {a.result.get('error')}", ""]
     prof = a.result.get("profile") or {}
@@ -242,7 +291,8 @@ def model_details(a: Analysis, top: int = 3, unknown_top: int = 10, pairs: Optio
                           [f"`{_short(k.name, 160)}` x{k.count}, {k.total_us / 1000:.2f} ms"
                            for k in c.unknown[:unknown_top]]))
     if pairs:
-        items.append(("run records (hf vs unsloth pairs):", [_pair_item(p) for p in sorted(
+        against = "/".join(references or []) or "its reference recipe"
+        items.append((f"run records ({a.recipe} against {against}):", [_pair_item(p) for p in sorted(
             pairs, key=lambda p: (p["tier"], p["mode"], p["seq_len"], p["batch_size"]))]))
     if items:
         out += _lines(Bullets(items))
@@ -333,7 +383,9 @@ def print_analysis(console: Console, a: Analysis, detail: bool) -> None:
         return
     static = r.get("static") or {}
     prof = r.get("profile") or {}
-    t = RichTable(title=f"{a.model}: {format_fast_paths(a.fast_paths, detail=True)}", title_justify="left")
+    name = a.model + ("" if a.recipe == "unsloth" else f" ({a.recipe})")
+    t = RichTable(title=f"{name}: {format_fast_paths(a.fast_paths, detail=True, origin=a.origin)}",
+                  title_justify="left")
     for col in ("fast path", "ran", "share of GPU time", "static check expects", "agree"):
         t.add_column(col, justify="right" if col == "share of GPU time" else "left")
     c = a.classification

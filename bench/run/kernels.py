@@ -1,4 +1,7 @@
-"""Run kernels-check workers: one subprocess per model (never two backends, or two models, in one process)."""
+"""Run kernels-check workers: one subprocess per model (never two recipe families, or two models, in one process).
+
+The recipes it profiles are those with kernels of their own (KERNEL_RECIPES): unsloth (Unsloth's) and
+hf-liger (Liger's)."""
 
 from __future__ import annotations
 
@@ -12,15 +15,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from bench.config.recipes import get_recipe
 from bench.run.checkpoint import default_cache_dir
 from bench.run.workerproc import worker_env
-from kernels_check.result import RESULT_FORMAT
+from kernels_check.classify import RECIPE_KERNELS
+from kernels_check.result import DEFAULT_RECIPE, RESULT_FORMAT
+
+#: Recipes `bench kernels-check --recipe` takes: those that run a kernel library of their own.
+KERNEL_RECIPES = tuple(RECIPE_KERNELS)
 
 
 @dataclass(frozen=True)
 class CheckOptions:
     """The one training step profiled per model (defaults match `bench run`'s TrainSettings)."""
 
+    recipe: str = DEFAULT_RECIPE  # one of KERNEL_RECIPES
     seq_len: int = 1024
     batch_size: int = 1
     warmup_steps: int = 2  # untimed steps before the profiled one (the first compiles)
@@ -30,21 +39,24 @@ class CheckOptions:
     lora_r: int = 16
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    gradient_checkpointing: str = "unsloth"
+    gradient_checkpointing: str = "auto"  # auto: the recipe's own (bench.config.recipes.Recipe.checkpointing)
     timeout_s: float = 900.0  # per model: checkpoint build + load + warm-up + profile
     cache_dir: Optional[str] = None
 
 
 def make_job(ref, tier_plan, opts: CheckOptions) -> dict:
     """The worker's job file for one resolved model (bench.config.models.ModelRef) on a bench.config.tiers.TierPlan."""
+    recipe = get_recipe(opts.recipe)
+    checkpointing = recipe.checkpointing if opts.gradient_checkpointing == "auto" else opts.gradient_checkpointing
     return {
+        "recipe": recipe.name,
         "model_ref": asdict(ref),
         "cache_dir": str(opts.cache_dir or default_cache_dir()),
         "plan": tier_plan.to_dict(),
         "backend_settings": {
             "dtype": tier_plan.dtype, "device": "cuda", "lora_r": opts.lora_r, "lora_alpha": opts.lora_alpha,
             "lora_dropout": opts.lora_dropout, "target_modules": list(ref.target_modules()),
-            "checkpointing": opts.gradient_checkpointing, "max_seq_len": opts.seq_len, "seed": opts.seed,
+            "checkpointing": checkpointing, "max_seq_len": opts.seq_len, "seed": opts.seed,
             "attn_implementation": "sdpa", "trust_remote_code": False,
         },
         "train": {"seq_len": opts.seq_len, "batch_size": opts.batch_size, "warmup_steps": opts.warmup_steps,
@@ -54,8 +66,10 @@ def make_job(ref, tier_plan, opts: CheckOptions) -> dict:
 
 def failure_result(job: dict, status: str, error: str, log_tail: str = "") -> dict:
     ref = job["model_ref"]
+    recipe = get_recipe(job.get("recipe") or DEFAULT_RECIPE)
     return {"format": RESULT_FORMAT, "model": ref["name"], "model_type": (ref.get("config") or {}).get("model_type"),
-            "model_source": ref.get("source"), "backend": "unsloth", "status": status, "error": error,
+            "model_source": ref.get("source"), "recipe": recipe.name, "backend": recipe.family, "status": status,
+            "error": error,
             "profile": {"status": "skipped", "error": None, "step_s": None}, "kernels": [], "static": None,
             "log_tail": log_tail[-2000:]}
 
@@ -98,6 +112,13 @@ def _tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
+def result_stem(model: str, recipe: str) -> str:
+    """A result's file name without suffix: the model, then the recipe unless it is unsloth (results
+    written before recipes were Unsloth's and named after the model alone)."""
+    safe = model.replace("/", "_")
+    return safe if recipe == DEFAULT_RECIPE else f"{safe}.{recipe}"
+
+
 def check_models(refs: list, tier_plan, opts: CheckOptions, log_dir: Path,
                  on_status: Optional[Callable[[str, str], None]] = None) -> list[dict]:
     """One worker per model, in order; results in the same order."""
@@ -106,8 +127,7 @@ def check_models(refs: list, tier_plan, opts: CheckOptions, log_dir: Path,
         if on_status:
             on_status(ref.name, "starting worker")
         job = make_job(ref, tier_plan, opts)
-        safe = ref.name.replace("/", "_")
-        result = run_worker(job, Path(log_dir) / f"kernels-{safe}.log", opts.timeout_s)
+        result = run_worker(job, Path(log_dir) / f"kernels-{result_stem(ref.name, opts.recipe)}.log", opts.timeout_s)
         results.append(result)
         if on_status:
             on_status(ref.name, result.get("status", "?"))

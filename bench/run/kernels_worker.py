@@ -1,26 +1,29 @@
-"""Subprocess entry point of `bench kernels-check`: one model, Unsloth backend only.
+"""Subprocess entry point of `bench kernels-check`: one model, one recipe with kernels of its own
+(unsloth, unsloth-lora16: Unsloth's; hf-liger: Liger's).
 
     python -m bench.run.kernels_worker --job JOB.json --out RESULT.json
 
-Imports unsloth before transformers is imported (it patches transformers globally, so a process
-never runs a second backend), builds the synthetic checkpoint and loads the model with
-`bench.run.loading.load_model(..., "unsloth", ...)` (the sequence bench.run.worker uses), runs the
-static check, trains the warm-up steps (compilation happens there), then profiles one more
-steady-state step and writes a result JSON (kernels_check.result). A profiler failure keeps the
-static check and says so. Exit code 0 when a result with status "ok" was written, 3 otherwise
-(the result still says why).
+For Unsloth's recipes imports unsloth before transformers is imported (it patches transformers
+globally, so a process never runs a second recipe family); hf-liger imports nothing first. Builds
+the synthetic checkpoint and loads the model with `bench.run.loading.load_model(ref, recipe, ...)`
+(the sequence bench.run.worker uses), runs the static check, trains the warm-up steps (compilation
+happens there), then profiles one more steady-state step and writes a result JSON
+(kernels_check.result) naming the recipe. A profiler failure keeps the static check and says so.
+Exit code 0 when a result with status "ok" was written, 3 otherwise (the result still says why).
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from importlib import metadata
 import json
 import sys
 import time
 import traceback
 
 from bench.config.models import ModelRef
+from bench.config.recipes import get_recipe
 from bench.run.recipes import RecipeSettings
 from bench.run.device import setup_device
 from bench.run.env import collect_env
@@ -28,7 +31,7 @@ from bench.run.loading import load_model
 from bench.run.drivers.common import TrainSpec
 from bench.run.drivers.loop import train_loop
 from bench.run.worker import is_oom, now_iso, short_error
-from kernels_check.result import RESULT_FORMAT, write_result
+from kernels_check.result import DEFAULT_RECIPE, RESULT_FORMAT, write_result
 from kernels_check.static import inspect_model
 from kernels_check.trace import kernel_stats, profile_last_step
 
@@ -39,12 +42,14 @@ def base_result(job: dict) -> dict:
     ref = job["model_ref"]
     t = job["train"]
     plan = job["plan"]
+    recipe = get_recipe(job.get("recipe") or DEFAULT_RECIPE)
     return {
         "format": RESULT_FORMAT,
         "model": ref["name"],
         "model_type": (ref.get("config") or {}).get("model_type"),
         "model_source": ref.get("source"),
-        "backend": "unsloth",
+        "recipe": recipe.name,
+        "backend": recipe.family,
         "status": "error",
         "stage": "start",
         "error": None,
@@ -67,12 +72,13 @@ def run(job: dict, result: dict) -> None:
     import torch
 
     result["env"] = collect_env()
+    recipe = result["recipe"]
     if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA GPU: kernels-check profiles Unsloth on a GPU")
+        raise RuntimeError(f"no CUDA GPU: kernels-check profiles {recipe} on a GPU")
     result["stage"] = "setup"
     result["backend_info"].update(setup_device("cuda", job["plan"].get("memory_limit_bytes")))
     ref = ModelRef(**job["model_ref"])
-    load = load_model(ref, "unsloth", RecipeSettings(**job["backend_settings"]), "cuda",
+    load = load_model(ref, recipe, RecipeSettings(**job["backend_settings"]), "cuda",
                       cache_dir=job.get("cache_dir"), on_status=lambda stage, text: result.update(stage=stage))
     if ref.source == "synthetic":
         result["backend_info"]["checkpoint_build_s"] = round(load.build_s, 2)
@@ -95,7 +101,7 @@ def run(job: dict, result: dict) -> None:
     spec = TrainSpec(device="cuda", dtype=job["backend_settings"]["dtype"], optimizer=t["optimizer"],
                      learning_rate=t["learning_rate"], seed=t["seed"], batch_size=t["batch_size"],
                      seq_len=t["seq_len"], grad_accum=1, total_steps=t["warmup_steps"], vocab_size=ref.vocab_size,
-                     checkpointing=job["backend_settings"]["checkpointing"], recipe="unsloth")
+                     checkpointing=job["backend_settings"]["checkpointing"], recipe=recipe)
     result["stage"] = "warmup"
     started = time.perf_counter()
     warm = train_loop(loaded.model, spec)
@@ -131,23 +137,30 @@ def main(argv=None) -> int:
     with open(args.job) as fh:
         job = json.load(fh)
     result = base_result(job)
-    try:
-        import unsloth  # noqa: F401  (before transformers: it patches it)
+    if result["backend"] == "unsloth":
+        try:
+            import unsloth  # noqa: F401  (before transformers: it patches it)
 
-        result["backend_info"]["unsloth_version"] = getattr(unsloth, "__version__", None)
-    except BaseException as exc:  # ImportError, or Unsloth's own "no GPU" errors at import
-        result.update(status="load_failed", stage="import",
-                      error=f"cannot import unsloth ({short_error(exc)})",
-                      traceback_tail=traceback.format_exc()[-2000:], finished_at=now_iso())
-        write_result(args.out, result)
-        return 3
+            result["backend_info"]["unsloth_version"] = getattr(unsloth, "__version__", None)
+        except BaseException as exc:  # ImportError, or Unsloth's own "no GPU" errors at import
+            result.update(status="load_failed", stage="import",
+                          error=f"cannot import unsloth ({short_error(exc)})",
+                          traceback_tail=traceback.format_exc()[-2000:], finished_at=now_iso())
+            write_result(args.out, result)
+            return 3
+    elif result["recipe"] == "hf-liger":
+        try:
+            result["backend_info"]["liger_version"] = metadata.version("liger-kernel")
+        except metadata.PackageNotFoundError:
+            pass  # the recipe's own check (bench.run.recipes.check_available) names the extra to install
     try:
         run(job, result)
     except BaseException as exc:  # noqa: BLE001 - every failure ends up in the result
         stage = result.get("stage")
         if stage in LOAD_STAGES:
             result["status"] = "load_failed"
-            result["error"] = f"Unsloth could not load {result['model']} ({stage}): {short_error(exc)}"
+            who = "Unsloth" if result["backend"] == "unsloth" else result["recipe"]
+            result["error"] = f"{who} could not load {result['model']} ({stage}): {short_error(exc)}"
         else:
             result["status"] = "oom" if is_oom(exc) else "error"
             result["error"] = f"{stage}: {short_error(exc)}"

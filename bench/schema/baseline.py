@@ -1,9 +1,14 @@
 """Gate baselines: the figures of one measured run per cell, and the versioned JSON file that pins them.
 
-A baseline file holds, per cell, the gate key (`GATE_FIELDS`), the peak memory figures (bytes),
-tokens/s (trained tokens per second), status and parity verdict of one measured run, plus the
-environments the figures came from and the results files they were read from. It is written only
-by `save_baseline` (the explicit `bench baseline save`); nothing updates it implicitly.
+A baseline file holds, per cell, the gate key (`GATE_FIELDS`: the recipe, driver and data among
+them), the peak memory figures (bytes), tokens/s (trained tokens per second), status and parity
+verdict of one measured run (against its configuration's reference recipe), plus the environments
+the figures came from and the results files they were read from. It is written only by
+`save_baseline` (the explicit `bench baseline save`); nothing updates it implicitly.
+
+Versions: 2 is written; 1 (before recipes: its keys name a backend only) is still read, its keys
+filled as the schema reads version-1 records (recipe from the backend, bench.schema.record.LEGACY_RECIPE;
+the loop driver; synthetic data, so data_sha256 and packing None).
 
 `CellFigures` and `Snapshot` are also what the gate compares on the new-results side
 (`snapshot_from_records`). Unusable files or cell sets raise `BaselineError` (CLI exit code 2).
@@ -18,10 +23,15 @@ from typing import Any, Iterable, Optional
 
 from bench import __version__
 from bench.schema.key import GATE_FIELDS, CellKey
+from bench.schema.pairs import DEFAULT_REFERENCE, reference_for
 from bench.schema.record import SCHEMA_VERSION, STATUSES, ResultRecord, ResultsError
 
 BASELINE_FORMAT = "qlora-bench-baseline"
-BASELINE_VERSION = 1
+BASELINE_VERSION = 2
+READABLE_BASELINE_VERSIONS = (1, 2)
+#: The gate key of a version-1 baseline (before recipes, drivers and data files).
+V1_KEY_FIELDS = ("backend", "model", "tier", "mode", "seq_len", "batch_size", "grad_accum", "lora_r", "lora_alpha",
+                 "lora_dropout", "target_modules", "optimizer", "gradient_checkpointing", "dtype")
 #: Memory metric name (`bench gate --metric`) -> the CellFigures / record field holding it (bytes).
 METRICS = {
     "device": "peak_device_bytes",
@@ -51,6 +61,8 @@ class CellFigures:
     device_memory_source: Optional[str] = None
     tokens_per_s: Optional[float] = None
     matched: Optional[bool] = None
+    reference: Optional[str] = None  # the recipe `matched` compares against (None: no other recipe to compare)
+    parity_reasons: Optional[list[str]] = None  # why parity failed (None when it did not)
     error: Optional[str] = None
     env_index: int = 0  # into the snapshot's envs
 
@@ -63,8 +75,12 @@ class CellFigures:
         return getattr(self, METRICS[metric])
 
     @property
+    def recipe(self) -> Optional[str]:
+        return self.key.get("recipe")
+
+    @property
     def label(self) -> str:
-        """'hf llama-3.1-8b s1024 b1' (+ ' ga4' where gradient accumulation is used)."""
+        """'hf-trl llama-3.1-8b s1024 b1' (+ ' ga4' where gradient accumulation is used)."""
         return CellKey.of(self.key).label
 
 
@@ -73,8 +89,10 @@ def cell_key(key: dict[str, Any], ignore: Iterable[str] = ()) -> tuple:
     return CellKey.of(key).view(GATE_FIELDS, ignore)
 
 
-def figures_from_record(record: ResultRecord, env_index: int = 0) -> CellFigures:
-    """A record's gate figures; its error cut to the last line, 200 characters."""
+def figures_from_record(record: ResultRecord, env_index: int = 0, reference: Optional[str] = None) -> CellFigures:
+    """A record's gate figures (`reference`: the recipe its parity verdict is against); its error cut to
+    the last line, 200 characters."""
+    reasons = list((record.parity or {}).get("reasons") or []) if record.matched is False else None
     return CellFigures(
         key=CellKey.of(record).as_dict(GATE_FIELDS),
         cell_id=record.cell_id,
@@ -87,6 +105,8 @@ def figures_from_record(record: ResultRecord, env_index: int = 0) -> CellFigures
         device_memory_source=record.device_memory_source,
         tokens_per_s=record.tokens_per_s,
         matched=record.matched,
+        reference=reference,
+        parity_reasons=reasons,
         error=(record.error or "").strip().splitlines()[-1][:200] if record.error else None,
         env_index=env_index,
     )
@@ -101,9 +121,16 @@ class Snapshot:
     sources: list[str]
     created_at: Optional[str] = None  # ISO 8601, UTC; set when a baseline is made
     path: Optional[str] = None  # the baseline file it was loaded from
+    reference: Optional[str] = None  # the reference recipe asked for (None: a version-1 baseline)
+    version: int = BASELINE_VERSION  # of the baseline file it was loaded from
 
     def env_of(self, cell: CellFigures) -> dict[str, Any]:
         return self.envs[cell.env_index] if 0 <= cell.env_index < len(self.envs) else {}
+
+    def references(self, cells: Optional[Iterable[CellFigures]] = None) -> list[str]:
+        """The sorted reference recipes the parity verdicts of `cells` (default: all) are against."""
+        cells = self.cells if cells is None else cells
+        return sorted({c.reference for c in cells if c.reference})
 
     def gpu_names(self, cells: Optional[Iterable[CellFigures]] = None) -> list[str]:
         """The sorted GPU names `cells` (default: all) ran on; 'none (cpu)' for cells without a GPU."""
@@ -111,18 +138,35 @@ class Snapshot:
         return sorted({str(self.env_of(c).get("gpu_name") or "none (cpu)") for c in cells})
 
 
-def snapshot_from_records(records: list[ResultRecord], sources: Iterable[str]) -> Snapshot:
-    """One side from records (as `bench.schema.store.load` returns them: latest per cell, parity propagated)."""
+def pair_references(records: Iterable[ResultRecord], reference: str = DEFAULT_REFERENCE) -> dict[str, str]:
+    """pair_key -> the reference recipe of the configurations measured with more than one recipe (as
+    bench.schema.pairs resolves it: `reference` when measured, else the first of REFERENCE_FALLBACK)."""
+    recipes: dict[str, set[str]] = {}
+    for r in records:
+        recipes.setdefault(r.pair_key, set()).add(r.recipe)
+    out = {}
+    for key, present in recipes.items():
+        ref = reference_for(present, reference) if len(present) > 1 else None
+        if ref is not None:
+            out[key] = ref
+    return out
+
+
+def snapshot_from_records(records: list[ResultRecord], sources: Iterable[str],
+                          reference: str = DEFAULT_REFERENCE) -> Snapshot:
+    """One side from records, as `bench.schema.store.load(..., reference=reference)` returns them (latest
+    per cell, parity against `reference`)."""
     envs: list[dict[str, Any]] = []
     env_ids: dict[str, int] = {}
+    refs = pair_references(records, reference)
     cells = []
     for record in records:
         env_json = json.dumps(record.env, sort_keys=True, default=str)
         if env_json not in env_ids:
             env_ids[env_json] = len(envs)
             envs.append(record.env)
-        cells.append(figures_from_record(record, env_ids[env_json]))
-    return Snapshot(cells=cells, envs=envs, sources=[str(s) for s in sources])
+        cells.append(figures_from_record(record, env_ids[env_json], refs.get(record.pair_key)))
+    return Snapshot(cells=cells, envs=envs, sources=[str(s) for s in sources], reference=reference)
 
 
 def index_by_key(cells: list[CellFigures], ignore: Iterable[str], side: str) -> dict[tuple, CellFigures]:
@@ -141,11 +185,13 @@ def index_by_key(cells: list[CellFigures], ignore: Iterable[str], side: str) -> 
     return out
 
 
-def baseline_from_records(records: list[ResultRecord], sources: Iterable[str], created_at: str) -> Snapshot:
-    """A baseline snapshot made at `created_at` (ISO 8601); BaselineError if two records share a key."""
+def baseline_from_records(records: list[ResultRecord], sources: Iterable[str], created_at: str,
+                          reference: str = DEFAULT_REFERENCE) -> Snapshot:
+    """A baseline snapshot made at `created_at` (ISO 8601) from records read with parity against
+    `reference`; BaselineError if two records share a key."""
     if not records:
         raise BaselineError("no records to save in a baseline")
-    snap = snapshot_from_records(records, sources)
+    snap = snapshot_from_records(records, sources, reference)
     index_by_key(snap.cells, (), "results")
     snap.created_at = created_at
     return snap
@@ -159,6 +205,7 @@ def baseline_to_dict(snap: Snapshot) -> dict[str, Any]:
         "created_at": snap.created_at,
         "suite_version": __version__,
         "results_schema_version": SCHEMA_VERSION,
+        "reference": snap.reference,
         "key_fields": list(GATE_FIELDS),
         "sources": list(snap.sources),
         "envs": snap.envs,
@@ -177,7 +224,7 @@ def save_baseline(snap: Snapshot, path: Path) -> Path:
     return path
 
 
-def _cell_from_dict(c: Any, i: int, n_envs: int, where: str) -> CellFigures:
+def _cell_from_dict(c: Any, i: int, n_envs: int, where: str, version: int) -> CellFigures:
     if not isinstance(c, dict):
         raise BaselineError(f"{where}: cell {i} is not an object")
     missing = [k for k in _CELL_REQUIRED if k not in c]
@@ -185,8 +232,11 @@ def _cell_from_dict(c: Any, i: int, n_envs: int, where: str) -> CellFigures:
     if missing or unknown:
         raise BaselineError(f"{where}: cell {i}: " + (f"missing {missing}" if missing else f"unknown fields {unknown}"))
     key = c["key"]
-    if not isinstance(key, dict) or any(name not in key for name in GATE_FIELDS):
-        raise BaselineError(f"{where}: cell {i} ({c.get('cell_id')}): key must hold {', '.join(GATE_FIELDS)}")
+    key_fields = GATE_FIELDS if version == BASELINE_VERSION else V1_KEY_FIELDS
+    if not isinstance(key, dict) or any(name not in key for name in key_fields):
+        raise BaselineError(f"{where}: cell {i} ({c.get('cell_id')}): key must hold {', '.join(key_fields)}")
+    if version == 1:  # read as the schema reads version-1 records: the recipe its backend ran, loop, synthetic
+        c = dict(c, key=CellKey.of({n: key[n] for n in V1_KEY_FIELDS}).as_dict(GATE_FIELDS))
     cell = CellFigures(**c)
     if cell.status not in STATUSES:
         raise BaselineError(f"{where}: cell {cell.cell_id}: unknown status {cell.status!r}")
@@ -204,17 +254,18 @@ def baseline_from_dict(data: Any, where: str) -> Snapshot:
     if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
         raise BaselineError(f"{where} is not a qlora-bench baseline (no \"format\": \"{BASELINE_FORMAT}\")")
     version = data.get("version")
-    if version != BASELINE_VERSION:
-        raise BaselineError(f"{where}: baseline version {version!r}, this qlora-bench reads {BASELINE_VERSION}")
+    if version not in READABLE_BASELINE_VERSIONS or isinstance(version, bool):
+        raise BaselineError(f"{where}: baseline version {version!r}, this qlora-bench reads "
+                            f"{', '.join(map(str, READABLE_BASELINE_VERSIONS))}")
     cells_data = data.get("cells")
     envs = data.get("envs")
     if not isinstance(cells_data, list) or not cells_data:
         raise BaselineError(f"{where}: baseline holds no cells")
     if not isinstance(envs, list) or not all(isinstance(e, dict) for e in envs):
         raise BaselineError(f"{where}: \"envs\" must be a list of objects")
-    cells = [_cell_from_dict(c, i, len(envs), where) for i, c in enumerate(cells_data)]
+    cells = [_cell_from_dict(c, i, len(envs), where, version) for i, c in enumerate(cells_data)]
     snap = Snapshot(cells=cells, envs=envs, sources=[str(s) for s in data.get("sources") or []],
-                    created_at=data.get("created_at"), path=where)
+                    created_at=data.get("created_at"), path=where, reference=data.get("reference"), version=version)
     index_by_key(snap.cells, (), f"baseline {where}")
     return snap
 

@@ -12,7 +12,7 @@ import pytest
 from bench.config.models import SHIPPED
 from bench.render.kernels import benchmark_markdown, coverage_markdown
 from kernels_check.benchmarks import load_benchmark, parse_pytest_log
-from kernels_check.classify import count_unsloth_paths
+from kernels_check.classify import RECIPE_KERNELS, count_kernel_paths
 from kernels_check.result import analyse, load_results
 from bench.analysis import estimate as E
 from bench.config.models import resolve_model
@@ -27,25 +27,32 @@ def _render_md(paths, out):
 
 
 def test_gpu_results_cover_every_shipped_architecture():
-    """reports/kernels holds one GPU result per shipped architecture (scripts/gpu/kernels.sh, three parts)."""
+    """reports/kernels holds one GPU Unsloth result per shipped architecture (scripts/gpu/kernels.sh, three
+    parts, named after the model); results of other recipes (hf-liger: `<model>.hf-liger.json`) name theirs."""
     wanted = sorted(name for name in SHIPPED if name != "tiny-llama")
-    present = sorted(p.stem for p in (REPO / "reports" / "kernels").glob("*.json"))
-    if not present:
+    analyses = [analyse(r) for r in load_results([REPO / "reports" / "kernels"])]
+    if not analyses:
         pytest.skip("no GPU results in reports/kernels yet")
-    assert present == wanted
-    by_model = {a.model: a for a in (analyse(r) for r in load_results([REPO / "reports" / "kernels"]))}
-    for name, a in by_model.items():
+    others = tuple(f".{r}" for r in RECIPE_KERNELS if r != "unsloth")
+    unsloth_files = sorted(p.stem for p in (REPO / "reports" / "kernels").glob("*.json") if not p.stem.endswith(others))
+    assert unsloth_files == wanted
+    assert sorted(a.model for a in analyses if a.recipe == "unsloth") == wanted
+    for a in analyses:
         if not a.ok:  # a failure is kept as a result with its error, never dropped
-            assert a.result.get("error"), name
+            assert a.result.get("error"), a.model
             continue
-        k, n = count_unsloth_paths(a.fast_paths)
-        if a.result["static"]["unsloth_path"] == "fast":
-            assert k == n, (name, a.fast_paths)
+        k, n = count_kernel_paths(a.fast_paths, a.origin)
+        static = a.result["static"]
+        if a.origin == "liger":  # every path Liger patched ran its kernel, and only those
+            patched = static.get("liger") or {}
+            assert (k == n) == all(patched.get(p) for p in ("norm", "mlp_act", "rope")), (a.model, a.fast_paths)
+        elif static["unsloth_path"] == "fast":
+            assert k == n, (a.model, a.fast_paths)
         else:
-            assert k < n, (name, a.fast_paths)
+            assert k < n, (a.model, a.fast_paths)
     md = coverage_markdown(load_results([REPO / "reports" / "kernels"]), generated_at="T")
     kn = next(line for line in md.splitlines() if line.startswith("| fast paths k/n"))
-    failed = [a.model for a in by_model.values() if not a.ok]
+    failed = [a.model for a in analyses if not a.ok]
     assert kn.count("not measured (the step failed)") == len(failed)
 
 

@@ -169,6 +169,16 @@ def test_key_fields_and_filters_are_validated():
     for bad in (["backend"], ["colour=red"], ["backend="]):
         with pytest.raises(gate.GateError):
             gate.parse_filters(bad)
+    # the recipe axis: recipes and drivers are checked against the names the suite knows
+    assert gate.parse_filters(["recipe=unsloth,hf-trl", "driver=trainer", "packing=false"]) == {
+        "recipe": ("unsloth", "hf-trl"), "driver": ("trainer",), "packing": ("false",)}
+    assert gate.parse_key_fields(["driver,data_sha256", "packing"]) == ("driver", "data_sha256", "packing")
+    for bad, fragment in ((["recipe=unslot"], "unknown recipe"), (["driver=train"], "unknown driver")):
+        with pytest.raises(gate.GateError, match=fragment):
+            gate.parse_filters(bad)
+    assert gate.parse_reference("HF-KBIT") == "hf-kbit"
+    with pytest.raises(gate.GateError, match="not a recipe"):
+        gate.parse_reference("hf")
 
 
 def test_cell_key_ignores_target_module_order_and_the_chosen_fields(cpu_results):
@@ -438,6 +448,104 @@ def test_only_restricts_both_sides(cpu_results, cpu_baseline, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# the recipe axis: recipe, driver and data in the key; parity against a reference recipe
+
+
+def test_only_takes_recipes_drivers_and_data(cpu_results, cpu_baseline, capsys):
+    every = sorted(r["cell_id"] for r in rows(cpu_results))
+    for only in ("recipe=hf-kbit", "driver=loop", "packing=none", "data_sha256=synthetic", "backend=hf"):
+        code, report = gate_json(capsys, cpu_results, cpu_baseline, "--only", only)
+        assert code == 0 and sorted(c["cell_id"] for c in report["cells"]) == every, only
+        assert all(c["recipe"] == "hf-kbit" for c in report["cells"])
+    code, _, err = bench_inproc(capsys, "gate", cpu_results, "--baseline", cpu_baseline, "--metric", "rss",
+                                "--only", "recipe=unsloth")
+    assert code == 2 and "no result cell matches --only recipe=unsloth" in err
+    code, _, err = bench_inproc(capsys, "gate", cpu_results, "--baseline", cpu_baseline, "--metric", "rss",
+                                "--only", "recipe=unslot")
+    assert code == 2 and "unknown recipe" in err and "hf-trl" in err
+
+
+def test_another_driver_needs_ignore_key_driver(cpu_results, cpu_baseline, tmp_path, capsys):
+    def trainer(data):  # the same cells measured through the trainer driver: another key, another cell_id
+        for r in data:
+            r["driver"] = "trainer"
+            r["cell_id"] = r["cell_id"].replace("-hf-kbit", "-trainer-hf-kbit")
+            r["pair_key"] += "-trainer"
+
+    new = perturbed(cpu_results, tmp_path / "trainer.jsonl", trainer)
+    code, out, err = bench_inproc(capsys, "gate", new, "--baseline", cpu_baseline, "--metric", "rss")
+    assert code == 2 and "driver (baseline loop; results trainer)" in err and "--ignore-key driver" in err
+    code, report = gate_json(capsys, new, cpu_baseline, "--ignore-key", "driver")
+    assert code == 0 and all(c["key_differences"] == ["driver loop → trainer"] for c in report["cells"])
+    assert all(c["label"].startswith("hf-kbit tiny-llama s32") for c in report["cells"])
+
+
+def _with_second_recipe(data: list[dict], trainable_factor: int = 1) -> None:
+    """Each hf-kbit cell again as an hf-trl cell of the same configuration (a second recipe measured
+    beside it), its trainable parameter count times `trainable_factor` (2: parity fails)."""
+    for r in list(data):
+        twin = json.loads(json.dumps(r))
+        twin.update(recipe="hf-trl", cell_id=r["cell_id"].replace("-hf-kbit", "-hf-trl"),
+                    trainable_params=r["trainable_params"] * trainable_factor)
+        data.append(twin)
+
+
+def test_parity_is_against_the_reference_recipe(cpu_results, cpu_baseline, tmp_path, capsys):
+    matched = perturbed(cpu_results, tmp_path / "two-recipes.jsonl", _with_second_recipe)
+    code, report = gate_json(capsys, matched, cpu_baseline)
+    assert code == 0 and report["reference"] == "hf-trl" and report["parity_references"] == ["hf-trl"]
+    assert sorted(c["verdict"] for c in report["cells"]) == ["ok"] * 4  # the hf-trl cells are new cells
+    unmatched = perturbed(cpu_results, tmp_path / "unmatched.jsonl", lambda d: _with_second_recipe(d, 2))
+    code, report = gate_json(capsys, unmatched, cpu_baseline)
+    assert code == 1 and {f["kind"] for f in report["regressions"]} == {"parity"}
+    by_cell = {f["cell_id"]: f["message"] for f in report["regressions"]}
+    kbit = rows(cpu_results)[0]["cell_id"]
+    assert by_cell[kbit].startswith("parity check failed: hf-kbit against the reference hf-trl is not matched "
+                                    "(trainable parameters differ")
+    assert "a recipe compared with this reference (hf-trl) is not matched" in by_cell[kbit.replace("-hf-kbit", "-hf-trl")]
+    # --reference hf-kbit: the same pairs read the other way round
+    code, report = gate_json(capsys, unmatched, cpu_baseline, "--reference", "hf-kbit")
+    assert code == 1 and report["parity_references"] == ["hf-kbit"]
+    messages = {f["cell_id"]: f["message"] for f in report["regressions"]}
+    assert "hf-trl against the reference hf-kbit is not matched" in messages[kbit.replace("-hf-kbit", "-hf-trl")]
+    code, out, _ = bench_inproc(capsys, "gate", unmatched, "--baseline", cpu_baseline, "--metric", "rss")
+    assert "parity against: hf-trl\n" in out and "no hf-trl cells" not in out
+
+
+def test_reference_is_refused_when_not_a_recipe(cpu_results, cpu_baseline, capsys):
+    line = _one_error_line(bench_inproc(capsys, "gate", cpu_results, "--baseline", cpu_baseline, "--metric", "rss",
+                                        "--reference", "hf"))
+    assert "--reference 'hf': not a recipe" in line
+
+
+@pytest.mark.skipif(not GPU_RESULTS, reason="no GPU results frozen under tests/fixtures/results/")
+def test_version_1_baselines_gate_version_1_results(tmp_path, capsys):
+    """A baseline saved before recipes (version 1: keys name a backend only) is read as the schema reads
+    version-1 records (hf -> hf-kbit, loop driver, synthetic data), and gates the results it came from."""
+    results = FROZEN_RESULTS / "t4-emulated.jsonl"
+    v2 = tmp_path / "v2.json"
+    assert bench_inproc(capsys, "baseline", "save", results, "--out", v2)[0] == 0
+    data = json.loads(v2.read_text())
+    data.update(version=1, key_fields=list(baseline_file.V1_KEY_FIELDS), results_schema_version=1)
+    data.pop("reference")
+    for c in data["cells"]:
+        c["key"] = {k: c["key"][k] for k in baseline_file.V1_KEY_FIELDS}
+        c.pop("reference"), c.pop("parity_reasons")
+    v1 = tmp_path / "v1.json"
+    v1.write_text(json.dumps(data))
+    snap = baseline_file.load_baseline(v1)
+    assert snap.version == 1 and snap.reference is None
+    assert {(c.key["recipe"], c.key["driver"], c.key["data_sha256"], c.key["packing"]) for c in snap.cells} == {
+        ("hf-kbit", "loop", None, None), ("unsloth", "loop", None, None)}
+    code, out, err = bench_inproc(capsys, "gate", results, "--baseline", v1, "--only", "recipe=unsloth", "--json")
+    report = json.loads(out)
+    assert code == 0 and len(report["cells"]) == 4, err
+    assert all(c["label"].startswith("unsloth llama-3.1-8b") and c["verdict"] == "ok" for c in report["cells"])
+    code, out, err = bench_inproc(capsys, "gate", results, "--baseline", v1)
+    assert code == 0 and "hf-kbit llama-3.1-8b s1024 b1" in out, out + err
+
+
+# ---------------------------------------------------------------------------------------------
 # output
 
 
@@ -604,7 +712,9 @@ def test_committed_baselines_resave_byte_identically(tmp_path):
     for path in sorted((REPO / "baselines").glob("*.json")):
         snap = baseline_file.load_baseline(path)
         records = load([REPO / s for s in snap.sources])
-        again = baseline_file.baseline_from_records(records, snap.sources, created_at=snap.created_at)
+        assert snap.version == baseline_file.BASELINE_VERSION, f"{path}: re-save it with `bench baseline save`"
+        again = baseline_file.baseline_from_records(records, snap.sources, created_at=snap.created_at,
+                                                    reference=snap.reference)
         out = baseline_file.save_baseline(again, tmp_path / path.name)
         assert out.read_bytes() == path.read_bytes(), path
 
@@ -630,7 +740,8 @@ def test_workflow_commands_run_against_real_files(cpu_results, tmp_path):
     runs_on = wf["jobs"]["gpu-regression"]["runs-on"]
     assert "self-hosted" in runs_on and "gpu" in runs_on
     measure = steps["measure"]["run"]
-    assert "bench run" in measure and '--out "$RESULTS"' in measure
+    assert "bench run" in measure and '--out "$RESULTS"' in measure and '--recipe "$RECIPES"' in measure
+    assert set(wf["env"]["RECIPES"].split(",")) == {"hf-trl", "hf-kbit", "unsloth"}
     # `bench` as the workflow calls it, from this checkout
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -641,7 +752,7 @@ def test_workflow_commands_run_against_real_files(cpu_results, tmp_path):
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(REPO), COLUMNS="400")
     env.update({k: str(v) for k, v in wf.get("env", {}).items()})
     env.update(RESULTS=str(work / "ci-results" / "results.jsonl"), BASELINE=str(work / "baselines" / "t4.json"),
-               GATE_METRIC="rss", BUDGET_ONLY="backend=hf", GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
+               GATE_METRIC="rss", BUDGET_ONLY="recipe=hf-kbit", GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"),
                GITHUB_EVENT_NAME="pull_request")
 
     def run_step(step_id: str) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.analysis.fallback import model_pairs
+from bench.config.recipes import get_recipe
 from bench.config.models import SHIPPED, TARGET_MODULES, resolve_model
 from bench.run.checkpoint import ensure_synthetic_checkpoint
 from bench.config.tiers import get_tier, plan_tier
@@ -27,12 +28,13 @@ from bench.render.kernels import benchmark_markdown, coverage_markdown
 from bench.run.drivers import TrainSpec
 from bench.run.drivers.loop import train_loop
 from bench.run.recipes import RecipeSettings, load_recipe
-from bench.run.kernels import CheckOptions, make_job, run_worker
+from bench.run.kernels import CheckOptions, make_job, result_stem, run_worker
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from kernels_check import format_fast_paths, static_fast_paths, summarize_fast_paths
 from kernels_check.benchmarks import load_benchmark, parse_pytest_log
 from kernels_check.classify import (UNSLOTH_KERNEL_PATHS, KernelStat, classify, compare_static_trace,
-                                    count_unsloth_paths, merge_fast_paths, trace_fast_paths)
+                                    count_kernel_paths, count_unsloth_paths, kernel_origin, merge_fast_paths,
+                                    trace_fast_paths)
 from kernels_check.heuristic import (LIKELY_FAST, NO_DATA, SUSPECT, f2_verdict, heuristic_vs_trace,
                                     summarize_pairs)
 from kernels_check.patterns import PatternError, load_patterns, match_kernel, parse_patterns
@@ -171,6 +173,65 @@ def test_every_unsloth_triton_kernel_is_classified_as_unsloth():
         assert match_kernel(name).fast_path == path
 
 
+def _liger_source() -> Path | None:
+    """liger_kernel's ops/ directory: QLORA_BENCH_LIGER_SRC (a site dir), else the installed package (located,
+    not imported: it needs triton)."""
+    cand = os.environ.get("QLORA_BENCH_LIGER_SRC")
+    if cand and (Path(cand) / "liger_kernel" / "ops").is_dir():
+        return Path(cand) / "liger_kernel" / "ops"
+    spec = importlib.util.find_spec("liger_kernel")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]) / "ops"
+    return None
+
+
+#: @triton.jit functions of Liger that are inlined helpers, not launched kernels (recipes-research.md section 6).
+LIGER_DEVICE_HELPERS = {"_keyed_add"}
+
+
+def test_every_liger_triton_kernel_is_classified_as_liger():
+    """Kernel names read from the installed Liger source (ops/, its Triton kernels; the CuTe / cuTile / Ascend
+    backends are not Triton): each is attributed to origin liger, except `_jsd_kernel`, whose name TRL uses
+    too, and `matmul_kernel` (experimental, the Triton tutorial's name), which stay unattributed."""
+    ops = _liger_source()
+    if ops is None:
+        pytest.skip("Liger's source is not installed here (set QLORA_BENCH_LIGER_SRC to its site dir)")
+    skip = ("cute", "cutile", "_ascend", "_cutedsl")
+    files = sorted(f for f in ops.rglob("*.py") if not any(part.startswith(skip) for part in f.relative_to(ops).parts))
+    launched = set(_launched_triton_kernels(files)) - LIGER_DEVICE_HELPERS
+    assert len(launched) > 60
+    shared = {"_jsd_kernel": "other", "matmul_kernel": None}
+    wrong = {n: (match_kernel(n).origin if match_kernel(n) else None) for n in launched
+             if (match_kernel(n).origin if match_kernel(n) else None) != shared.get(n, "liger")}
+    assert not wrong, f"Liger kernels not attributed as expected: {wrong}"
+    expected = {"_triton_rope": "rope", "_rms_norm_forward_kernel": "norm", "_rms_norm_backward_kernel": "norm",
+                "_block_rms_norm_forward_kernel": "norm", "_swiglu_forward_kernel": "mlp_act",
+                "_swiglu_backward_kernel": "mlp_act", "_swiglu_forward_kernel_tiled": "mlp_act",
+                "liger_cross_entropy_kernel": "cross_entropy", "element_mul_kernel": "cross_entropy"}
+    for name, path in expected.items():
+        assert name in launched, f"{name} is no longer a launched kernel in {ops}"
+        assert match_kernel(name).fast_path == path
+
+
+def test_trl_loss_kernels_are_trl_not_liger():
+    """The installed TRL's own Triton kernels (trl/kernels: the chunked LM-head loss every SFTTrainer run of
+    an HF model launches) are origin trl on the cross-entropy path, never liger; `_jsd_kernel` is Liger's
+    name too, so it is neither's."""
+    spec = importlib.util.find_spec("trl")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("trl is not installed")
+    files = sorted((Path(list(spec.submodule_search_locations)[0]) / "kernels").glob("*.py"))
+    launched = _launched_triton_kernels(files)
+    assert {"_forward_kernel", "_backward_kernel"} <= set(launched), sorted(launched)
+    for name in launched:
+        hit = match_kernel(name)
+        assert hit is not None and hit.fast_path == "cross_entropy", name
+        assert hit.origin == ("other" if name == "_jsd_kernel" else "trl"), (name, hit.id)
+    # Unsloth's GeGLU kernels share the _forward_kernel / _backward_kernel suffix: still Unsloth's
+    assert match_kernel("_exact_forward_kernel").origin == "unsloth"
+    assert match_kernel("_approx_backward_kernel").origin == "unsloth"
+
+
 def test_inductor_kernel_categories_match_the_installed_torch():
     """Inductor names kernels triton_<category[:3]>_fused_<original aten ops>_<n>: the category
     abbreviations and the 'original_aten' naming the table relies on, read from the installed torch."""
@@ -201,6 +262,35 @@ LLAMA_LIKE = [
     _k("void kOptimizerStatic8bit2StateBlockwise<float, 0, 256, 1>(float*)", 30),
     _k("triton_poi_fused_add_0", 15), _k("some_vendor_kernel_nobody_knows", 5),
 ]
+
+
+LIGER_LIKE = [
+    _k("_rms_norm_forward_kernel", 30), _k("_rms_norm_backward_kernel", 50), _k("_triton_rope", 40),
+    _k("_swiglu_forward_kernel", 20), _k("_swiglu_backward_kernel", 25),
+    _k("void kDequantizeBlockwise<__nv_bfloat16, 512, 64, 8, 2>(float*)", 100),
+    _k("_forward_kernel", 60), _k("_backward_kernel", 70),  # TRL's chunked loss, not Liger's
+    _k("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT", 500),
+    _k("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64> >(Flash_fwd_params)", 80),
+    _k("void kOptimizerStatic8bit2StateBlockwise<float, 0, 256, 1>(float*)", 25),
+]
+
+
+def test_a_liger_step_counts_liger_kernel_paths():
+    fp = merge_fast_paths(trace_fast_paths(classify(LIGER_LIKE)), {"lora_matmul": "eager"})
+    assert {p: fp[p] for p in ("norm", "rope", "mlp_act", "cross_entropy", "nf4_dequant")} == {
+        "norm": "liger", "rope": "liger", "mlp_act": "liger", "cross_entropy": "trl", "nf4_dequant": "bitsandbytes"}
+    assert kernel_origin(fp) == "liger" and count_kernel_paths(fp) == (3, 3) == count_kernel_paths(fp, "liger")
+    assert count_unsloth_paths(fp) == (0, 6)
+    assert format_fast_paths(fp) == "Liger kernel paths 3/3"
+    # a Liger run whose RMSNorm fell back to compiled code: 2 of 3, named
+    fell = [k for k in LIGER_LIKE if not k.name.startswith("_rms_norm")] + [
+        _k("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0", 80)]
+    fp = dict(merge_fast_paths(trace_fast_paths(classify(fell)), None), _origin="liger")
+    assert count_kernel_paths(fp) == (2, 3)
+    assert format_fast_paths(fp, detail=True) == "Liger kernel paths 2/3 (norm compiled)"
+    # summaries before Liger (no _origin, Unsloth's paths) read as Unsloth's
+    assert kernel_origin({"norm": "unsloth", "rope": "compiled"}) == "unsloth"
+    assert format_fast_paths({"norm": "compiled"}) == "fast paths 0/1"
 
 
 def test_classification_shares_verdicts_and_unknown_kernels():
@@ -247,10 +337,11 @@ def test_f2_heuristic_and_its_agreement_with_the_trace():
     assert heuristic_vs_trace(NO_DATA, fell_back) is None
 
 
-def _record(backend, model, peak, tps, seq=512, matched=True):
+def _record(recipe, model, peak, tps, seq=512, matched=True):
     key = f"h100-native-{model}-s{seq}-b1-x"
-    return ResultRecord(schema_version=SCHEMA_VERSION, run_id="r", cell_id=f"{key}-{backend}", pair_key=key,
-                        backend=backend, model=model, model_source="synthetic", tier="h100", mode="native",
+    return ResultRecord(schema_version=SCHEMA_VERSION, run_id="r", cell_id=f"{key}-{recipe}", pair_key=key,
+                        backend=get_recipe(recipe).family, recipe=recipe, driver="loop", model=model,
+                        model_source="synthetic", tier="h100", mode="native",
                         seq_len=seq, batch_size=1, grad_accum=1, lora_r=16, lora_alpha=16, lora_dropout=0.0,
                         target_modules=["q_proj"], optimizer="adamw_8bit", learning_rate=2e-4,
                         gradient_checkpointing="unsloth", dtype="bfloat16", attn_implementation="sdpa", steps=2,
@@ -259,8 +350,8 @@ def _record(backend, model, peak, tps, seq=512, matched=True):
 
 
 def test_model_summary_uses_the_f2_metric_and_leaves_unmatched_pairs_out():
-    records = [_record("hf", "m", 1000, 100.0), _record("unsloth", "m", 800, 150.0),  # 20 % saved
-               _record("hf", "m", 1000, 100.0, seq=1024, matched=False),
+    records = [_record("hf-kbit", "m", 1000, 100.0), _record("unsloth", "m", 800, 150.0),  # 20 % saved
+               _record("hf-kbit", "m", 1000, 100.0, seq=1024, matched=False),
                _record("unsloth", "m", 100, 400.0, seq=1024, matched=False)]
     s = summarize_pairs(model_pairs(records, "m"))
     assert s["pairs"] == 1 and s["memory_reduction"] == pytest.approx(0.2) and s["speedup"] == pytest.approx(1.5)
@@ -413,6 +504,56 @@ def test_static_check_sees_unsloth_shaped_patches(tiny_peft):
     assert inspect_model(loaded.model, env={})["unsloth_path"] == "none"
 
 
+def _as_liger_defines(fn, owner: str, module: str):
+    """`fn` named as the Liger method it stands for (liger_kernel 0.8.5 binds `<owner>.forward` itself)."""
+    fn.__module__, fn.__qualname__ = module, f"{owner}.forward"
+    return fn
+
+
+def test_static_check_sees_liger_shaped_patches(tiny_peft, monkeypatch):
+    """The same model with patches laid out as Liger installs them: every RMSNorm's and MLP's instance
+    `forward` bound to LigerRMSNorm.forward / LigerSwiGLUMLP.forward (monkey_patch.py:67
+    _bind_method_to_module), modeling_llama.apply_rotary_pos_emb replaced (monkey_patch.py:290)."""
+    loaded, ref = tiny_peft
+    import transformers.models.llama.modeling_llama as modeling_llama
+
+    def norm_forward(self, hidden_states):
+        raise AssertionError("never called")
+
+    def mlp_forward(self, x):
+        raise AssertionError("never called")
+
+    def liger_rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
+        raise AssertionError("never called")
+
+    norm_fwd = _as_liger_defines(norm_forward, "LigerRMSNorm", "liger_kernel.transformers.rms_norm")
+    mlp_fwd = _as_liger_defines(mlp_forward, "LigerSwiGLUMLP", "liger_kernel.transformers.swiglu")
+    liger_rotary_pos_emb.__module__ = "liger_kernel.transformers.rope"
+    monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", liger_rotary_pos_emb)
+    norms = [m for m in loaded.model.modules() if type(m).__name__ == "LlamaRMSNorm"]
+    mlps = [m for m in loaded.model.modules() if type(m).__name__ == "LlamaMLP"]
+    try:
+        for m in norms:
+            m.forward = types.MethodType(norm_fwd, m)
+        for m in mlps:
+            m.forward = types.MethodType(mlp_fwd, m)
+        r = inspect_model(loaded.model, env={})
+        assert r["unsloth_path"] == "none"
+        assert r["liger"] == {"norm": len(norms), "mlp_act": len(mlps), "other": 0, "rope": 1} and len(norms) == 5
+        assert any("Liger patches: 5 norm and 2 MLP forwards" in n for n in r["notes"])
+        assert expected_fast_paths(r) == {"norm": "liger", "rope": "liger", "mlp_act": "liger", "cross_entropy": "eager",
+                                          "nf4_dequant": "bitsandbytes", "lora_matmul": "eager"}
+        fp = static_fast_paths(loaded.model)
+        assert fp["_origin"] == "liger" and format_fast_paths(fp) == "Liger kernel paths 3/3 (static check)"
+        fp = summarize_fast_paths(loaded.model, lambda: None)  # no GPU kernels: the static check, still Liger's
+        assert fp["_source"] == "static" and fp["_origin"] == "liger"
+    finally:
+        for m in norms + mlps:
+            m.__dict__.pop("forward", None)
+        monkeypatch.undo()
+    assert inspect_model(loaded.model, env={})["liger"] == {"norm": 0, "mlp_act": 0, "other": 0, "rope": 0}
+
+
 def test_unsloth_messages_from_the_h100_smoke_logs():
     """Banner excerpts the suite logged on an H100 (fixtures copied from its worker logs)."""
     llama = parse_unsloth_log((FIXTURES / "unsloth-log-llama-3.2-1b.txt").read_text(encoding="utf-8"))
@@ -446,6 +587,30 @@ def test_worker_without_unsloth_writes_a_load_failure(tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["format"] == RESULT_FORMAT and result["status"] == "load_failed"
     assert "unsloth" in result["error"] and result["kernels"] == []
+    assert (result["recipe"], result["backend"]) == ("unsloth", "unsloth")
+
+
+def test_liger_worker_loads_without_unsloth_and_names_its_recipe(tmp_path):
+    """--recipe hf-liger: the worker never imports unsloth, resolves the recipe's own checkpointing, and
+    its result names the recipe (here it stops at the missing GPU, as a load failure)."""
+    plan = plan_tier(get_tier("t4"), None, "cpu")
+    job = make_job(resolve_model("tiny-llama"), plan,
+                   CheckOptions(recipe="hf-liger", seq_len=16, cache_dir=str(tmp_path)))
+    assert job["recipe"] == "hf-liger" and job["backend_settings"]["checkpointing"] == "standard"
+    assert make_job(resolve_model("tiny-llama"), plan, CheckOptions())["backend_settings"]["checkpointing"] == "unsloth"
+    hang = tmp_path / "site" / "unsloth"  # an unsloth whose import would hang: never imported for hf-liger
+    hang.mkdir(parents=True)
+    (hang / "__init__.py").write_text("import time\ntime.sleep(600)\n")
+    env = dict(_env(), PYTHONPATH=f"{REPO}{os.pathsep}{hang.parent}")
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    proc = subprocess.run([sys.executable, "-m", "bench.run.kernels_worker", "--job", str(tmp_path / "job.json"),
+                           "--out", str(tmp_path / "r.json")], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["recipe"], result["backend"], result["status"]) == ("hf-liger", "hf", "load_failed")
+    assert "no CUDA GPU: kernels-check profiles hf-liger" in result["error"]
+    assert result_stem("meta/llama", "hf-liger") == "meta_llama.hf-liger" and result_stem("m", "unsloth") == "m"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -454,6 +619,9 @@ def test_worker_without_unsloth_writes_a_load_failure(tmp_path):
     ((), "exactly one of"),
     (("--model", "tiny-llama", "--all-models"), "not both"),
     (("--from-results", "/nonexistent/dir.json"), "cannot read"),
+    (("--model", "tiny-llama", "--recipe", "hf-kbit"), "kernels-check profiles a recipe with kernels of its own"),
+    (("--model", "tiny-llama", "--recipe", "hf-liger"), "no CUDA GPU found: kernels-check profiles hf-liger"),
+    (("--from-results", str(REPO / "reports" / "kernels"), "--recipe", "hf-liger"), "saved results name their recipe"),
 ])
 def test_cli_bad_input_exits_2(args, message):
     proc = run_bench("kernels-check", *args)
@@ -488,7 +656,7 @@ def test_coverage_table_shows_fallbacks_failures_and_static_only(tiny_peft):
                _synthetic_result("fallback-one", fallback, static=static),
                _synthetic_result("no-profile", [], static=static, profile="failed"),
                _synthetic_result("broken", [], status="load_failed")]
-    records = [_record("hf", "fallback-one", 1000, 100.0), _record("unsloth", "fallback-one", 900, 110.0)]
+    records = [_record("hf-kbit", "fallback-one", 1000, 100.0), _record("unsloth", "fallback-one", 900, 110.0)]
     md = coverage_markdown(results, records, generated_at="T")
     rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
     assert "unsloth kernel" in rows["norm (RMSNorm / LayerNorm)"].split(" | ")[1]
@@ -503,6 +671,34 @@ def test_coverage_table_shows_fallbacks_failures_and_static_only(tiny_peft):
     assert "1 kernels" in rows["unknown kernels"].split(" | ")[1]
 
 
+def test_coverage_table_with_a_liger_column(tiny_peft):
+    """An hf-liger result beside an Unsloth one of the same model: its own column, Liger's k/n, the speed-up
+    and memory of hf-liger against the reference (hf-trl), and no F2 verdict (a claim about Unsloth)."""
+    loaded, _ = tiny_peft
+    static = inspect_model(loaded.model, env={})
+    liger_static = dict(static, liger={"norm": 5, "mlp_act": 2, "other": 0, "rope": 1})
+    results = [_synthetic_result("m", LLAMA_LIKE),
+               dict(_synthetic_result("m", LIGER_LIKE, static=liger_static), recipe="hf-liger")]
+    records = [_record("hf-trl", "m", 1000, 100.0), _record("hf-kbit", "m", 2000, 80.0),
+               _record("unsloth", "m", 500, 200.0), _record("hf-liger", "m", 900, 125.0)]
+    md = coverage_markdown(results, records, generated_at="T")
+    assert md.startswith("# Unsloth and Liger kernel coverage")
+    assert "| fast path | m (llama) | m (llama, hf-liger) |" in md
+    cells = [[c.strip() for c in line.strip().strip("|").split(" | ")]
+             for line in md.splitlines() if line.startswith("| ")]
+    rows = {c[0]: c[1:] for c in cells}
+    assert rows["Liger patches (static)"][1].startswith("5 norms, 2 MLPs, RoPE yes")
+    assert rows["norm (RMSNorm / LayerNorm)"][1].startswith("liger kernel;")
+    assert rows["cross-entropy / lm_head"][1].startswith("TRL kernel;")
+    assert rows["fast paths k/n"][0] == "5/5" and rows["fast paths k/n"][1].startswith("Liger 3/3")
+    assert rows["speed-up (run records, median)"][0] == "2.00x (1 pairs)"  # unsloth against hf-trl, not hf-kbit
+    assert rows["speed-up (run records, median)"][1] == "1.25x (1 pairs)"
+    assert rows["memory reduction (peak allocated, median)"][1] == "10 %"
+    assert rows[next(k for k in rows if k.startswith("F2"))][1].startswith("- (F2 is a claim about Unsloth)")
+    assert "## m (hf-liger)" in md and "run records (hf-liger against hf-trl):" in md
+    assert "run records (unsloth against hf-trl):" in md
+
+
 # -- GPU fixtures (committed from scripts/gpu/kernels.sh) -------------------------------------------
 def _fixture(name: str) -> dict:
     """A kernels-check result written on a GPU by scripts/gpu/kernels.sh, frozen in tests/fixtures/kernels."""
@@ -512,6 +708,7 @@ def _fixture(name: str) -> dict:
 def test_gpu_fixture_llama_runs_unsloth_kernels():
     a = analyse(_fixture("llama-3.2-1b"))
     assert a.ok and a.profiled, a.result.get("error") or a.result.get("profile")
+    assert "recipe" not in a.result and (a.recipe, a.origin) == ("unsloth", "unsloth")  # written before recipes
     unknown = [(k.name[:120], k.total_us) for k in a.classification.unknown[:15]]
     assert a.classification.unknown_share < 0.05, f"unknown kernels: {unknown}"
     assert a.result["static"]["unsloth_path"] == "fast"

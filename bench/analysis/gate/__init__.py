@@ -13,9 +13,10 @@ from bench.analysis.gate.compare import (CRASHED, DID_NOT_FIT, GPU_FALLBACK, Cel
                                          env_differences, filter_cells, recorded_metric, run_gate)
 from bench.analysis.gate.options import (METRIC_LABELS, Budget, GateError, GateSettings, Tolerance, filters_text,
                                          parse_budget, parse_filters, parse_key_fields, parse_metric,
-                                         parse_percent, parse_size, parse_slowdown, parse_vram_tolerance)
+                                         parse_percent, parse_reference, parse_size, parse_slowdown,
+                                         parse_vram_tolerance)
 
 __all__ = ["CRASHED", "DID_NOT_FIT", "GPU_FALLBACK", "CellRow", "Finding", "GateReport", "env_differences",
            "filter_cells", "recorded_metric", "run_gate", "METRIC_LABELS", "Budget", "GateError", "GateSettings",
            "Tolerance", "filters_text", "parse_budget", "parse_filters", "parse_key_fields", "parse_metric",
-           "parse_percent", "parse_size", "parse_slowdown", "parse_vram_tolerance"]
+           "parse_percent", "parse_reference", "parse_size", "parse_slowdown", "parse_vram_tolerance"]

@@ -30,7 +30,8 @@ class Finding:
 
     `facts` holds what the message states, by kind (bytes, tokens/s, fractions):
     missing: baseline_status; crashed: baseline_status (None without one), status, error;
-    status: status (regression) or baseline_status (improvement); parity: baseline_unmatched;
+    status: status (regression) or baseline_status (improvement); parity: recipe, reference (the
+    recipe it was compared with; the cell is the reference when they are equal), reasons, baseline_unmatched;
     note: metric, used; vram: metric, baseline_bytes, new_bytes, change, tolerance (text);
     slowdown: baseline_tokens_per_s, new_tokens_per_s, change, tolerance (fraction);
     budget: status (did not fit) or metric, used, bytes, budget_bytes; and budget (its label).
@@ -98,6 +99,7 @@ class GateReport:
     baseline_cells: int = 0
     results_cells: int = 0
     gpus: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # the reference recipes the results' parity is against
 
     @property
     def findings(self) -> list[Finding]:
@@ -124,9 +126,16 @@ class GateReport:
 # filters and environments
 
 
-def _value_matches(actual: Any, wanted: str) -> bool:
+def _value_matches(name: str, actual: Any, wanted: str) -> bool:
+    """Whether key field `name`'s value `actual` is the `--only` text `wanted` (see options.parse_filters)."""
+    if actual is None:
+        return wanted.lower() in ("none", "null") or (name == "data_sha256" and wanted.lower() == "synthetic")
+    if isinstance(actual, bool):
+        return wanted.lower() == str(actual).lower()
     if isinstance(actual, (list, tuple)):
         return ",".join(actual) == wanted or wanted in actual
+    if name == "data_sha256":
+        return len(wanted) >= 8 and str(actual).startswith(wanted.lower())
     if str(actual) == wanted:
         return True
     try:
@@ -137,7 +146,18 @@ def _value_matches(actual: Any, wanted: str) -> bool:
 
 def filter_cells(cells: list[CellFigures], filters: dict[str, tuple[str, ...]]) -> list[CellFigures]:
     """Cells whose key matches every filter (any of a field's values)."""
-    return [c for c in cells if all(any(_value_matches(c.key.get(f), w) for w in ws) for f, ws in filters.items())]
+    return [c for c in cells
+            if all(any(_value_matches(f, c.key.get(f), w) for w in ws) for f, ws in filters.items())]
+
+
+def show_value(name: str, value: Any) -> str:
+    """A key value as messages write it: target modules comma-joined, a data hash shortened to 12
+    characters, no data file as 'synthetic'."""
+    if name == "target_modules":
+        return ",".join(value or ())
+    if name == "data_sha256":
+        return "synthetic" if value is None else str(value)[:12]
+    return str(value)
 
 
 def _versions(snap: Snapshot, cells: list[CellFigures]) -> dict[str, set[str]]:
@@ -146,9 +166,9 @@ def _versions(snap: Snapshot, cells: list[CellFigures]) -> dict[str, set[str]]:
         env = snap.env_of(c)
         for name, version in (env.get("packages") or {}).items():
             out.setdefault(name, set()).add(str(version) if version is not None else "absent")
-        for name in ("driver", "cuda", "python"):
+        for name, label in (("driver", "GPU driver"), ("cuda", "cuda"), ("python", "python")):
             if name in env:
-                out.setdefault(name, set()).add(str(env[name]) if env[name] is not None else "absent")
+                out.setdefault(label, set()).add(str(env[name]) if env[name] is not None else "absent")
     return out
 
 
@@ -194,7 +214,8 @@ def _check_outcome(row: CellRow) -> None:
         row.add("regression", "crashed", baseline_status=base.status if base else None, status=new.status,
                 error=new.error)
     if new.matched is False:
-        row.add("regression", "parity", baseline_unmatched=base is not None and base.matched is False)
+        row.add("regression", "parity", recipe=new.recipe, reference=new.reference, reasons=new.parity_reasons or [],
+                baseline_unmatched=base is not None and base.matched is False)
 
 
 def _compare_memory(row: CellRow, s: GateSettings) -> None:
@@ -282,8 +303,7 @@ def _key_differences(base: CellFigures, new: CellFigures, ignore: tuple[str, ...
     for name in ignore:
         b, n = normalised(name, base.key.get(name)), normalised(name, new.key.get(name))
         if b != n:
-            show = (lambda v: ",".join(v)) if name == "target_modules" else str
-            out.append(f"{name} {show(b)} → {show(n)}")
+            out.append(f"{name} {show_value(name, b)} → {show_value(name, n)}")
     return out
 
 
@@ -292,16 +312,15 @@ def _no_overlap_error(base_cells: list[CellFigures], new_cells: list[CellFigures
     for name in GATE_FIELDS:
         if name in ignore:
             continue
-        b = {repr(normalised(name, c.key.get(name))) for c in base_cells}
-        n = {repr(normalised(name, c.key.get(name))) for c in new_cells}
+        b = {show_value(name, normalised(name, c.key.get(name))) for c in base_cells}
+        n = {show_value(name, normalised(name, c.key.get(name))) for c in new_cells}
         if not b & n:
-            show = lambda vs: "/".join(sorted(v.strip("'") for v in vs))  # noqa: E731
-            differing.append((name, f"{name} (baseline {show(b)}; results {show(n)})"))
+            differing.append((name, f"{name} (baseline {'/'.join(sorted(b))}; results {'/'.join(sorted(n))})"))
     if differing:
         names = ",".join(name for name, _ in differing)
         return GateError(
             f"none of the {len(new_cells)} result cells matches one of the {len(base_cells)} baseline cells: "
-            f"they differ in {'; '.join(text for _, text in differing)}. To compare a changed recipe with the "
+            f"they differ in {'; '.join(text for _, text in differing)}. To compare a changed setting with the "
             f"baseline, pass --ignore-key {names}; otherwise gate against a baseline of this configuration"
         )
     return GateError(f"none of the {len(new_cells)} result cells matches one of the {len(base_cells)} baseline "
@@ -343,6 +362,10 @@ def _against_baseline(report: GateReport, baseline: Snapshot, new: Snapshot, new
         report.warnings.append(f"{gpu_line} (compared anyway: --allow-env-mismatch)")
     if libs:
         report.warnings.append("library versions differ from the baseline: " + "; ".join(libs))
+    base_refs = baseline.references(base_cells)
+    if base_refs and report.references and base_refs != report.references:
+        report.warnings.append(f"parity verdicts are against {'/'.join(report.references)} in these results, "
+                               f"against {'/'.join(base_refs)} in the baseline")
     report.rows = _matched_rows(baseline, base_cells, new_cells, s)
     for row in report.rows:
         _compare_cell(row, s)
@@ -358,7 +381,8 @@ def run_gate(new: Snapshot, baseline: Optional[Snapshot], settings: GateSettings
     if not new_cells:
         raise GateError(f"no result cell matches --only {filters_text(s.only)}")
     report = GateReport(settings=s, rows=[], warnings=[], results_sources=list(new.sources),
-                        results_cells=len(new_cells), gpus=new.gpu_names(new_cells))
+                        results_cells=len(new_cells), gpus=new.gpu_names(new_cells),
+                        references=new.references(new_cells))
     if baseline is not None:
         _against_baseline(report, baseline, new, new_cells)
     else:

@@ -11,10 +11,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from bench.config.recipes import DRIVERS, RECIPES
 from bench.config.tiers import TIERS
 from bench.schema.baseline import METRICS
 from bench.schema.key import GATE_FIELDS
-from bench.schema.record import ResultsError
+from bench.schema.pairs import DEFAULT_REFERENCE
+from bench.schema.record import LEGACY_RECIPE, ResultsError
 
 METRIC_LABELS = {
     "device": "peak device memory (NVML, CUDA context included)",
@@ -73,6 +75,7 @@ class GateSettings:
     ignore_key: tuple[str, ...] = ()  # GATE_FIELDS left out when matching cells
     only: dict[str, tuple[str, ...]] = field(default_factory=dict)  # field -> accepted values
     allow_env_mismatch: bool = False
+    reference: str = DEFAULT_REFERENCE  # the recipe parity verdicts are against (bench.schema.pairs falls back)
 
 
 def parse_percent(text: str, option: str) -> float:
@@ -160,19 +163,38 @@ def parse_key_fields(values: Iterable[str], option: str = "--ignore-key") -> tup
     return tuple(out)
 
 
+#: Key fields whose values are names the suite knows: a misspelt one is refused, not matched to nothing.
+_KNOWN_VALUES = {"recipe": tuple(RECIPES), "driver": DRIVERS, "backend": tuple(LEGACY_RECIPE)}
+
+
 def parse_filters(values: Iterable[str], option: str = "--only") -> dict[str, tuple[str, ...]]:
-    """['backend=hf', 'seq_len=1024,2048'] -> {'backend': ('hf',), 'seq_len': ('1024', '2048')}."""
+    """['recipe=unsloth', 'seq_len=1024,2048'] -> {'recipe': ('unsloth',), 'seq_len': ('1024', '2048')}.
+
+    Values are compared as the key holds them; packing takes true / false / none, data_sha256 a hash
+    prefix of at least 8 characters or `synthetic` (no data file)."""
     out: dict[str, tuple[str, ...]] = {}
     for value in values:
         name, sep, rhs = str(value).partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not name or not rhs.strip():
-            raise GateError(f"{option} {value!r}: write FIELD=VALUE[,VALUE...], e.g. backend=hf")
+            raise GateError(f"{option} {value!r}: write FIELD=VALUE[,VALUE...], e.g. recipe=unsloth")
         if name not in GATE_FIELDS:
             raise GateError(f"{option} {name!r}: not a key field; key fields: {', '.join(GATE_FIELDS)}")
         wanted = tuple(v.strip() for v in rhs.split(",") if v.strip())
+        unknown = [v for v in wanted if name in _KNOWN_VALUES and v not in _KNOWN_VALUES[name]]
+        if unknown:
+            raise GateError(f"{option} {name}={','.join(unknown)}: unknown {name}; known: "
+                            f"{', '.join(_KNOWN_VALUES[name])}")
         out[name] = tuple(dict.fromkeys(out.get(name, ()) + wanted))
     return out
+
+
+def parse_reference(text: str, option: str = "--reference") -> str:
+    """A recipe name (bench.config.recipes) for parity verdicts to be against."""
+    key = str(text).strip().lower()
+    if key not in RECIPES:
+        raise GateError(f"{option} {text!r}: not a recipe; recipes: {', '.join(RECIPES)}")
+    return key
 
 
 def filters_text(filters: dict[str, tuple[str, ...]]) -> str:
