@@ -22,7 +22,7 @@ from bench.config.tiers import default_seq_len
 from bench.render.fit import max_fit_table, render_max_fit_markdown
 from bench.render.text import gib
 from bench.run.device import detect_host_gpu
-from bench.run.fit import FitError, Probe, plan_fit, run_fit
+from bench.run.fit import FitError, FitOutcome, Probe, plan_fit, run_fit
 from bench.run.launcher import Callbacks
 from bench.run.recipes import RecipeUnavailable, check_available
 from bench.schema.store import load
@@ -46,6 +46,26 @@ def _on_probe(recipe: str, p: Probe) -> None:
 def _on_status(cell, text: str) -> None:
     if text.startswith(("starting", "loading", "writing")):
         console.print(f"  {cell.recipe} seq {cell.seq_len} batch {cell.batch_size}: {text}")
+
+
+def _require(recipes: list[str], device: str) -> None:
+    """Exit 2 naming the extra to install when a recipe cannot run here."""
+    for name in recipes:
+        try:
+            check_available(name, device)
+        except RecipeUnavailable as exc:
+            fail(str(exc))
+
+
+def _print_stops(outcomes: list[FitOutcome]) -> bool:
+    """Say which searches stopped early; True when the time budget stopped one."""
+    budget_stop = False
+    for o in outcomes:
+        for what, res in (("seq", o.seq), ("batch", o.batch)):
+            if res.stopped:
+                console.print(f"[yellow]{o.recipe} {what} search stopped:[/] {res.stopped}")
+                budget_stop = budget_stop or res.stopped.startswith("time budget")
+    return budget_stop
 
 
 def fit_command(
@@ -116,11 +136,7 @@ def fit_command(
                           gradient_checkpointing=gradient_checkpointing, driver=driver)
     plan = plan_fit(tier, model, recipes, batch_size=batch_size, seq_len=s0, train=train, device=device,
                     host=host, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout, results_path=results_path)
-    for name in recipes:
-        try:
-            check_available(name, device)
-        except RecipeUnavailable as exc:
-            fail(str(exc))
+    _require(recipes, device)
     path = plan.results_path
     console.print(f"[bold]bench fit[/] {ref.name} on {tier.name} ({plan.mode}), {', '.join(recipes)} ({driver} driver): "
                   f"seq search at batch {batch_size} "
@@ -133,12 +149,7 @@ def fit_command(
                            fresh_after_failure=fresh_worker)
     except FitError as exc:
         fail(str(exc))
-    budget_stop = False
-    for o in outcomes:
-        for what, res in (("seq", o.seq), ("batch", o.batch)):
-            if res.stopped:
-                console.print(f"[yellow]{o.recipe} {what} search stopped:[/] {res.stopped}")
-                budget_stop = budget_stop or res.stopped.startswith("time budget")
+    budget_stop = _print_stops(outcomes)
     records = load([path], allow_empty=True) if path.exists() else []
     _write_table(max_fit_rows(records, lambda t: batch_size, seq_for), out, [str(path)])
     if budget_stop:
