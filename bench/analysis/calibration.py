@@ -3,10 +3,14 @@
 The VRAM estimator (bench.analysis.estimate) is formulas read from the libraries' source, except
 for what only a measurement gives (all bytes unless named otherwise):
   * memory outside torch at the peak (CUDA context, kernel modules, library handles) per GPU
-    generation for the hf backend, and what `import unsloth` adds to it;
+    generation for the hf library family, and what `import unsloth` adds to it;
   * the caching allocator's slack over the peak allocation (reserved - allocated), as
-    base + fraction x the step's transient allocation, per backend;
+    base + fraction x the step's transient allocation, per library family;
   * how many intermediate-size tensors per token Unsloth's layer backward holds.
+
+Values are per library family (a record's `backend`: "hf" | "unsloth", bench.config.recipes.Recipe.family),
+so every recipe of a family is calibrated by the family's records (so far hf-kbit and unsloth cells);
+the estimator's ASSUMPTIONS say so for the recipes without records.
 
 `calibration_from_records` computes them from ok GPU records (pure; the estimator's per-record
 predictions come in through a callable, so this module does not depend on the estimator);
@@ -31,7 +35,7 @@ from bench.units import MiB
 
 CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.json"
 
-#: How the allocator slack is fitted per backend (a modelling choice, not a measurement):
+#: How the allocator slack is fitted per library family (a modelling choice, not a measurement):
 #: - hf: "proportional" (base 0), the median of (peak_reserved - peak_allocated) / transient; HF's
 #:   transient is dominated by large logits blocks of several sizes, and its records show one ratio
 #:   across their transient sizes.
@@ -55,10 +59,10 @@ class CalibrationError(ValueError):
 class Calibration:
     """The calibrated values the estimator uses (bytes unless named otherwise)."""
 
-    non_torch_bytes_by_compute_capability: dict[str, int]  # hf backend, keyed "major.minor"
-    unsloth_extra_non_torch_bytes: int  # added for the unsloth backend
-    allocator_slack_of_transient: dict[str, float]  # backend -> fraction of the transient bytes
-    allocator_slack_base_bytes: dict[str, int]  # backend -> base bytes
+    non_torch_bytes_by_compute_capability: dict[str, int]  # hf family, keyed "major.minor"
+    unsloth_extra_non_torch_bytes: int  # added for the unsloth family
+    allocator_slack_of_transient: dict[str, float]  # family -> fraction of the transient bytes
+    allocator_slack_base_bytes: dict[str, int]  # family -> base bytes
     unsloth_backward_i_elems: int  # intermediate-size tensors per token in Unsloth's layer backward
 
     @classmethod
@@ -91,7 +95,7 @@ class Calibration:
         }
 
     def non_torch_bytes(self, backend: str, compute_capability: Optional[tuple[int, int]]) -> int:
-        """Memory outside torch at the peak on a GPU of `compute_capability`.
+        """Memory outside torch at the peak on a GPU of `compute_capability`, for library family `backend`.
 
         A generation the records do not cover takes the figure of the nearest measured one (a
         context on a smaller, older card is usually smaller, so predictions there err on the safe
@@ -106,7 +110,8 @@ class Calibration:
         return base + (self.unsloth_extra_non_torch_bytes if backend == "unsloth" else 0)
 
     def allocator_slack_bytes(self, backend: str, transient_bytes: int) -> int:
-        """Reserved minus allocated at the peak for a step with `transient_bytes` of transient memory."""
+        """Reserved minus allocated at the peak for a step of library family `backend` with
+        `transient_bytes` of transient memory."""
         if transient_bytes <= 0:
             return 0
         return int(self.allocator_slack_base_bytes[backend]
@@ -180,7 +185,7 @@ def calibration_from_records(records: Iterable[ResultRecord], predict: Predictor
     """The calibrated values as ok GPU records imply them, unrounded, with the cells used.
 
     Returns {"measured": values (the keys of `Calibration`, floats where a fit gives one),
-    "cells": cell ids per value and backend}. Memory outside torch: the median of
+    "cells": cell ids per value and library family}. Memory outside torch: the median of
     peak_device_bytes - peak_reserved_bytes (hf cells per compute capability; unsloth's extra is
     its median minus hf's). Slack: (transient, peak_reserved - peak_allocated) pairs, transient =
     peak_allocated - the estimator's persistent bytes, over cells with more than
@@ -250,7 +255,7 @@ def rounded_values(measured: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k, v in measured.items() if v is None or v == {}]
     if missing:
         raise CalibrationError(f"these results do not calibrate {', '.join(missing)} "
-                               "(they need ok GPU cells of both backends)")
+                               "(they need ok GPU cells of both library families, hf and unsloth)")
     return {
         "non_torch_bytes_by_compute_capability": {
             cc: whole_mib(v) for cc, v in measured["non_torch_bytes_by_compute_capability"].items()},

@@ -18,9 +18,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.analysis.estimate import estimate, max_fit_batch_size, max_fit_seq_len, model_shape
+from bench.analysis.estimate import (
+    Estimate,
+    estimate_recipe,
+    max_fit_batch_size,
+    max_fit_seq_len,
+    model_shape,
+    trl_casts_lora_to_bf16,
+)
 from bench.analysis.estimate.formulas import nf4_weight_bytes
 from bench.config.models import SHIPPED, resolve_model
+from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, RECIPES
 from bench.config.settings import BACKENDS
 from bench.config.tiers import GpuTier, HostGpu, default_seq_len
 from bench.schema.record import ResultRecord
@@ -35,6 +43,11 @@ KNOWN_GOOD_PACKAGES = ("torch", "cuda", "transformers", "peft", "bitsandbytes", 
 DEFAULT_MODEL = "llama-3.1-8b"
 #: The sequence length of a report without a tier (no advice is given then).
 NO_TIER_SEQ_LEN = 2048
+#: The module a recipe's pip extra installs (bench.config.recipes.Recipe.extra), as bench.run.recipes
+#: checks it; doctor reads its installed version (None: not installed) instead of importing anything.
+EXTRA_MODULES = {"trl": "trl", "liger": "liger_kernel", "gpu": "unsloth"}
+#: Packages doctor reads versions of beyond bench.run.env.PACKAGES: the recipes' optional libraries.
+RECIPE_PACKAGES = tuple(dict.fromkeys(EXTRA_MODULES.values()))
 
 
 class KnownGoodError(ValueError):
@@ -59,7 +72,7 @@ def _month(iso: Optional[str]) -> Optional[str]:
 
 
 def known_good_from_records(records_by_source: dict[str, list[ResultRecord]]) -> list[dict[str, Any]]:
-    """Library combinations that trained every backend (bench.config.settings.BACKENDS) end to end:
+    """Library combinations that trained every library family (bench.config.settings.BACKENDS) end to end:
     the versions of GPU records (native or emulated) that ran ok, grouped by those versions, with
     their evidence (results files, suite commits, GPUs, drivers, ok cells, last run). Newest first.
 
@@ -199,6 +212,7 @@ class DoctorReport:
     batch_size: int
     advice: list[Advice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    recipes: list[dict[str, Any]] = field(default_factory=list)  # `recipe_availability`
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -224,12 +238,28 @@ def capabilities(tier: Optional[GpuTier], host: Optional[HostGpu]) -> dict[str, 
             "unsloth_triton_kernels": cc >= (7, 0)}  # Triton's minimum
 
 
+def recipe_availability(versions: dict[str, Optional[str]], has_gpu: bool) -> list[dict[str, Any]]:
+    """Per recipe: whether its optional library is installed (from `versions`: None = not installed,
+    a package left out of `versions` = unknown) and the pip extra that installs it, and whether it
+    needs a CUDA GPU that is missing here."""
+    out = []
+    for name, r in RECIPES.items():
+        module = EXTRA_MODULES.get(r.extra) if r.extra else None
+        installed = True if module is None else (None if module not in versions else versions[module] is not None)
+        out.append({"recipe": name, "family": r.family, "precision": r.precision, "package": module,
+                    "installed": installed,
+                    "install": f'pip install -e ".[{r.extra}]"' if installed is False else None,
+                    "needs_gpu": r.needs_gpu and not has_gpu})
+    return out
+
+
 def diagnose(host: Optional[HostGpu], versions: dict[str, Optional[str]], tier: Optional[GpuTier] = None,
              tier_source: Optional[str] = None, model: str = DEFAULT_MODEL, seq_len: Optional[int] = None,
              batch_size: int = 1, torch_cuda: Optional[str] = None) -> DoctorReport:
-    """Build the report. `host` is the detected GPU or None; `tier` the card to advise for, or None
-    (then the host's matching tier is used; with neither there is no advice, only the environment).
-    `seq_len` defaults to the tier's default (`bench.config.tiers.default_seq_len`)."""
+    """Build the report. `host` is the detected GPU or None; `versions` the installed packages'
+    versions (RECIPE_PACKAGES among them, to say which recipes can run); `tier` the card to advise
+    for, or None (then the host's matching tier is used; with neither there is no advice, only the
+    environment). `seq_len` defaults to the tier's default (`bench.config.tiers.default_seq_len`)."""
     notes = []
     versions = dict(versions)
     if torch_cuda is not None:
@@ -249,7 +279,8 @@ def diagnose(host: Optional[HostGpu], versions: dict[str, Optional[str]], tier: 
     if seq_len is None:
         seq_len = default_seq_len(tier.name) if tier else NO_TIER_SEQ_LEN
     report = DoctorReport(gpu, tier.name if tier else None, tier_source, capabilities(tier, host), versions,
-                          check_combo(versions), model, seq_len, batch_size, notes=notes)
+                          check_combo(versions), model, seq_len, batch_size, notes=notes,
+                          recipes=recipe_availability(versions, host is not None))
     if tier is None:
         return report
     ref = resolve_model(model)
@@ -268,6 +299,16 @@ def _precision_advice(tier: GpuTier) -> list[Advice]:
         out.append(Advice("precision", "No bf16 here: train in fp16 with a GradScaler (the suite does so "
                           "automatically; LoRA weights stay fp32 so the scaler can unscale them).",
                           f"compute capability {cc[0]}.{cc[1]} < 8.0 has no bf16"))
+    if tier.dtype == "float16":
+        cast = [name for name in RECIPES if trl_casts_lora_to_bf16(name)]
+        out.append(Advice(
+            "precision (TRL recipes)",
+            f"TRL's SFTTrainer casts a 4-bit model's LoRA weights to bf16 ({', '.join(cast)} through the trainer): "
+            "this card has no bf16 tensor cores and fp16 training cannot unscale bf16 gradients (trl#4901). "
+            "The suite casts them back to fp32 before training and says so in each record; in your own script "
+            "cast the trainable parameters to fp32 after building the SFTTrainer.",
+            f"trl 1.15 trainer/sft_trainer.py casts a quantized model's trainable parameters to bf16; "
+            f"this tier trains in {tier.dtype} (compute capability {cc[0]}.{cc[1]})"))
     if tier.supports_fp8:
         out.append(Advice("fp8", "FP8 is available on this card (Ada/Hopper). The articles' ~2x claim for FP8 "
                           "training is not measured by this suite; QLoRA here stays NF4 + bf16.",
@@ -278,112 +319,127 @@ def _precision_advice(tier: GpuTier) -> list[Advice]:
     return out
 
 
-def advise(tier: GpuTier, config: dict[str, Any], model: str, seq_len: int, batch_size: int,
-           unsloth_fast_path: Optional[bool] = None) -> list[Advice]:
-    """The articles' decision tree for one tier and model, each line with its estimate numbers."""
+def _fit_advice(tier: GpuTier, model: str, seq_len: int, batch_size: int, ests: dict[str, Estimate]) -> list[Advice]:
+    """Which recipes fit this card at this size: one line per recipe, then the summary."""
     usable = tier.usable_vram_bytes
-    cc = tier.compute_capability
-    dtype = tier.dtype
-    out = _precision_advice(tier)
-
-    def est(backend, **kw):
-        kw.setdefault("dtype", dtype)
-        kw.setdefault("compute_capability", cc)
-        return estimate(config, backend, kw.pop("seq_len", seq_len), kw.pop("batch_size", batch_size),
-                        model_name=model, **kw)
-
-    # Does the model fit at all, per backend?
-    hf, un = est("hf"), est("unsloth")
-    for e in (hf, un):
+    out = []
+    for name, e in ests.items():
         fits = e.total_bytes <= usable
         out.append(Advice(
-            f"fit ({e.backend})",
+            f"fit ({name})",
             f"{model} at seq {seq_len}, batch {batch_size}: predicted {_gib(e.total_bytes)} of {_gib(usable)} "
-            + ("- fits" if fits else "- does NOT fit") + f" with {e.backend}.",
-            f"bench estimate --model {model} --gpu-tier {tier.name} --backend {e.backend} --seq-len {seq_len} "
+            + ("- fits" if fits else "- does NOT fit") + f" with {name}.",
+            f"bench estimate --model {model} --gpu-tier {tier.name} --recipe {name} --seq-len {seq_len} "
             f"--batch-size {batch_size}: peak in the {e.peak_phase} phase, margin {_gib(usable - e.total_bytes)}"))
-    short = hf.total_bytes > 0.9 * usable or un.total_bytes > 0.9 * usable
+    fit = [n for n, e in ests.items() if e.total_bytes <= usable]
+    too_big = [n for n in ests if n not in fit]
+    out.append(Advice(
+        "recipes",
+        (f"Predicted to fit at seq {seq_len}, batch {batch_size}: {', '.join(fit)}." if fit else
+         f"No recipe is predicted to fit at seq {seq_len}, batch {batch_size}.")
+        + (f" Too large: {', '.join(too_big)}." if too_big and fit else "")
+        + f" {DEFAULT_REFERENCE} is what Hugging Face users run today.",
+        f"bench estimate --model {model} --gpu-tier {tier.name} --recipe {','.join(ests)} --seq-len {seq_len} "
+        f"--batch-size {batch_size}"))
+    return out
+
+
+def advise(tier: GpuTier, config: dict[str, Any], model: str, seq_len: int, batch_size: int,
+           unsloth_fast_path: Optional[bool] = None) -> list[Advice]:
+    """The articles' decision tree for one tier and model, each line with its estimate numbers
+    (trainer driver: how the recipes are run)."""
+    usable = tier.usable_vram_bytes
+    out = _precision_advice(tier)
+
+    def est(recipe: str, **kw) -> Estimate:
+        return estimate_recipe(config, recipe, kw.pop("seq_len", seq_len), kw.pop("batch_size", batch_size),
+                               model_name=model, dtype=tier.dtype, compute_capability=tier.compute_capability, **kw)
+
+    ests = {name: est(name) for name in RECIPES}
+    out += _fit_advice(tier, model, seq_len, batch_size, ests)
+    hf, un = ests[DEFAULT_REFERENCE], ests["unsloth"]
+    short = any(ests[n].total_bytes > 0.9 * usable for n in DEFAULT_RECIPES)
 
     # 4-bit + 8-bit optimizer.
     shape = model_shape(config)
-    nf4 = nf4_weight_bytes(shape)
-    half = shape.quantized_params * 2
     opt32 = est("unsloth", optimizer="adamw_torch")
-    saved_opt = opt32.total_bytes - un.total_bytes
     out.append(Advice(
         "4-bit + 8-bit optimizer",
-        ("VRAM is short: " if short else "") + f"keep load_in_4bit (NF4 decoder weights {_gib(nf4)} instead of "
-        f"{_gib(half)} in 16-bit) and adamw_8bit (saves {saved_opt / MiB:,.0f} MiB over 32-bit AdamW here: "
-        "LoRA states are small, the articles' 'up to 2 GB' applies to full fine-tuning).",
+        ("VRAM is short: " if short else "") + f"keep load_in_4bit (NF4 decoder weights "
+        f"{_gib(nf4_weight_bytes(shape))} instead of {_gib(shape.quantized_params * 2)} in 16-bit: hf-lora16 is "
+        f"predicted {_gib(ests['hf-lora16'].total_bytes)}) and adamw_8bit (saves "
+        f"{(opt32.total_bytes - un.total_bytes) / MiB:,.0f} MiB over 32-bit AdamW here: LoRA states are small, "
+        "the articles' 'up to 2 GB' applies to full fine-tuning).",
         f"estimate optimizer_states: adamw_8bit {un.breakdown.get('optimizer_states', 0) / MiB:,.0f} MiB vs "
-        f"adamw_torch {opt32.breakdown.get('optimizer_states', 0) / MiB:,.0f} MiB"))
+        f"adamw_torch {opt32.breakdown.get('optimizer_states', 0) / MiB:,.0f} MiB (unsloth)"))
     out += _size_advice(tier, config, model, seq_len)
 
-    # Lower rank.
-    r64 = est("unsloth", lora_r=64)
-    r8 = est("unsloth", lora_r=8)
+    r64, r8 = est("unsloth", lora_r=64), est("unsloth", lora_r=8)
     out.append(Advice(
         "LoRA rank",
         f"Rank is cheap in memory: r=8 -> r=64 costs {(r64.total_bytes - r8.total_bytes) / MiB:,.0f} MiB with "
         "unsloth here; lower it only when everything else is already at its minimum.",
         f"estimate unsloth r8 {_gib(r8.total_bytes)}, r16 {_gib(un.total_bytes)}, r64 {_gib(r64.total_bytes)}"))
 
-    # Gradient checkpointing.
-    hf_none = est("hf", gradient_checkpointing="none")
+    hf_none = est(DEFAULT_REFERENCE, gradient_checkpointing="none")
     un_std = est("unsloth", gradient_checkpointing="standard")
     out.append(Advice(
         "gradient checkpointing",
-        f"Keep it on: without it hf needs {_gib(hf_none.total_bytes)} instead of {_gib(hf.total_bytes)}; "
-        f"Unsloth's offloaded variant needs {_gib(un.total_bytes)} against {_gib(un_std.total_bytes)} for plain "
-        "checkpointing in the same backend.",
-        "estimate hf --gradient-checkpointing none vs standard; unsloth standard vs unsloth"))
+        f"Keep it on: without it {DEFAULT_REFERENCE} needs {_gib(hf_none.total_bytes)} instead of "
+        f"{_gib(hf.total_bytes)}; Unsloth's offloaded variant needs {_gib(un.total_bytes)} against "
+        f"{_gib(un_std.total_bytes)} for plain checkpointing in the same recipe.",
+        f"estimate {DEFAULT_REFERENCE} --gradient-checkpointing none vs standard; unsloth standard vs unsloth"))
 
     # Decision-matrix row for 24 GB cards and 7-8B models.
     if 20 * GiB <= usable <= 26 * GiB and shape.total_params > 6e9:
-        paged = est("hf", optimizer="paged_adamw_8bit")
+        paged = {n: est(n, optimizer="paged_adamw_8bit").total_bytes for n in (DEFAULT_REFERENCE, "unsloth")}
         out.append(Advice(
             "decision matrix: 7B LoRA on a 24 GB GPU",
             "NF4 + paged AdamW (8-bit) + gradient checkpointing: predicted "
-            f"{_gib(paged.total_bytes)} with hf, {_gib(est('unsloth', optimizer='paged_adamw_8bit').total_bytes)} "
-            f"with unsloth, of {_gib(usable)}.",
+            + ", ".join(f"{_gib(v)} with {n}" for n, v in paged.items()) + f", of {_gib(usable)}.",
             f"bench estimate --gpu-tier {tier.name} --optimizer paged_adamw_8bit"))
-    return out + _backend_advice(tier, model, hf.total_bytes, un.total_bytes, unsloth_fast_path)
+    return out + _recipe_advice(tier, model, ests, unsloth_fast_path)
 
 
 def _size_advice(tier: GpuTier, config: dict[str, Any], model: str, seq_len: int) -> list[Advice]:
-    """Batch 1 + gradient accumulation; shorter sequences: the largest predicted sizes per backend."""
+    """Batch 1 + gradient accumulation; shorter sequences: the largest predicted sizes per default recipe."""
     usable = tier.usable_vram_bytes
     kw = dict(dtype=tier.dtype, compute_capability=tier.compute_capability)
-    mb = {b: max_fit_batch_size(config, b, seq_len, usable, max_batch_size=1024, **kw) for b in BACKENDS}
-    ms = {b: max_fit_seq_len(config, b, 1, usable, multiple_of=64, **kw) for b in BACKENDS}  # as bench estimate --max-fit
+    mb = {r: max_fit_batch_size(config, r, seq_len, usable, max_batch_size=1024, **kw) for r in DEFAULT_RECIPES}
+    ms = {r: max_fit_seq_len(config, r, 1, usable, multiple_of=64, **kw) for r in DEFAULT_RECIPES}  # as --max-fit
+
+    def listed(values: dict[str, Optional[int]]) -> str:
+        return ", ".join(f"{r} {v or 'none'}" for r, v in values.items())
+
     return [
         Advice(
             "batch size",
-            f"Largest batch predicted to fit at seq {seq_len}: hf {mb['hf'] or 'none'}, unsloth {mb['unsloth'] or 'none'}. "
-            "For a larger effective batch keep the micro-batch there and raise --grad-accum (memory stays that "
-            "of one micro-batch).",
+            f"Largest batch predicted to fit at seq {seq_len}: {listed(mb)}. For a larger effective batch keep the "
+            "micro-batch there and raise --grad-accum (memory stays that of one micro-batch).",
             f"bench estimate --model {model} --gpu-tier {tier.name} --seq-len {seq_len} --max-fit"),
         Advice(
             "sequence length",
-            f"Longest sequence predicted to fit at batch 1: hf {ms['hf'] or 'none'}, unsloth {ms['unsloth'] or 'none'} "
-            "tokens; set max_seq_length at or below it.",
+            f"Longest sequence predicted to fit at batch 1: {listed(ms)} tokens; set max_seq_length at or below it.",
             f"bench estimate --model {model} --gpu-tier {tier.name} --batch-size 1 --max-fit"),
     ]
 
 
-def _backend_advice(tier: GpuTier, model: str, hf_bytes: int, unsloth_bytes: int,
-                    unsloth_fast_path: Optional[bool]) -> list[Advice]:
+def _recipe_advice(tier: GpuTier, model: str, ests: dict[str, Estimate],
+                   unsloth_fast_path: Optional[bool]) -> list[Advice]:
     usable = tier.usable_vram_bytes
     cc = tier.compute_capability
     out = []
+    hf_fits = [n for n, e in ests.items() if RECIPES[n].family == "hf" and e.total_bytes <= usable]
+    unsloth_fits = [n for n, e in ests.items() if RECIPES[n].family == "unsloth" and e.total_bytes <= usable]
     if unsloth_fast_path is False:
-        out.append(Advice("backend", f"{model}'s architecture has no hand-written Unsloth path: Unsloth falls back "
+        out.append(Advice("recipe", f"{model}'s architecture has no hand-written Unsloth path: Unsloth falls back "
                           "to its compiled generic path (memory savings remain, kernel speed-ups are smaller).",
                           "bench models: Unsloth fast path = no"))
-    elif hf_bytes > usable >= unsloth_bytes:
-        out.append(Advice("backend", "Only Unsloth is predicted to fit this configuration.",
-                          f"hf {_gib(hf_bytes)} > {_gib(usable)} >= unsloth {_gib(unsloth_bytes)}"))
+    elif unsloth_fits and not hf_fits:
+        out.append(Advice("recipe", f"Only Unsloth's recipes ({', '.join(unsloth_fits)}) are predicted to fit this "
+                          "configuration.",
+                          ", ".join(f"{n} {_gib(e.total_bytes)}" for n, e in ests.items()) + f" of {_gib(usable)}"))
     if cc < (7, 0):
-        out.append(Advice("backend", "Unsloth's Triton kernels need compute capability >= 7.0.",
+        out.append(Advice("recipe", "Unsloth's and Liger's Triton kernels need compute capability >= 7.0.",
                           f"compute capability {cc[0]}.{cc[1]}"))
     return out

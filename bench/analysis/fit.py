@@ -23,16 +23,16 @@ PREDICT_MAX_SEQ = 131072
 PREDICT_MAX_BATCH = 4096
 
 
-def estimator_seeds(config_dict: dict, backend: str, usable_bytes: int, batch_size: int, seq_len: int,
+def estimator_seeds(config_dict: dict, recipe: str, usable_bytes: int, batch_size: int, seq_len: int,
                     max_seq_len: int, max_batch_size: int, **estimate_kw) -> tuple[Optional[int], Optional[int]]:
     """The estimator's largest seq (at batch_size, on the search's grid of FIT_SEQ_MULTIPLE tokens)
-    and batch (at seq_len) under usable_bytes; None where even the smallest does not fit.
+    and batch (at seq_len) under usable_bytes for `recipe`; None where even the smallest does not fit.
 
-    `estimate_kw`: the training settings `bench.analysis.estimate.estimate` takes (lora_r,
+    `estimate_kw`: the settings `bench.analysis.estimate.estimate_recipe` takes (driver, lora_r,
     target_modules, optimizer, gradient_checkpointing, dtype, compute_capability)."""
-    seq = max_fit_seq_len(config_dict, backend, batch_size, usable_bytes, multiple_of=FIT_SEQ_MULTIPLE,
+    seq = max_fit_seq_len(config_dict, recipe, batch_size, usable_bytes, multiple_of=FIT_SEQ_MULTIPLE,
                           max_seq_len=max_seq_len, **estimate_kw)
-    batch = max_fit_batch_size(config_dict, backend, seq_len, usable_bytes, max_batch_size=max_batch_size,
+    batch = max_fit_batch_size(config_dict, recipe, seq_len, usable_bytes, max_batch_size=max_batch_size,
                                **estimate_kw)
     return seq, batch
 
@@ -42,7 +42,8 @@ class MaxFitRow:
     tier: str
     mode: str
     host_gpu_name: Optional[str]
-    backend: str
+    recipe: str
+    driver: str
     model: str
     batch_size: int
     max_seq_len: Optional[int]
@@ -67,7 +68,7 @@ def _bracket(points: list[tuple[int, bool, str]]) -> tuple[Optional[int], Option
 
 def max_fit_rows(records: list[ResultRecord], batch_size_for: Callable[[str], int],
                  seq_len_for: Callable[[str], int], predict: bool = True) -> list[MaxFitRow]:
-    """One row per (tier, mode, backend, model) from probe records (latest per cell).
+    """One row per (tier, mode, recipe, driver, model) from probe records (latest per cell).
 
     The seq search is read from the records at batch `batch_size_for(tier)`, the batch search
     from those at seq `seq_len_for(tier)`. Monotone reading: the largest fitting value below the
@@ -76,16 +77,16 @@ def max_fit_rows(records: list[ResultRecord], batch_size_for: Callable[[str], in
     """
     groups: dict[tuple, list[ResultRecord]] = {}
     for r in records:
-        groups.setdefault((r.tier, r.mode, r.backend, r.model), []).append(r)
+        groups.setdefault((r.tier, r.mode, r.recipe, r.driver, r.model), []).append(r)
     rows = []
-    for (tier, mode, backend, model), recs in sorted(groups.items()):
+    for (tier, mode, recipe, driver, model), recs in sorted(groups.items()):
         b0, s0 = batch_size_for(tier), seq_len_for(tier)
         seq_pts = [(r.seq_len, r.fits_tier, r.fit_outcome) for r in recs if r.batch_size == b0]
         batch_pts = [(r.batch_size, r.fits_tier, r.fit_outcome) for r in recs if r.seq_len == s0]
         ms, sf, sst = _bracket(seq_pts)
         mb, bf, bst = _bracket(batch_pts)
         host = next(((r.env or {}).get("gpu_name") for r in recs if (r.env or {}).get("gpu_name")), None)
-        row = MaxFitRow(tier, mode, host, backend, model, b0, ms, sf, sst, s0, mb, bf, bst, len(recs))
+        row = MaxFitRow(tier, mode, host, recipe, driver, model, b0, ms, sf, sst, s0, mb, bf, bst, len(recs))
         if predict and mode != "cpu":  # the estimator predicts GPU memory; cpu smoke runs have none
             row.predicted_max_seq_len, row.predicted_max_batch_size = _predict_for(recs[0], host, b0, s0)
         rows.append(row)
@@ -99,8 +100,8 @@ def _predict_for(template: ResultRecord, host_gpu_name: Optional[str], batch_siz
         ref = resolve_model(template.model)
         max_seq = ref.max_positions or PREDICT_MAX_SEQ
         cc = compute_capability_of(host_gpu_name) or tier.compute_capability
-        return estimator_seeds(ref.config, template.backend, tier.usable_vram_bytes, batch_size, seq_len,
-                               max_seq, PREDICT_MAX_BATCH, lora_r=template.lora_r,
+        return estimator_seeds(ref.config, template.recipe, tier.usable_vram_bytes, batch_size, seq_len,
+                               max_seq, PREDICT_MAX_BATCH, driver=template.driver, lora_r=template.lora_r,
                                target_modules=template.target_modules, optimizer=template.optimizer,
                                gradient_checkpointing=template.gradient_checkpointing, compute_capability=cc,
                                dtype=template.dtype)

@@ -19,6 +19,7 @@ import typer
 from bench.analysis.doctor import (
     DEFAULT_MODEL,
     KNOWN_GOOD_PATH,
+    RECIPE_PACKAGES,
     diagnose,
     known_good_document,
     known_good_from_records,
@@ -29,7 +30,7 @@ from bench.cli.estimate import checked_model, checked_sizes, fail
 from bench.config.tiers import get_tier
 from bench.render.doctor import known_good_table, print_doctor
 from bench.run.device import detect_host_gpu
-from bench.run.env import package_versions
+from bench.run.env import PACKAGES, package_versions
 from bench.schema.store import load
 
 
@@ -72,7 +73,8 @@ def doctor_command(
     known_good: bool = typer.Option(False, "--known-good", help="Print the library combinations RESULTS trained with."),
     write: bool = typer.Option(False, "--write", help="With --known-good: write them to bench/data/known_good.json."),
 ):
-    """This machine: GPU, compute capability, bf16/fp8, driver, libraries; then concrete advice."""
+    """This machine: GPU, compute capability, bf16/fp8, driver, libraries, which recipes can run (and the
+    extra to install for the others); then concrete advice, per recipe, for a tier."""
     if write and not known_good:
         fail("--write goes with --known-good")
     if known_good:
@@ -87,7 +89,8 @@ def doctor_command(
         checked_sizes(str(seq_len), "--seq-len", ref.max_positions)
     if batch_size <= 0:
         fail("--batch-size must be > 0")
-    report = diagnose(detect_host_gpu(), package_versions(), tier=tier, tier_source="--gpu-tier" if tier else None,
+    versions = package_versions(tuple(dict.fromkeys((*PACKAGES, *RECIPE_PACKAGES))))
+    report = diagnose(detect_host_gpu(), versions, tier=tier, tier_source="--gpu-tier" if tier else None,
                       model=ref.name, seq_len=seq_len, batch_size=batch_size, torch_cuda=_torch_cuda_build())
     if json_out:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")

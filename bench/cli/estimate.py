@@ -1,6 +1,6 @@
 """`bench estimate`: will it fit (analytical, no GPU), checked against measured cells and calibrated.
 
-Thin over bench.analysis.estimate (the estimator), bench.analysis.calibration (its measured values,
+Thin over bench.analysis.estimate (the estimator, per recipe), bench.analysis.calibration (its measured values,
 bench/data/calibration.json) and bench.render.estimate. Bad input (unknown model / tier, sizes
 <= 0 or over the model's positions, a configuration that fits nothing) prints one red line and
 exits 2. The argument checks here are shared by `bench fit` and `bench doctor`.
@@ -26,17 +26,21 @@ from bench.analysis.calibration import (
 from bench.analysis.doctor import DEFAULT_MODEL
 from bench.analysis.estimate import (
     EstimateError,
+    breakdown_by_component,
     calibration_predictor,
     estimate_grid,
     fit_verdicts,
     model_shape,
     predicted_limits,
+    unmeasured_recipes,
     validate_records,
     validation_summary,
 )
 from bench.cli.common import UsageFailure, console, err_console, wide_console
 from bench.config.models import ModelRef, resolve_model
-from bench.config.settings import BACKENDS, parse_int_list
+from bench.config.recipes import DEFAULT_RECIPES, DRIVERS
+from bench.config.request import RunRequest, recipes_of
+from bench.config.settings import ConfigError, parse_int_list
 from bench.config.tiers import GpuTier, default_seq_len, get_tier
 from bench.render.estimate import estimate_tables, limits_table, render_validation_markdown, validation_table
 from bench.run.device import detect_host_gpu
@@ -53,8 +57,21 @@ def fail(message: str) -> NoReturn:
 
 
 def split_list(text: str) -> list[str]:
-    """'hf, unsloth' -> ['hf', 'unsloth']."""
+    """'q_proj, v_proj' -> ['q_proj', 'v_proj']."""
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def checked_recipes(recipe: Optional[str], backend: Optional[str], driver: str,
+                    device: str = "cuda") -> tuple[list[str], str]:
+    """(recipes, driver) of --recipe / the older --backend / --driver, as `bench run` reads them
+    (bench.config.request.recipes_of: --backend hf,unsloth is hf-kbit,unsloth with the loop driver;
+    neither: the default recipes); exit 2 on an unknown name."""
+    if driver not in DRIVERS:
+        fail(f"unknown driver {driver!r}; known: {', '.join(DRIVERS)}")
+    try:
+        return recipes_of(RunRequest(tier="", device=device, recipe=recipe, backend=backend, driver=driver))
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def tier_or_detected(name: Optional[str]) -> GpuTier:
@@ -94,7 +111,11 @@ def estimate_command(
     results: Optional[List[Path]] = typer.Argument(None, help="With --validate / --calibrate: results JSONL files."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Shipped name or config .json (or checkpoint dir)."),
     gpu_tier: Optional[str] = typer.Option(None, "--gpu-tier", help="Tier to judge the fit against (default: this GPU's)."),
-    backend: str = typer.Option("hf,unsloth", "--backend", help="Comma list: hf, unsloth."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help=f"Comma list of recipes (`bench recipes`); default "
+                                         f"{','.join(DEFAULT_RECIPES)}."),
+    driver: str = typer.Option("trainer", "--driver", help="trainer (TRL's SFTTrainer) | loop: what trains the cell."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Before recipes: hf, unsloth (= --recipe "
+                                          "hf-kbit,unsloth --driver loop)."),
     seq_len: Optional[str] = typer.Option(None, "--seq-len", help="Comma list (default: the tier's first default)."),
     batch_size: str = typer.Option("1", "--batch-size", help="Comma list of micro-batch sizes."),
     lora_r: int = typer.Option(16, "--lora-r"),
@@ -102,7 +123,7 @@ def estimate_command(
     optimizer: str = typer.Option("adamw_8bit", "--optimizer",
                                   help="adamw_8bit | paged_adamw_8bit | adamw_torch | paged_adamw_32bit"),
     gradient_checkpointing: str = typer.Option("auto", "--gradient-checkpointing",
-                                               help="auto (hf: standard, unsloth: unsloth) | none | standard | unsloth"),
+                                               help="auto (the recipe's own) | none | standard | unsloth"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16 | float16 (default: the tier's)."),
     max_fit: bool = typer.Option(False, "--max-fit", help="Largest seq (at each batch) and batch (at each seq) predicted to fit."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout (nothing else)."),
@@ -112,7 +133,7 @@ def estimate_command(
     out: Optional[Path] = typer.Option(None, "--out", help="With --validate: write the markdown table here."),
     strict: bool = typer.Option(False, "--strict", help="With --validate: exit 1 when a cell misses the bound."),
 ):
-    """Predict peak VRAM per backend (no GPU needed), with a verdict against the tier's memory.
+    """Predict peak VRAM per recipe (no GPU needed), with a verdict against the tier's memory.
 
     With --validate RESULTS...: compare with every measured ok GPU cell (--out writes the markdown).
     With --calibrate RESULTS...: the calibrated values they imply (--write makes them the estimator's).
@@ -136,27 +157,24 @@ def estimate_command(
         seqs = checked_sizes(seq_len, "--seq-len", ref.max_positions) if seq_len else [
             min(default_seq_len(tier.name), ref.max_positions or 1 << 30)]
         batches = checked_sizes(batch_size, "--batch-size")
-        backends = split_list(backend)
-        for b in backends:
-            if b not in BACKENDS:
-                fail(f"unknown backend {b!r}; known: {', '.join(BACKENDS)}")
-        if not backends:
-            fail(f"--backend needs at least one of {', '.join(BACKENDS)}")
-        settings = dict(lora_r=lora_r, target_modules=split_list(target_modules) if target_modules else None,
+        recipes, driver = checked_recipes(recipe, backend, driver)
+        settings = dict(driver=driver, lora_r=lora_r,
+                        target_modules=split_list(target_modules) if target_modules else None,
                         optimizer=optimizer, gradient_checkpointing=gradient_checkpointing,
                         dtype=dtype or tier.dtype, compute_capability=tier.compute_capability)
         if max_fit:
-            return _max_fit(ref, tier, backends, seqs, batches, settings, json_out)
-        return _estimate(ref, tier, backends, seqs, batches, settings, json_out)
+            return _max_fit(ref, tier, recipes, seqs, batches, settings, json_out)
+        return _estimate(ref, tier, recipes, seqs, batches, settings, json_out)
     except EstimateError as exc:
         fail(str(exc))
 
 
-def _estimate(ref: ModelRef, tier: GpuTier, backends, seqs, batches, settings: dict, json_out: bool) -> None:
-    results = estimate_grid(ref.config, backends, seqs, batches, tier.usable_vram_bytes, model_name=ref.name,
+def _estimate(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: dict, json_out: bool) -> None:
+    results = estimate_grid(ref.config, recipes, seqs, batches, tier.usable_vram_bytes, model_name=ref.name,
                             **settings)
     if json_out:
-        payload = [dict(e.to_dict(), tier=tier.name, **v.to_dict()) for e, v in results]
+        payload = [dict(e.to_dict(), tier=tier.name, components=breakdown_by_component(e), **v.to_dict())
+                   for e, v in results]
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
         out = wide_console(console)
@@ -171,19 +189,19 @@ def _estimate(ref: ModelRef, tier: GpuTier, backends, seqs, batches, settings: d
         raise SystemExit(2)
 
 
-def _max_fit(ref: ModelRef, tier: GpuTier, backends, seqs, batches, settings: dict, json_out: bool) -> None:
+def _max_fit(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: dict, json_out: bool) -> None:
     usable = tier.usable_vram_bytes
-    rows = predicted_limits(ref.config, backends, seqs, batches, usable, seq_multiple=MAX_FIT_SEQ_MULTIPLE,
+    rows = predicted_limits(ref.config, recipes, seqs, batches, usable, seq_multiple=MAX_FIT_SEQ_MULTIPLE,
                             **settings)
     if json_out:
-        sys.stdout.write(json.dumps([dict(r, model=ref.name, tier=tier.name, usable_bytes=usable) for r in rows],
-                                    indent=2) + "\n")
+        sys.stdout.write(json.dumps([dict(r, driver=settings["driver"], model=ref.name, tier=tier.name,
+                                          usable_bytes=usable) for r in rows], indent=2) + "\n")
     else:
         wide_console(console).print(limits_table(ref.name, tier, settings, rows))
         console.print("predicted by `bench estimate`, not measured; `bench fit` measures it on a GPU")
     if all(r["max_seq_len"] is None for r in rows if r["kind"] == "max_seq_len"):
         fail(f"nothing fits: {ref.name} is predicted not to fit {tier.name} even at seq {MAX_FIT_SEQ_MULTIPLE} "
-             f"with batch {min(batches)} on any backend")
+             f"with batch {min(batches)} with any recipe")
 
 
 def _resolve_config(name: str) -> dict:
@@ -234,13 +252,16 @@ def _validate(results: list[Path], out: Optional[Path], strict: bool, json_out: 
     if json_out:
         payload = {"summary": summary, "cells": [
             dict(vars(r), error_bytes=r.error_bytes, bound_bytes=r.bound_bytes, within=r.within) for r in rows],
-            "skipped": skipped}
+            "unmeasured_recipes": unmeasured_recipes(rows), "skipped": skipped}
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
         wide_console(console).print(validation_table(rows))
         for b, s in summary.items():
             console.print(f"{b}: {s['within']}/{s['cells']} cells within max(10 %, 0.5 GiB); "
                           f"max |error| {s['max_abs_error_bytes'] / GiB:.2f} GiB ({s['max_abs_error_pct']:.1f} %)")
+        missing = unmeasured_recipes(rows)
+        if missing:
+            console.print(f"[yellow]no measured cell yet:[/] {', '.join(missing)} (predicted from the sources only)")
         for s in skipped:
             console.print(f"[yellow]left out:[/] {s}")
         if out is not None:

@@ -15,14 +15,16 @@ import typer
 from bench.analysis.doctor import DEFAULT_MODEL
 from bench.analysis.fit import MaxFitRow, estimator_seeds, max_fit_rows
 from bench.cli.common import console, wide_console
-from bench.cli.estimate import checked_model, fail, split_list, tier_or_detected
+from bench.cli.estimate import checked_model, checked_recipes, fail, tier_or_detected
+from bench.config.recipes import DEFAULT_RECIPES
 from bench.config.settings import TrainSettings
 from bench.config.tiers import default_seq_len
 from bench.render.fit import max_fit_table, render_max_fit_markdown
 from bench.render.text import gib
 from bench.run.device import detect_host_gpu
-from bench.run.fit import FitError, Probe, plan_fit, run_fit
+from bench.run.fit import FitError, FitOutcome, Probe, plan_fit, run_fit
 from bench.run.launcher import Callbacks
+from bench.run.recipes import RecipeUnavailable, check_available
 from bench.schema.store import load
 
 
@@ -34,16 +36,36 @@ def _write_table(rows: list[MaxFitRow], out: Optional[Path], sources: list[str])
         console.print(f"report: {out}")
 
 
-def _on_probe(backend: str, p: Probe) -> None:
+def _on_probe(recipe: str, p: Probe) -> None:
     verdict = "[green]fits[/]" if p.fits else f"[yellow]{p.status if p.status != 'ok' else 'over tier memory'}[/]"
     peak = f"device {gib(p.peak_device_bytes)} GiB" if p.peak_device_bytes else ""
-    console.print(f"  probe {backend:<7} seq {p.seq_len:>6} batch {p.batch_size:>3}: {verdict} {peak}"
+    console.print(f"  probe {recipe:<14} seq {p.seq_len:>6} batch {p.batch_size:>3}: {verdict} {peak}"
                   + (" (recorded earlier)" if p.reused else ""))
 
 
 def _on_status(cell, text: str) -> None:
     if text.startswith(("starting", "loading", "writing")):
-        console.print(f"  {cell.backend} seq {cell.seq_len} batch {cell.batch_size}: {text}")
+        console.print(f"  {cell.recipe} seq {cell.seq_len} batch {cell.batch_size}: {text}")
+
+
+def _require(recipes: list[str], device: str) -> None:
+    """Exit 2 naming the extra to install when a recipe cannot run here."""
+    for name in recipes:
+        try:
+            check_available(name, device)
+        except RecipeUnavailable as exc:
+            fail(str(exc))
+
+
+def _print_stops(outcomes: list[FitOutcome]) -> bool:
+    """Say which searches stopped early; True when the time budget stopped one."""
+    budget_stop = False
+    for o in outcomes:
+        for what, res in (("seq", o.seq), ("batch", o.batch)):
+            if res.stopped:
+                console.print(f"[yellow]{o.recipe} {what} search stopped:[/] {res.stopped}")
+                budget_stop = budget_stop or res.stopped.startswith("time budget")
+    return budget_stop
 
 
 def fit_command(
@@ -51,7 +73,11 @@ def fit_command(
     results: Optional[List[Path]] = typer.Argument(None, help="With --from-results: probe JSONL files."),
     gpu_tier: Optional[str] = typer.Option(None, "--gpu-tier", help="Tier to search under (native or emulated)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="One shipped name, config .json or checkpoint dir."),
-    backend: str = typer.Option("hf,unsloth", "--backend", help="Comma list: hf, unsloth."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help=f"Comma list of recipes (`bench recipes`); default "
+                                         f"{','.join(DEFAULT_RECIPES)} (on the CPU, those a CPU runs)."),
+    driver: str = typer.Option("trainer", "--driver", help="trainer (TRL's SFTTrainer) | loop: what trains a probe."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Before recipes: hf, unsloth (= --recipe "
+                                          "hf-kbit,unsloth --driver loop)."),
     batch_size: int = typer.Option(1, "--batch-size", help="Batch the sequence-length search runs at."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Sequence length the batch search runs at "
                                                                   "(default: the tier's first default)."),
@@ -76,7 +102,7 @@ def fit_command(
     cell_timeout: float = typer.Option(600.0, "--cell-timeout", help="Seconds before a probe is killed."),
     load_timeout: float = typer.Option(600.0, "--load-timeout", help="Seconds allowed for a worker to load."),
 ):
-    """Measure the longest sequence and largest batch that train under a tier's memory, per backend.
+    """Measure the longest sequence and largest batch that train under a tier's memory, per recipe.
 
     Every probe is a real training cell appended to --results. Exit codes: 0 done, 2 bad input,
     3 stopped by --time-budget before the searches finished (run again with --resume).
@@ -105,12 +131,15 @@ def fit_command(
     s0 = seq_for(tier.name)
     if ref.max_positions and s0 > ref.max_positions:
         fail(f"--seq-len {s0} is over {ref.name}'s {ref.max_positions:,} positions")
+    recipes, driver = checked_recipes(recipe, backend, driver, device)
     train = TrainSettings(lora_r=lora_r, optimizer=optimizer, steps=steps, warmup_steps=warmup_steps,
-                          gradient_checkpointing=gradient_checkpointing)
-    plan = plan_fit(tier, model, split_list(backend), batch_size=batch_size, seq_len=s0, train=train, device=device,
+                          gradient_checkpointing=gradient_checkpointing, driver=driver)
+    plan = plan_fit(tier, model, recipes, batch_size=batch_size, seq_len=s0, train=train, device=device,
                     host=host, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout, results_path=results_path)
+    _require(recipes, device)
     path = plan.results_path
-    console.print(f"[bold]bench fit[/] {ref.name} on {tier.name} ({plan.mode}): seq search at batch {batch_size} "
+    console.print(f"[bold]bench fit[/] {ref.name} on {tier.name} ({plan.mode}), {', '.join(recipes)} ({driver} driver): "
+                  f"seq search at batch {batch_size} "
                   f"(up to {max_seq_len:,}), batch search at seq {s0} (up to {max_batch_size}); probes -> {path}")
     try:
         outcomes = run_fit(plan.config, path, batch_size=batch_size, seq_len=s0, max_seq_len=max_seq_len,
@@ -120,12 +149,7 @@ def fit_command(
                            fresh_after_failure=fresh_worker)
     except FitError as exc:
         fail(str(exc))
-    budget_stop = False
-    for o in outcomes:
-        for what, res in (("seq", o.seq), ("batch", o.batch)):
-            if res.stopped:
-                console.print(f"[yellow]{o.backend} {what} search stopped:[/] {res.stopped}")
-                budget_stop = budget_stop or res.stopped.startswith("time budget")
+    budget_stop = _print_stops(outcomes)
     records = load([path], allow_empty=True) if path.exists() else []
     _write_table(max_fit_rows(records, lambda t: batch_size, seq_for), out, [str(path)])
     if budget_stop:

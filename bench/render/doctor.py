@@ -1,5 +1,5 @@
 """`bench doctor` on the console: the GPU, the tier's capabilities, the libraries against the
-known-good combinations, and the advice table."""
+known-good combinations, the recipes this machine can run, and the advice table."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def print_doctor(out: Console, report: DoctorReport) -> None:
         miss = ", ".join(c.missing)
         out.print(f"[yellow]not a known-good combination[/] (closest: {c.closest})"
                   + (f": {escape(diffs)}" if diffs else "") + (f"; not installed: {miss}" if miss else ""))
+    if report.recipes:
+        out.print(recipes_table(report.recipes))
     if report.advice:
         t = Table(title=f"advice for {report.tier}: {report.model}, seq {report.seq_len}, batch {report.batch_size} "
                         "(numbers from bench estimate: predicted, not measured)")
@@ -44,6 +46,22 @@ def print_doctor(out: Console, report: DoctorReport) -> None:
         for a in report.advice:
             t.add_row(a.topic, escape(a.text), escape(a.evidence))
         out.print(t)
+
+
+def recipes_table(recipes: list[dict[str, Any]]) -> Table:
+    """Each recipe: its library family and precision, and whether it can run here (else what to install)."""
+    t = Table(title="recipes on this machine (`bench recipes` says what each one changes)")
+    for col in ("recipe", "family", "precision", "here"):
+        t.add_column(col)
+    for r in recipes:
+        if r["installed"] is False:
+            here = f"[yellow]needs {r['package']}[/]: {escape(r['install'])}"
+        elif r["needs_gpu"]:
+            here = "[yellow]needs a CUDA GPU[/]" + (" (installed)" if r["installed"] else "")
+        else:
+            here = "[green]ready[/]" if r["installed"] else "unknown"
+        t.add_row(r["recipe"], r["family"], r["precision"], here)
+    return t
 
 
 def known_good_table(combos: list[dict[str, Any]]) -> Table:

@@ -1,5 +1,5 @@
 """The VRAM estimator's output: console tables of `bench estimate`, and reports/estimator.md
-(its predictions beside every measured cell, markdown). Sizes are bytes, printed as GiB."""
+(its predictions beside every measured cell, per recipe, markdown). Sizes are bytes, printed as GiB."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ from typing import Any, Optional
 from rich.table import Table
 
 from bench.analysis.calibration import Calibration, calibrated
-from bench.analysis.estimate import Estimate, ValidationRow, Verdict, validation_summary
+from bench.analysis.estimate import (
+    ASSUMPTIONS,
+    COMPONENTS,
+    TERM_COMPONENT,
+    Estimate,
+    ValidationRow,
+    Verdict,
+    breakdown_by_component,
+    unmeasured_recipes,
+    validation_summary,
+)
+from bench.config.recipes import RECIPES
 from bench.config.tiers import GpuTier
 from bench.render.text import gib
 from bench.units import GiB, MiB
@@ -16,25 +27,30 @@ from bench.units import GiB, MiB
 
 def estimate_tables(model: str, tier: GpuTier, settings: dict[str, Any],
                     results: list[tuple[Estimate, Verdict]]) -> list[Table]:
-    """The verdict table and the breakdown-at-the-peak table of `bench estimate`. `settings`: the
-    estimate's dtype, lora_r and optimizer."""
+    """The verdict table and the breakdown-at-the-peak table (by component, each with its terms) of
+    `bench estimate`. `settings`: the estimate's dtype, lora_r and optimizer."""
     t = Table(title=f"{model} on {tier.name} ({tier.usable_vram_bytes / GiB:.1f} GiB usable), "
                     f"{settings['dtype']}, LoRA r{settings['lora_r']}, {settings['optimizer']} (predicted, not measured)")
-    for col in ("backend", "seq", "batch", "checkpointing", "predicted GiB", "margin GiB", "verdict", "peak phase"):
-        t.add_column(col, justify="left" if col in ("backend", "checkpointing", "verdict", "peak phase") else "right")
+    for col in ("recipe", "driver", "seq", "batch", "checkpointing", "predicted GiB", "margin GiB", "verdict",
+                "peak phase"):
+        t.add_column(col, justify="right" if col in ("seq", "batch", "predicted GiB", "margin GiB") else "left")
     for e, v in results:
-        t.add_row(e.backend, str(e.seq_len), str(e.batch_size), e.gradient_checkpointing, gib(e.total_bytes),
+        t.add_row(e.recipe, e.driver, str(e.seq_len), str(e.batch_size), e.gradient_checkpointing, gib(e.total_bytes),
                   f"{v.margin_bytes / GiB:+.2f}", "[green]fits[/]" if v.fits else "[bold red]does not fit[/]",
                   e.peak_phase)
-    terms: list[str] = []
+    bt = Table(title="breakdown at the peak (GiB): components, then their terms")
+    bt.add_column("component / term")
     for e, _ in results:
-        terms += [k for k in e.breakdown if k not in terms]
-    bt = Table(title="breakdown at the peak (GiB)")
-    bt.add_column("term")
-    for e, _ in results:
-        bt.add_column(f"{e.backend} s{e.seq_len} b{e.batch_size}", justify="right")
-    for k in terms:
-        bt.add_row(k, *[gib(e.breakdown[k]) if k in e.breakdown else "" for e, _ in results])
+        bt.add_column(f"{e.recipe} s{e.seq_len} b{e.batch_size}", justify="right")
+    components = [breakdown_by_component(e) for e, _ in results]
+    for name in COMPONENTS:
+        if not any(c[name] for c in components):
+            continue
+        bt.add_row(f"[bold]{name}[/]", *[f"[bold]{gib(c[name])}[/]" for c in components])
+        terms = [k for k, comp in TERM_COMPONENT.items() if comp == name and k != name
+                 and any(k in e.breakdown for e, _ in results)]
+        for k in terms:
+            bt.add_row(f"  {k}", *[gib(e.breakdown[k]) if k in e.breakdown else "" for e, _ in results])
     bt.add_row("[bold]total[/]", *[f"[bold]{gib(e.total_bytes)}[/]" for e, _ in results])
     return [t, bt]
 
@@ -43,14 +59,14 @@ def limits_table(model: str, tier: GpuTier, settings: dict[str, Any], rows: list
     """`bench estimate --max-fit`: the `predicted_limits` rows."""
     t = Table(title=f"largest predicted fit: {model} on {tier.name} ({tier.usable_vram_bytes / GiB:.1f} GiB usable, "
                     f"{settings['dtype']}, LoRA r{settings['lora_r']}, {settings['optimizer']})")
-    for col in ("backend", "largest", "at", "value"):
+    for col in ("recipe", "largest", "at", "value"):
         t.add_column(col, justify="right" if col == "value" else "left")
     for r in rows:
         if r["kind"] == "max_seq_len":
-            t.add_row(r["backend"], "seq_len", f"batch {r['batch_size']}",
+            t.add_row(r["recipe"], "seq_len", f"batch {r['batch_size']}",
                       "none" if r["max_seq_len"] is None else f"{r['max_seq_len']:,}")
         else:
-            t.add_row(r["backend"], "batch_size", f"seq {r['seq_len']}",
+            t.add_row(r["recipe"], "batch_size", f"seq {r['seq_len']}",
                       "none" if r["max_batch_size"] is None else f"{r['max_batch_size']:,}")
     return t
 
@@ -58,10 +74,11 @@ def limits_table(model: str, tier: GpuTier, settings: dict[str, Any], rows: list
 def validation_table(rows: list[ValidationRow]) -> Table:
     """`bench estimate --validate`: predicted vs measured per cell."""
     t = Table(title="estimator vs measured peak_device_bytes (GiB)")
-    for col in ("backend", "model", "tier", "seq", "batch", "predicted", "measured", "error", "bound", "within"):
-        t.add_column(col, justify="left" if col in ("backend", "model", "tier", "within") else "right")
+    for col in ("recipe", "driver", "model", "tier", "seq", "batch", "predicted", "measured", "error", "bound",
+                "within"):
+        t.add_column(col, justify="left" if col in ("recipe", "driver", "model", "tier", "within") else "right")
     for r in rows:
-        t.add_row(r.backend, r.model, f"{r.tier} ({r.mode})", str(r.seq_len), str(r.batch_size),
+        t.add_row(r.recipe, r.driver, r.model, f"{r.tier} ({r.mode})", str(r.seq_len), str(r.batch_size),
                   gib(r.predicted_bytes), gib(r.measured_bytes), f"{r.error_bytes / GiB:+.2f}",
                   gib(r.bound_bytes), "yes" if r.within else "[bold red]NO[/]")
     return t
@@ -72,7 +89,7 @@ def _calibration_line(cal: Calibration) -> str:
     return (
         "`bench/analysis/estimate/`, the calibrated ones from `bench/data/calibration.json`): memory outside torch "
         + ", ".join(f"{k} {v / MiB:.0f} MiB" for k, v in cal.non_torch_bytes_by_compute_capability.items())
-        + f" (+{cal.unsloth_extra_non_torch_bytes / MiB:.0f} MiB with unsloth), allocator slack "
+        + f" (+{cal.unsloth_extra_non_torch_bytes / MiB:.0f} MiB with Unsloth's recipes), allocator slack "
         + ", ".join(f"{k} {cal.allocator_slack_base_bytes[k] / MiB:.0f} MiB + {v:.3f}"
                     for k, v in cal.allocator_slack_of_transient.items())
         + f" x the transient memory, Unsloth's backward working set of {cal.unsloth_backward_i_elems} "
@@ -89,42 +106,66 @@ def _verdict_lines(verdicts: list[dict[str, Any]]) -> list[str]:
         "A disagreement is only a miss where the prediction is further from the tier's memory than the",
         "accuracy target (max(10 %, 0.5 GiB)); closer than that, either verdict is within the stated error.",
         "",
-        "| backend | model | tier (mode) | seq_len | batch | predicted GiB | tier GiB | predicted | measured | agree |",
-        "|---|---|---|---:|---:|---:|---:|---|---|---|",
+        "| recipe | driver | model | tier (mode) | seq_len | batch | predicted GiB | tier GiB | predicted | measured "
+        "| agree |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     for v in verdicts:
         agree = "yes" if v["agree"] else ("no (within the error band)" if v["near_limit"] else "**no**")
         lines.append(
-            f"| {v['backend']} | {v['model']} | {v['tier']} ({v['mode']}) | {v['seq_len']} | {v['batch_size']} | "
+            f"| {v['recipe']} | {v['driver']} | {v['model']} | {v['tier']} ({v['mode']}) | {v['seq_len']} | {v['batch_size']} | "
             f"{gib(v['predicted_bytes'])} | {gib(v['usable_bytes'])} | {'fits' if v['predicted_fits'] else 'OOM'} | "
             f"{v['measured_status']} | {agree} |")
     return lines
+
+
+def _unmeasured_lines(rows: list[ValidationRow]) -> list[str]:
+    """Which recipes no measured cell checks yet, and what their predictions assume beyond the sources."""
+    missing = unmeasured_recipes(rows)
+    if not missing:
+        return []
+    return [
+        "",
+        "## Recipes without measured cells",
+        "",
+        "No measured cell of " + ", ".join(f"`{m}`" for m in missing) + " in these results: their predictions "
+        "(`bench estimate --recipe ...`) are formulas from the libraries' source, not yet checked against a "
+        "measurement. Besides the calibrated constants above, they assume:",
+        "",
+    ] + [f"- {name}: {text}." for name, text in ASSUMPTIONS.items()]
+
+
+def _recipe_order(recipe: str) -> int:
+    order = list(RECIPES)
+    return order.index(recipe) if recipe in order else len(order)
 
 
 def render_validation_markdown(rows: list[ValidationRow], skipped: list[str], sources: list[str],
                                verdicts: Optional[list[dict[str, Any]]] = None,
                                calibration: Optional[Calibration] = None) -> str:
     """reports/estimator.md: predicted vs measured peak device memory for every measured ok cell
-    (`bench.analysis.estimate.validate_records` rows), with the fit verdicts and the calibrated
-    values the predictions used (default: bench/data/calibration.json)."""
+    (`bench.analysis.estimate.validate_records` rows), per recipe, with the fit verdicts, the
+    calibrated values the predictions used (default: bench/data/calibration.json) and the recipes
+    no cell measures yet."""
     lines = [
         "# VRAM estimator vs measurement",
         "",
         "Generated by `bench estimate --validate " + " ".join(sources) + "`; do not edit by hand.",
         "",
-        "`predicted` is `bench.analysis.estimate.estimate` for the cell's exact settings (model config, backend,",
-        "seq_len, batch_size, LoRA rank and targets, optimizer, checkpointing, dtype) and the host GPU",
-        "it ran on. `measured` is the cell's `peak_device_bytes`: NVML's reading of the worker",
+        "`predicted` is `bench.analysis.estimate.estimate_recipe` for the cell's exact settings (model config,",
+        "recipe and driver, seq_len, batch_size, LoRA rank and targets, optimizer, checkpointing, dtype) and the",
+        "host GPU it ran on. `measured` is the cell's `peak_device_bytes`: NVML's reading of the worker",
         "process's device memory (CUDA context included), sampled during the cell. Target: |error| <=",
         "max(10 % of measured, 0.5 GiB) on every cell. Emulated tiers ran on a larger GPU with the",
-        "allocator capped at the tier's memory; their memory use is measured, not projected.",
+        "allocator capped at the tier's memory; their memory use is measured, not projected. Records",
+        "written before recipes existed read as hf-kbit / unsloth with the loop driver.",
         "",
         "Calibrated constants (all others are formulas from the libraries' source, see",
         _calibration_line(calibration or calibrated()),
         "",
         "## Summary",
         "",
-        "| backend | cells | within bound | max abs error | max abs error % | mean abs error % |",
+        "| recipe | cells | within bound | max abs error | max abs error % | mean abs error % |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for b, s in validation_summary(rows).items():
@@ -136,16 +177,18 @@ def render_validation_markdown(rows: list[ValidationRow], skipped: list[str], so
         "",
         "## Cells",
         "",
-        "| backend | model | tier (mode) | GPU | seq_len | batch | dtype | checkpointing | predicted GiB | "
+        "| recipe | driver | model | tier (mode) | GPU | seq_len | batch | dtype | checkpointing | predicted GiB | "
         "measured GiB | error GiB | error % | bound GiB | within | peak phase |",
-        "|---|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|",
+        "|---|---|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r.backend, r.model, r.tier, r.mode, r.batch_size, r.seq_len)):
+    for r in sorted(rows, key=lambda r: (_recipe_order(r.recipe), r.driver, r.model, r.tier, r.mode, r.batch_size,
+                                         r.seq_len)):
         lines.append(
-            f"| {r.backend} | {r.model} | {r.tier} ({r.mode}) | {r.gpu_name or '-'} | {r.seq_len} | {r.batch_size} | "
-            f"{r.dtype} | {r.gradient_checkpointing} | {gib(r.predicted_bytes)} | {gib(r.measured_bytes)} | "
-            f"{r.error_bytes / GiB:+.2f} | {r.error_bytes / r.measured_bytes * 100:+.1f} | {gib(r.bound_bytes)} | "
-            f"{'yes' if r.within else '**NO**'} | {r.peak_phase} |")
+            f"| {r.recipe} | {r.driver} | {r.model} | {r.tier} ({r.mode}) | {r.gpu_name or '-'} | {r.seq_len} | "
+            f"{r.batch_size} | {r.dtype} | {r.gradient_checkpointing} | {gib(r.predicted_bytes)} | "
+            f"{gib(r.measured_bytes)} | {r.error_bytes / GiB:+.2f} | {r.error_bytes / r.measured_bytes * 100:+.1f} | "
+            f"{gib(r.bound_bytes)} | {'yes' if r.within else '**NO**'} | {r.peak_phase} |")
+    lines += _unmeasured_lines(rows)
     if verdicts:
         lines += _verdict_lines(verdicts)
     if skipped:

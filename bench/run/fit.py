@@ -11,7 +11,7 @@ Two layers, kept apart so the search can be tested without a GPU:
     out-of-memory state never leaks into the next measurement. With resume, probes already in
     the file are read back instead of run again, so an interrupted search continues.
 
-`run_fit` runs both searches per backend. The seeds come from a callable the caller passes (the
+`run_fit` runs both searches per recipe. The seeds come from a callable the caller passes (the
 CLI passes `bench.analysis.fit.estimator_seeds`), so this stage does not depend on the estimator.
 
 A probe "fits" when its cell finished ok and, on an emulated tier, the device peak stayed within
@@ -185,9 +185,9 @@ class Probe:
 
 
 class ProbeSession:
-    """Runs probe cells of one (backend, model) on one tier through the launcher, one at a time.
+    """Runs probe cells of one (recipe, model) on one tier through the launcher, one at a time.
 
-    `config` is the RunConfig the probes share (tier, one model, one backend, training settings);
+    `config` is the RunConfig the probes share (tier, one model, one recipe, training settings);
     its seq_lens / batch_sizes are replaced per probe. `max_seq_len` is what the worker is told
     the longest sequence will be (Unsloth sizes its RoPE cache and chooses its checkpointing by it).
     The loaded model is kept between probes (Unsloth compiles each new shape: reusing the process
@@ -199,8 +199,8 @@ class ProbeSession:
     def __init__(self, config: RunConfig, out_path: Path, *, resume: bool, cache_dir: Optional[Path] = None,
                  callbacks: Optional[Callbacks] = None, host: Optional[HostGpu] = None, max_seq_len: int,
                  fresh_after_failure: bool = False):
-        if len(config.backends) != 1 or len(config.models) != 1:
-            raise FitError("a probe session needs exactly one backend and one model")
+        if len(config.recipes) != 1 or len(config.models) != 1:
+            raise FitError("a probe session needs exactly one recipe and one model")
         self.config = config
         self.host = host
         self.detect = host is None and config.device == "cuda"
@@ -208,7 +208,7 @@ class ProbeSession:
         self.host_plan = plan
         self.runner = Runner(plan, Path(out_path), resume=resume, cache_dir=cache_dir,
                              callbacks=callbacks or Callbacks())
-        self.backend, self.ref, self.max_cells = plan.groups[0]
+        self.recipe, self.ref, self.max_cells = plan.groups[0]
         self.worker = None
         self.worker_saw_failure = False
         self.fresh_after_failure = fresh_after_failure
@@ -230,8 +230,8 @@ class ProbeSession:
         runner = self.runner
         for attempt in (1, 2):
             if self.worker is None:
-                runner.callbacks.on_status(cell, f"starting {self.backend} worker")
-                self.worker, failure = runner.start_worker(self.backend, self.ref, self.max_cells, cell)
+                runner.callbacks.on_status(cell, f"starting {self.recipe} worker")
+                self.worker, failure = runner.start_worker(self.recipe, self.ref, self.max_cells, cell)
                 self.worker_saw_failure = False
                 if self.worker is None:
                     return self._keep(runner.write(runner.failure_record(cell, *failure)), reused=False)
@@ -260,7 +260,7 @@ class ProbeSession:
             self.worker = None
 
 
-# -- one tier x model: both searches per backend ----------------------------------------------------
+# -- one tier x model: both searches per recipe -----------------------------------------------------
 
 
 @dataclass
@@ -268,7 +268,8 @@ class FitOutcome:
     tier: str
     mode: str
     host_gpu_name: Optional[str]
-    backend: str
+    recipe: str
+    driver: str
     model: str
     batch_size: int  # the batch the seq search ran at
     seq_len: int  # the seq the batch search ran at
@@ -276,8 +277,8 @@ class FitOutcome:
     batch: SearchResult
 
 
-#: seeds(model config dict, backend, usable_bytes, batch_size, seq_len, max_seq_len, max_batch_size,
-#: lora_r=, target_modules=, optimizer=, gradient_checkpointing=, compute_capability=, dtype=)
+#: seeds(model config dict, recipe, usable_bytes, batch_size, seq_len, max_seq_len, max_batch_size,
+#: driver=, lora_r=, target_modules=, optimizer=, gradient_checkpointing=, compute_capability=, dtype=)
 #: -> (seq seed at batch_size, batch seed at seq_len), either None for no seed: where each search
 #: starts (`bench.analysis.fit.estimator_seeds` is the estimator's answer).
 Seeds = Callable[..., tuple[Optional[int], Optional[int]]]
@@ -293,14 +294,14 @@ class FitPlan:
     seq_len: int  # the sequence length the batch search runs at
 
 
-def plan_fit(tier: GpuTier, model: str, backends: list[str], *, batch_size: int, seq_len: int,
+def plan_fit(tier: GpuTier, model: str, recipes: list[str], *, batch_size: int, seq_len: int,
              train: TrainSettings, device: str = "cuda", host: Optional[HostGpu] = None,
              cell_timeout_s: float = 600.0, load_timeout_s: float = 600.0,
              results_path: Optional[Path] = None) -> FitPlan:
-    """The RunConfig the probes share (validated), the tier's mode on `host`, and the probe file
-    (default reports/results/fit-<tier>-<mode>.jsonl). The fit needs peaks, not the kernel summary,
-    so the probes skip the profiled fast-path step."""
-    config = RunConfig(tier=tier.name, models=[model], backends=list(backends), seq_lens=[seq_len],
+    """The RunConfig the probes share (validated; `train.driver` is the driver), the tier's mode on
+    `host`, and the probe file (default reports/results/fit-<tier>-<mode>.jsonl). The fit needs peaks,
+    not the kernel summary, so the probes skip the profiled fast-path step."""
+    config = RunConfig(tier=tier.name, models=[model], recipes=list(recipes), seq_lens=[seq_len],
                        batch_sizes=[batch_size], train=train, device=device, cell_timeout_s=cell_timeout_s,
                        load_timeout_s=load_timeout_s, fast_paths=False)
     config.validate()
@@ -308,19 +309,19 @@ def plan_fit(tier: GpuTier, model: str, backends: list[str], *, batch_size: int,
     return FitPlan(config, mode, results_path or PROBES_DIR / f"fit-{tier.name}-{mode}.jsonl", seq_len)
 
 
-def _search_backend(session: ProbeSession, backend: str, seeds: tuple[Optional[int], Optional[int]], *,
+def _search_recipe(session: ProbeSession, recipe: str, seeds: tuple[Optional[int], Optional[int]], *,
                     batch_size: int, seq_len: int, max_seq_len: int, max_batch_size: int, seq_resolution: int,
                     max_bisect_steps: int, should_stop: Callable[[], Optional[str]],
                     on_probe: Callable[[str, Probe], None]) -> tuple[SearchResult, SearchResult]:
-    """Both searches of one backend: seq_len at batch_size, then batch_size at seq_len."""
+    """Both searches of one recipe: seq_len at batch_size, then batch_size at seq_len."""
     def probe_seq(s: int) -> bool:
         p = session.probe(s, batch_size)
-        on_probe(backend, p)
+        on_probe(recipe, p)
         return p.fits
 
     def probe_batch(b: int) -> bool:
         p = session.probe(seq_len, b)
-        on_probe(backend, p)
+        on_probe(recipe, p)
         return p.fits
 
     seq_seed, batch_seed = seeds
@@ -352,11 +353,12 @@ def run_fit(
     max_bisect_steps: int = 1,
     seq_resolution: int = SEQ_MULTIPLE,
     fresh_after_failure: bool = False,
-    on_probe: Callable[[str, Probe], None] = lambda backend, p: None,
+    on_probe: Callable[[str, Probe], None] = lambda recipe, p: None,
 ) -> list[FitOutcome]:
-    """Measure max seq_len (at batch_size) and max batch_size (at seq_len) per backend of `config`.
+    """Measure max seq_len (at batch_size) and max batch_size (at seq_len) per recipe of `config`.
 
-    `config` is a RunConfig with one model and the backends to search. `seeds` gives each search
+    `config` is a RunConfig with one model and the recipes to search (its train.driver drives
+    every probe). `seeds` gives each search
     its start (None: the bottom of the range). Every probe is appended to `out_path`. With
     `time_budget_s` (seconds), no probe starts after that; outcomes say where they stopped and a
     later call with resume=True continues from the recorded probes.
@@ -382,24 +384,25 @@ def run_fit(
         return None
 
     outcomes = []
-    for backend in config.backends:
-        session = ProbeSession(replace(config, backends=[backend]), out_path, resume=True, cache_dir=cache_dir,
+    for recipe in config.recipes:
+        session = ProbeSession(replace(config, recipes=[recipe]), out_path, resume=True, cache_dir=cache_dir,
                                callbacks=callbacks, host=host, max_seq_len=max_seq_len,
                                fresh_after_failure=fresh_after_failure)
         tp = session.tier_plan
         host_tier = tier_for_gpu_name(tp.host_gpu_name) if tp.host_gpu_name else None
         train = config.train
         start = (None, None) if seeds is None else seeds(
-            ref.config, backend, tier.usable_vram_bytes, batch_size, seq_len, max_seq_len, max_batch_size,
-            lora_r=train.lora_r, target_modules=train.target_modules, optimizer=train.optimizer,
+            ref.config, recipe, tier.usable_vram_bytes, batch_size, seq_len, max_seq_len, max_batch_size,
+            driver=train.driver, lora_r=train.lora_r, target_modules=train.target_modules, optimizer=train.optimizer,
             gradient_checkpointing=train.gradient_checkpointing,
             compute_capability=(host_tier or tier).compute_capability, dtype=tp.dtype)
-        seq_result, batch_result = _search_backend(
-            session, backend, start, batch_size=batch_size, seq_len=seq_len, max_seq_len=max_seq_len,
+        seq_result, batch_result = _search_recipe(
+            session, recipe, start, batch_size=batch_size, seq_len=seq_len, max_seq_len=max_seq_len,
             max_batch_size=max_batch_size, seq_resolution=seq_resolution, max_bisect_steps=max_bisect_steps,
             should_stop=should_stop, on_probe=on_probe)
         outcomes.append(FitOutcome(
-            tier=tier.name, mode=tp.mode, host_gpu_name=tp.host_gpu_name, backend=backend, model=ref.name,
+            tier=tier.name, mode=tp.mode, host_gpu_name=tp.host_gpu_name, recipe=recipe, driver=train.driver,
+            model=ref.name,
             batch_size=batch_size, seq_len=seq_len, seq=seq_result, batch=batch_result,
         ))
     return outcomes

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from bench.analysis.doctor import check_combo, diagnose, known_good_combos
-from bench.analysis.estimate import estimate, max_fit_seq_len
+from bench.analysis.doctor import EXTRA_MODULES, check_combo, diagnose, known_good_combos, recipe_availability
+from bench.analysis.estimate import estimate_recipe, max_fit_seq_len
 from bench.config.models import SHIPPED
+from bench.config.recipes import DEFAULT_RECIPES, RECIPES
 from bench.config.tiers import HostGpu, get_tier
 from bench.units import GiB
 from tests.helpers import run_bench
@@ -57,16 +58,50 @@ def test_t4_advice_is_fp16_no_fp8_and_backed_by_estimates():
     assert "fp16" in advice["precision"].text and "7.5" in advice["precision"].evidence
     assert "No FP8" in advice["fp8"].text
     cfg = SHIPPED["llama-3.1-8b"].config_dict()
-    for backend in ("hf", "unsloth"):
-        e = estimate(cfg, backend, 1024, 1, dtype="float16", compute_capability=(7, 5))
-        line = advice[f"fit ({backend})"]
-        assert f"{e.total_bytes / GiB:.1f} GiB" in line.text and "fits" in line.text
-        assert f"--backend {backend} --seq-len 1024" in line.evidence
-    hf_max = max_fit_seq_len(cfg, "hf", 1, tier.usable_vram_bytes, multiple_of=256, dtype="float16",
-                             compute_capability=(7, 5))
-    assert f"hf {hf_max}" in advice["sequence length"].text
+    fit = []
+    for recipe in RECIPES:  # which recipes fit this card, one line each, from estimates
+        e = estimate_recipe(cfg, recipe, 1024, 1, dtype="float16", compute_capability=(7, 5))
+        line = advice[f"fit ({recipe})"]
+        fits = e.total_bytes <= tier.usable_vram_bytes
+        fit += [recipe] if fits else []
+        assert f"{e.total_bytes / GiB:.1f} GiB" in line.text and ("- fits" if fits else "does NOT fit") in line.text
+        assert f"--recipe {recipe} --seq-len 1024" in line.evidence
+    assert fit and f"Predicted to fit at seq 1024, batch 1: {', '.join(fit)}." in advice["recipes"].text
+    assert "hf-lora16" not in fit  # 16-bit weights of an 8B model do not fit a T4
+    for recipe in DEFAULT_RECIPES:
+        longest = max_fit_seq_len(cfg, recipe, 1, tier.usable_vram_bytes, multiple_of=64, dtype="float16",
+                                  compute_capability=(7, 5))
+        assert f"{recipe} {longest}" in advice["sequence length"].text
     for a in r.advice:
         assert a.evidence  # every line says what it rests on
+
+
+def test_fp16_tier_warns_that_trl_casts_lora_to_bf16():
+    t4 = _by_topic(diagnose(None, GOOD, tier=get_tier("t4"), seq_len=1024))
+    warning = t4["precision (TRL recipes)"]
+    assert "bf16" in warning.text and "hf-trl" in warning.text and "hf-liger" in warning.text
+    assert "fp32" in warning.text and "no bf16 tensor cores" in warning.text and "float16" in warning.evidence
+    assert "unsloth" not in warning.text  # Unsloth's trainer keeps the adapters in fp32
+    assert "precision (TRL recipes)" not in _by_topic(diagnose(None, GOOD, tier=get_tier("a10g")))
+
+
+def test_missing_recipe_libraries_name_their_extra():
+    versions = dict(GOOD, unsloth=None, liger_kernel=None)
+    by = {r["recipe"]: r for r in diagnose(None, versions).recipes}  # no tier needed
+    assert set(by) == set(RECIPES)
+    assert by["hf-liger"]["installed"] is False and by["hf-liger"]["install"] == 'pip install -e ".[liger]"'
+    assert by["unsloth"]["install"] == by["unsloth-lora16"]["install"] == 'pip install -e ".[gpu]"'
+    assert by["hf-kbit"]["installed"] is True and by["hf-kbit"]["install"] is None
+    assert by["unsloth"]["needs_gpu"] and not by["hf-trl"]["needs_gpu"]  # no GPU on this host
+    # A package doctor was not told about is unknown, not missing.
+    assert {r["recipe"]: r["installed"] for r in recipe_availability(GOOD, True)}["hf-liger"] is None
+
+
+def test_extra_modules_are_what_the_runner_checks():
+    from bench.run.recipes import REQUIRES
+
+    for extra, (module, pip_extra) in REQUIRES.items():
+        assert EXTRA_MODULES[extra] == module and pip_extra == extra
 
 
 def test_h100_and_24gb_advice():
@@ -80,7 +115,7 @@ def test_h100_and_24gb_advice():
 
 def test_fallback_architecture_is_named():
     r = _by_topic(diagnose(None, GOOD, tier=get_tier("t4"), model="pythia-1b", seq_len=1024))
-    assert "no hand-written Unsloth path" in r["backend"].text
+    assert "no hand-written Unsloth path" in r["recipe"].text
 
 
 def test_cli_doctor_without_gpu_and_for_a_tier():
@@ -92,6 +127,9 @@ def test_cli_doctor_without_gpu_and_for_a_tier():
     data = json.loads(proc.stdout)
     assert data["tier"] == "t4" and data["capabilities"]["bf16"] is False
     assert data["versions"]["transformers"] and {"topic", "text", "evidence"} <= set(data["advice"][0])
+    assert [r["recipe"] for r in data["recipes"]] == list(RECIPES)
+    assert "liger_kernel" in data["versions"]  # doctor reads the recipes' optional libraries too
+    assert "fit (hf-trl)" in {a["topic"] for a in data["advice"]}
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,8 +3,6 @@ records, and once end to end through the real launcher with a CPU worker."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bench.analysis.fit import max_fit_rows
@@ -62,7 +60,7 @@ def test_search_on_a_measured_table_only_asks_measured_points():
     files = sorted(FROZEN_RESULTS.glob("t4-emulated*.jsonl"))
     if not files:
         pytest.skip("no committed T4 GPU results")
-    recs = [r for r in load(files) if r.backend == "hf" and r.model == "llama-3.1-8b" and r.batch_size == 2]
+    recs = [r for r in load(files) if r.recipe == "hf-kbit" and r.model == "llama-3.1-8b" and r.batch_size == 2]
     table = {r.seq_len: r.fits_tier for r in recs if r.status in ("ok", "oom")}
     monotone_max = max((s for s, ok in table.items() if ok and all(v for t, v in table.items() if t < s)), default=None)
 
@@ -93,12 +91,12 @@ def test_search_stops_when_told_and_says_why():
 
 
 def test_max_fit_rows_read_brackets_from_records(cpu_results):
-    records = load([cpu_results])  # tiny-llama hf, seq 16/32 x batch 1/2, all ok (CPU smoke)
+    records = load([cpu_results])  # tiny-llama hf-kbit (loop), seq 16/32 x batch 1/2, all ok (CPU smoke)
     rows = max_fit_rows(records, lambda tier: 1, lambda tier: 16)
     assert len(rows) == 1
     r = rows[0]
-    assert (r.tier, r.mode, r.backend, r.max_seq_len, r.seq_fail, r.max_batch_size, r.batch_fail) == \
-        ("t4", "cpu", "hf", 32, None, 2, None)
+    assert (r.tier, r.mode, r.recipe, r.driver, r.max_seq_len, r.seq_fail, r.max_batch_size, r.batch_fail) == \
+        ("t4", "cpu", "hf-kbit", "loop", 32, None, 2, None)
     assert r.predicted_max_seq_len is None  # no GPU prediction beside a CPU smoke run
     # An out-of-memory record closes the bracket; a larger ok record above it is not believed.
     oom = records[0].__class__(**{**vars(records[0]), "seq_len": 24, "batch_size": 1, "cell_id": "x-oom",
@@ -106,7 +104,11 @@ def test_max_fit_rows_read_brackets_from_records(cpu_results):
     r = max_fit_rows(records + [oom], lambda tier: 1, lambda tier: 16)[0]
     assert (r.max_seq_len, r.seq_fail, r.seq_fail_status) == (16, 24, "oom")
     md = render_max_fit_markdown([r], ["cpu.jsonl"])
-    assert "| t4 | cpu | hf | tiny-llama | 1 | 16 | 24 (oom) |" in md
+    assert "| t4 | cpu | hf-kbit | loop | tiny-llama | 1 | 16 | 24 (oom) |" in md
+    # Another driver's probes are another search: never one bracket with these.
+    trainer = [records[0].__class__(**{**vars(x), "driver": "trainer", "cell_id": x.cell_id + "-t"}) for x in records]
+    assert [(x.recipe, x.driver) for x in max_fit_rows(records + trainer, lambda t: 1, lambda t: 16)] == \
+        [("hf-kbit", "loop"), ("hf-kbit", "trainer")]
 
 
 # -- end to end through the launcher (real CPU worker) -----------------------------------------------
@@ -117,17 +119,19 @@ def test_fit_probes_run_through_the_launcher_and_resume(tmp_path, cache_dir):
     from bench.config.settings import RunConfig, TrainSettings
 
     out = tmp_path / "fit.jsonl"
-    config = RunConfig(tier="t4", models=["tiny-llama"], backends=["hf"], seq_lens=[32], batch_sizes=[1],
-                       train=TrainSettings(steps=1, warmup_steps=1), device="cpu")
+    config = RunConfig(tier="t4", models=["tiny-llama"], recipes=["hf-kbit"], seq_lens=[32], batch_sizes=[1],
+                       train=TrainSettings(steps=1, warmup_steps=1, driver="loop"), device="cpu")
     seen = []
     outcomes = run_fit(config, out, batch_size=1, seq_len=32, max_seq_len=512, max_batch_size=2,
                        cache_dir=cache_dir, on_probe=lambda b, p: seen.append(p))
     (o,) = outcomes
     # Nothing runs out of memory on the CPU: both searches end at their upper bound.
     assert o.seq.max_fit == 512 and o.batch.max_fit == 2 and o.mode == "cpu"
+    assert (o.recipe, o.driver) == ("hf-kbit", "loop")
     records = read_records(out)
     assert [(r.seq_len, r.batch_size) for r in records] == [(p.seq_len, p.batch_size) for p in seen]
     assert all(r.status == "ok" and r.steps == 1 and r.warmup_steps == 1 for r in records)
+    assert {(r.recipe, r.driver) for r in records} == {("hf-kbit", "loop")}  # records as the runner writes them
     assert not any(p.reused for p in seen)
     before = out.read_text()
     with pytest.raises(Exception, match="--resume"):
@@ -140,7 +144,7 @@ def test_fit_probes_run_through_the_launcher_and_resume(tmp_path, cache_dir):
     md = tmp_path / "max-fit.md"
     proc = run_bench("fit", "--from-results", str(out), "--seq-len", "32", "--out", str(md))
     assert proc.returncode == 0, proc.stderr
-    assert "| t4 | cpu | hf | tiny-llama | 1 | 512 | none found |" in md.read_text()
+    assert "| t4 | cpu | hf-kbit | loop | tiny-llama | 1 | 512 | none found |" in md.read_text()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -150,6 +154,9 @@ def test_fit_probes_run_through_the_launcher_and_resume(tmp_path, cache_dir):
     (["--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "5000"], "positions"),
     (["--gpu-tier", "t4", "--model", "tiny-llama"], "no CUDA GPU"),
     (["--from-results"], "needs probe JSONL"),
+    (["--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--recipe", "hf-fast"], "unknown recipe"),
+    (["--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--recipe", "unsloth"], "needs a CUDA GPU"),
+    (["--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--driver", "deepspeed"], "unknown driver"),
 ])
 def test_fit_bad_input_exits_2(args, message):
     proc = run_bench("fit", *args)
@@ -170,3 +177,15 @@ def test_fit_out_of_time_exits_3_and_runs_nothing(tmp_path):
                      "--results", str(out), "--time-budget", "0")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "time budget" in proc.stdout and "--resume" in proc.stdout and not out.exists()
+
+
+def test_fit_takes_recipes_and_the_driver(tmp_path):
+    """--recipe / --driver name what the probes run (CPU: the default recipes are those a CPU runs)."""
+    out = tmp_path / "probes.jsonl"
+    proc = run_bench("fit", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--results", str(out),
+                     "--time-budget", "0")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "hf-trl, hf-kbit (trainer driver)" in proc.stdout
+    proc = run_bench("fit", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--recipe", "hf-lora16",
+                     "--driver", "loop", "--results", str(out), "--time-budget", "0")
+    assert proc.returncode == 3 and "hf-lora16 (loop driver)" in proc.stdout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Optional
 
-from bench.analysis.estimate.shapes import EstimateError, ModelShape
+from bench.analysis.estimate.shapes import ATTN_IN, ATTN_OUT, MLP_ACT, MLP_IN, EstimateError, ModelShape
 from bench.config.settings import OPTIMIZERS
 from bench.units import GiB, MiB
 
@@ -20,9 +20,12 @@ NF4_NESTED_BLOCKSIZE = 256  # double quant: absmax re-quantised to uint8 in bloc
 ALLOC_GRANULE = 512  # the CUDA caching allocator rounds every block up to 512 bytes
 OPT8_BLOCKSIZE = 256  # bitsandbytes 8-bit optimizer: one fp32 absmax per 256 state values
 OPT8_MIN_SIZE = 4096  # bitsandbytes min_8bit_size: smaller tensors keep fp32 states
-#: Optimizers whose AdamW states are fp32 (the others in bench.config.settings.OPTIMIZERS are 8-bit).
+#: Optimizers whose AdamW states are not 8-bit (adamw_torch: like the parameter; paged_adamw_32bit: fp32).
 FP32_STATE_OPTIMIZERS = ("adamw_torch", "paged_adamw_32bit")
 
+#: TRL's fused LM head projects in tiles of this many tokens x vocabulary entries
+#: (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE, trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE).
+TRL_TOKEN_CHUNK, TRL_VOCAB_CHUNK = 4096, 32768
 #: Unsloth's fused lm_head + cross-entropy sizes its logits chunk from a byte budget:
 #: min(UNSLOTH_LOGPROB_CHUNK_GB = 2 GiB, half the free memory); see `fused_linear_rows`.
 UNSLOTH_CE_BUDGET_BYTES = 2 * GiB
@@ -38,7 +41,9 @@ UNSLOTH_RESIDENT_HIDDEN = 5
 
 #: Backward working set of one decoder layer, per token, in multiples of H and I at the element
 #: size noted: HF: the fp32 gradient of the residual stream in and out (2 x 4H) and of the MLP
-#: intermediate with its half-precision copy from the LoRA / 4-bit paths (4I + 4I).
+#: intermediate with its half-precision copy from the LoRA / 4-bit paths (4I + 4I). That is hf-kbit's
+#: (fp32 residual stream); the HF recipes without the upcast hold the same gradients in the residual's
+#: dtype, scaled by c / 4 (`hf_backward_workspace_bytes`; an assumption from the call order, not measured).
 #: Unsloth MLP backward: the half-precision residual gradients in and out (2 x c*H) and
 #: intermediate-size tensors: DW = dY @ W^T (the kernel's own, the other gradients reuse e and g in
 #: place) and more per token that the suite's records show (consistent with the per-block
@@ -78,31 +83,41 @@ def nf4_weight_bytes(shape: ModelShape, double_quant: bool = True) -> int:
     return shape.num_layers * sum(nf4_tensor_bytes(lin.weight_params, double_quant) for lin in shape.layer_linears)
 
 
-def unquantized_weight_bytes(shape: ModelShape, backend: str, compute_bytes: int) -> int:
-    """Embeddings, untied lm_head, norms and biases.
-
-    hf: peft `prepare_model_for_kbit_training` casts every fp16/bf16 parameter that is not a
-      Params4bit to fp32, so 4 B each. unsloth: its own prepare step upcasts only the LoRA weights;
-      these stay in the load dtype (c B each), and lm_head is in its skip list, so it stays 16-bit.
-    """
-    per = 4 if backend == "hf" else compute_bytes
-    return shape.unquantized_params * per
+def sixteen_bit_weight_bytes(shape: ModelShape, compute_bytes: int) -> int:
+    """All decoder Linears kept in the load dtype (16-bit LoRA: no quantisation): c B per weight, one
+    allocator block each."""
+    return shape.num_layers * sum(granule(compute_bytes * lin.weight_params) for lin in shape.layer_linears)
 
 
-def lora_bytes(lora_tensors: list[int]) -> int:
-    """LoRA A and B weights, fp32 (peft and Unsloth both train adapters in fp32): 4 B per parameter."""
-    return sum(granule(4 * n) for n in lora_tensors)
+def unquantized_weight_bytes(shape: ModelShape, compute_bytes: int) -> int:
+    """Embeddings, an untied lm_head, norms and biases in the load dtype: c B each. Every recipe but
+    hf-kbit keeps them there: TRL's SFTTrainer never calls prepare_model_for_kbit_training, and Unsloth's
+    own prepare step upcasts only the LoRA weights (lm_head is in its skip list)."""
+    return shape.unquantized_params * compute_bytes
 
 
-def gradient_bytes(lora_tensors: list[int]) -> int:
-    """Gradients of the LoRA weights, same dtype as the weights (fp32): 4 B per parameter."""
-    return lora_bytes(lora_tensors)
+def fp32_upcast_bytes(shape: ModelShape, compute_bytes: int) -> int:
+    """What peft's `prepare_model_for_kbit_training` adds by casting every fp16 / bf16 parameter that is
+    not a Params4bit to fp32 (hf-kbit): (4 - c) B per unquantized parameter."""
+    return shape.unquantized_params * max(4 - compute_bytes, 0)
 
 
-def optimizer_state_bytes(lora_tensors: list[int], optimizer: str) -> int:
+def lora_bytes(lora_tensors: list[int], param_bytes: int = 4) -> int:
+    """LoRA A and B weights: fp32 (4 B; peft upcasts adapters, Unsloth keeps them fp32) or bf16 (2 B;
+    TRL's SFTTrainer casts the adapters of a quantised model, trl/trainer/sft_trainer.py)."""
+    return sum(granule(param_bytes * n) for n in lora_tensors)
+
+
+def gradient_bytes(lora_tensors: list[int], param_bytes: int = 4) -> int:
+    """Gradients of the LoRA weights, in the weights' dtype."""
+    return lora_bytes(lora_tensors, param_bytes)
+
+
+def optimizer_state_bytes(lora_tensors: list[int], optimizer: str, param_bytes: int = 4) -> int:
     """AdamW states for the LoRA weights.
 
-    adamw_torch / paged_adamw_32bit: exp_avg + exp_avg_sq in fp32 = 8 B per parameter.
+    adamw_torch: exp_avg + exp_avg_sq like the parameter (torch `zeros_like`): 2 x param_bytes each.
+    paged_adamw_32bit (bitsandbytes): two fp32 states whatever the parameter's dtype = 8 B each.
     adamw_8bit / paged_adamw_8bit (bitsandbytes blockwise): two uint8 states (2 B per parameter)
       plus one fp32 absmax per 256 values per state; tensors under 4096 elements keep fp32 states.
     Paged states live in CUDA managed memory, resident on the device while training, so they are
@@ -112,7 +127,9 @@ def optimizer_state_bytes(lora_tensors: list[int], optimizer: str) -> int:
         raise EstimateError(f"unknown optimizer {optimizer!r}")
     total = 0
     for n in lora_tensors:
-        if optimizer in FP32_STATE_OPTIMIZERS or n < OPT8_MIN_SIZE:
+        if optimizer == "adamw_torch":
+            total += 2 * granule(param_bytes * n)
+        elif optimizer in FP32_STATE_OPTIMIZERS or n < OPT8_MIN_SIZE:
             total += 2 * granule(4 * n)
         else:
             blocks = -(-n // OPT8_BLOCKSIZE)
@@ -120,10 +137,17 @@ def optimizer_state_bytes(lora_tensors: list[int], optimizer: str) -> int:
     return total
 
 
-def optimizer_step_transient_bytes(lora_tensors: list[int], optimizer: str) -> int:
-    """Temporaries of `optimizer.step()`: torch's foreach AdamW builds one fp32 copy per parameter
-    (4 B each); the bitsandbytes kernels update in place (0)."""
-    return sum(granule(4 * n) for n in lora_tensors) if optimizer == "adamw_torch" else 0
+def optimizer_step_transient_bytes(lora_tensors: list[int], optimizer: str, param_bytes: int = 4) -> int:
+    """Temporaries of `optimizer.step()`: torch's foreach AdamW builds one copy per parameter in its
+    dtype; the bitsandbytes kernels update in place (0)."""
+    return sum(granule(param_bytes * n) for n in lora_tensors) if optimizer == "adamw_torch" else 0
+
+
+def hf_backward_workspace_bytes(shape: ModelShape, n_tokens: int, residual_bytes: int) -> int:
+    """Backward working set of one HF decoder layer (HF_BACKWARD_H x H + HF_BACKWARD_I x I bytes per
+    token at an fp32 residual stream), scaled to the residual's element size."""
+    per_token = HF_BACKWARD_H * shape.hidden_size + HF_BACKWARD_I * shape.intermediate_size
+    return granule(per_token * n_tokens * residual_bytes // 4)
 
 
 def dequant_buffer_bytes(shape: ModelShape, compute_bytes: int) -> int:
@@ -134,24 +158,51 @@ def dequant_buffer_bytes(shape: ModelShape, compute_bytes: int) -> int:
     return granule(compute_bytes * biggest) + granule(4 * -(-biggest // NF4_BLOCKSIZE))
 
 
-def hf_layer_activation_bytes_per_token(shape: ModelShape, r: int, target_modules: Optional[Iterable[str]]) -> int:
-    """Bytes per token one HF decoder layer saves for backward, beyond its input (autocast, peft LoRA).
+def hf_layer_activation_bytes_per_token(shape: ModelShape, r: int, target_modules: Optional[Iterable[str]],
+                                        compute_bytes: int = 2, residual_bytes: int = 4, lora_param_bytes: int = 4,
+                                        liger: bool = False) -> int:
+    """Bytes per token one HF decoder layer saves for backward under autocast with peft LoRA, beyond
+    its input. The defaults are hf-kbit's: peft's fp32 upcast (`residual_bytes` 4) and fp32 LoRA.
 
-    With peft's fp32 upcast the residual stream and the norm outputs are fp32, so every bnb
-    Linear4bit returns fp32 (`.to(inp_dtype)`), while SDPA and the LoRA matmuls run in c-byte
-    autocast copies:
-      each LoRA-targeted projection: the autocast copy of its input (2 * in) and lora_A's output (2r);
-      attention (SDPA flash / memory-efficient, no seq^2 matrix): q (2 qd), k and v (2 kvd each),
-        the output (2 qd) and the log-sum-exp (4 per head);
-      the norm after attention: its fp32 input (the residual sum, 4H) and 1 / rms (4 per norm);
-      gated MLP: gate and up outputs and the activation, fp32 (3 x 4I); plain MLP: 4I.
-    Llama-8B, r=16, all projections: 14H + 6qd + 4kvd + 14I + 4nh + 14r + 8 bytes.
+    With the upcast the residual stream and the norm outputs are fp32 and every bnb Linear4bit
+    returns fp32 (`.to(inp_dtype)`); without it (every other HF recipe, `residual_bytes` = c) they
+    are c bytes. bnb's MatMul4Bit and a frozen 16-bit Linear save no input; what is saved:
+      LoRA inputs: where the input and the LoRA weights differ in dtype (fp32 residual, or fp32 LoRA
+        weights, to which peft casts the input before autocast casts it back) each targeted
+        projection keeps its own c-byte copy (c * in); where both are c bytes (TRL's bf16 adapters)
+        the projections reading one tensor share it: c*H per norm output read, c*I for the MLP
+        activation, nothing for the attention output (SDPA saves it); plus lora_A's output (c*r) each;
+      attention (SDPA flash / memory-efficient, no seq^2 matrix): q (c qd), k and v (c kvd each),
+        the output (c qd) and the log-sum-exp (4 per head);
+      norms: upcast: each norm's fp32 input but the first's (the layer input, 4H) and 1 / rms (4);
+        16-bit: transformers' RMSNorm keeps its fp32 copy of the input (4H) and 1 / rms (4) for every
+        norm; Liger's RMSNorm (`ops/rms_norm.py`) saves its input itself (c*H, the first one's is the
+        layer input) and an fp32 rstd (4). LayerNorm keeps 12 B of statistics instead of 4;
+      gated MLP: gate and up outputs and the activation, at the residual's precision (3 x 4I upcast,
+        3 x cI in 16-bit); Liger's SiLU/GELU-mul (`ops/swiglu.py`) saves only its two inputs (2 x cI)
+        and recomputes the activation in its backward; plain MLP: the first projection's output.
+    Llama-8B, hf-kbit, r=16, all projections: 14H + 6qd + 4kvd + 14I + 4nh + 14r + 8 bytes; hf-trl
+    (bf16 adapters) 12H + 4qd + 4kvd + 8I + 4nh + 14r + 8.
     """
-    lin_in = sum(2 * lin.in_features + 2 * r for lin in shape.targets(target_modules))
-    attn = 2 * shape.q_dim + 2 * 2 * shape.kv_dim + 2 * shape.q_dim + 4 * shape.num_heads
-    extra_norms = shape.norms_per_layer - 1  # the first norm's input is the layer input itself
-    norms = extra_norms * 4 * shape.hidden_size + shape.norms_per_layer * 4 * (3 if shape.norm_bias else 1)
-    mlp = (12 if shape.gated_mlp else 4) * shape.intermediate_size
+    c, H, I = compute_bytes, shape.hidden_size, shape.intermediate_size
+    upcast = residual_bytes > compute_bytes
+    targets = shape.targets(target_modules)
+    if upcast or lora_param_bytes != compute_bytes:
+        lin_in = sum(c * lin.in_features for lin in targets)
+    else:
+        shared = {ATTN_IN: c * H, ATTN_OUT: 0, MLP_IN: c * H, MLP_ACT: c * I}
+        lin_in = sum(shared[src] for src in {lin.source for lin in targets})
+    lin_in += len(targets) * c * r
+    attn = c * shape.q_dim + 2 * c * shape.kv_dim + c * shape.q_dim + 4 * shape.num_heads
+    stats = shape.norms_per_layer * 4 * (3 if shape.norm_bias else 1)
+    if upcast:
+        norms = (shape.norms_per_layer - 1) * 4 * H + stats
+    elif liger:
+        norms = (shape.norms_per_layer - 1) * c * H + shape.norms_per_layer * 4
+    else:
+        norms = shape.norms_per_layer * 4 * H + stats
+    per_i = residual_bytes if upcast else c
+    mlp = ((2 if liger else 3) if shape.gated_mlp else 1) * per_i * I
     return lin_in + attn + norms + mlp
 
 
@@ -212,12 +263,39 @@ def hf_logits_loss_bytes(shape: ModelShape, n_tokens: int) -> int:
     return granule(per * n_tokens * shape.vocab_size)
 
 
-def hf_lm_head_saved_bytes(shape: ModelShape, n_tokens: int, compute_bytes: int) -> int:
-    """What HF's lm_head saves for backward under autocast: the c-byte copy of its fp32 input
-    (c * N * H) and the c-byte copy of the fp32 lm_head weight (c * V * H), made by autocast because
-    peft upcast the weight; it lives from the forward until the head's backward."""
-    return granule(compute_bytes * n_tokens * shape.hidden_size) + granule(
-        compute_bytes * shape.vocab_size * shape.hidden_size)
+def hf_lm_head_weight_copy_bytes(shape: ModelShape, compute_bytes: int) -> int:
+    """The c-byte copy of the fp32 lm_head weight (c * V * H) autocast makes because peft upcast the
+    weight (hf-kbit with full logits); HF's lm_head keeps it from the forward until its backward."""
+    return granule(compute_bytes * shape.vocab_size * shape.hidden_size)
+
+
+def hf_lm_head_input_copy_bytes(shape: ModelShape, n_tokens: int, compute_bytes: int) -> int:
+    """The c-byte copy of the fp32 final hidden states (c * N * H) autocast makes for hf-kbit's lm_head.
+    (The saved tensors of a real layer show that a frozen head keeps only the weight, so this term
+    over-counts by c * N * H; it is kept because hf-kbit's calibrated slack was fitted with it.)"""
+    return granule(compute_bytes * n_tokens * shape.hidden_size)
+
+
+def trl_chunked_loss_bytes(shape: ModelShape, n_tokens: int, compute_bytes: int, hidden_bytes: int,
+                           weight_bytes: int) -> int:
+    """TRL's fused LM head (`trl/kernels/chunked_logprob.py`, `ChunkedLogProbFunction`) at its peak,
+    the end of its backward; `n_tokens` = label positions (batch * (seq_len - 1)), h = `hidden_bytes`:
+      the label positions' hidden states (`hidden_states[mask]`, h * N * H), saved for the backward;
+      the fp32 gradient accumulator (4 * N * H) and its copy in the hidden dtype it returns
+        (h * N * H; none when h is 4: `.to` returns the same tensor);
+      one logits tile of TRL_TOKEN_CHUNK tokens x TRL_VOCAB_CHUNK vocabulary in the compute dtype;
+      compute-dtype copies of one hidden chunk (when h != c) and of one lm_head weight chunk (when the
+        weight is not in the compute dtype: hf-kbit's fp32 lm_head);
+      fp32 log-sum-exp and entropy saved per token and the incoming log-prob gradient (12 B per token).
+    No [N, V] logits: the tile is reused for every chunk.
+    """
+    c, H = compute_bytes, shape.hidden_size
+    rows, cols = min(n_tokens, TRL_TOKEN_CHUNK), min(shape.vocab_size, TRL_VOCAB_CHUNK)
+    total = granule(hidden_bytes * n_tokens * H) + granule(4 * n_tokens * H) + granule(c * rows * cols)
+    total += granule(hidden_bytes * n_tokens * H) if hidden_bytes != 4 else 0
+    total += granule(c * rows * H) if hidden_bytes != c else 0
+    total += granule(c * cols * H) if weight_bytes != c else 0
+    return total + 3 * granule(4 * n_tokens)
 
 
 def unsloth_loss_bytes(shape: ModelShape, n_tokens: int) -> int:

@@ -14,12 +14,18 @@ class EstimateError(ValueError):
     """A request the estimator cannot answer (CLI exit code 2)."""
 
 
+#: Where a decoder Linear's input comes from (projections with the same source share one input tensor):
+#: the attention norm's output, the attention output, the MLP norm's output, the MLP activation.
+ATTN_IN, ATTN_OUT, MLP_IN, MLP_ACT = "attn_norm", "attn_out", "mlp_norm", "mlp_act"
+
+
 @dataclass(frozen=True)
 class LinearShape:
     name: str  # module name inside a decoder layer (the LoRA target name)
     in_features: int
     out_features: int
     bias: bool = False
+    source: str = ATTN_IN  # which tensor it reads: ATTN_IN, ATTN_OUT, MLP_IN or MLP_ACT
 
     @property
     def weight_params(self) -> int:
@@ -151,13 +157,13 @@ def model_shape(config: dict[str, Any]) -> ModelShape:
         o_bias = bool(config.get("attention_bias", False)) if mt in ("llama",) else False
         mlp_bias = bool(config.get("mlp_bias", False))
         linears = (
-            LinearShape("q_proj", H, nh * hd, attn_bias),
-            LinearShape("k_proj", H, nkv * hd, attn_bias),
-            LinearShape("v_proj", H, nkv * hd, attn_bias),
-            LinearShape("o_proj", nh * hd, H, o_bias),
-            LinearShape("gate_proj", H, I, mlp_bias),
-            LinearShape("up_proj", H, I, mlp_bias),
-            LinearShape("down_proj", I, H, mlp_bias),
+            LinearShape("q_proj", H, nh * hd, attn_bias, ATTN_IN),
+            LinearShape("k_proj", H, nkv * hd, attn_bias, ATTN_IN),
+            LinearShape("v_proj", H, nkv * hd, attn_bias, ATTN_IN),
+            LinearShape("o_proj", nh * hd, H, o_bias, ATTN_OUT),
+            LinearShape("gate_proj", H, I, mlp_bias, MLP_IN),
+            LinearShape("up_proj", H, I, mlp_bias, MLP_IN),
+            LinearShape("down_proj", I, H, mlp_bias, MLP_ACT),
         )
         norms = 4 if mt == "gemma2" else 2
         extra = 2 * hd if mt == "qwen3" else 0
@@ -165,18 +171,18 @@ def model_shape(config: dict[str, Any]) -> ModelShape:
                           window, config.get("final_logit_softcapping"))
     if mt == "phi3":
         linears = (
-            LinearShape("qkv_proj", H, (nh + 2 * nkv) * hd),
-            LinearShape("o_proj", nh * hd, H),
-            LinearShape("gate_up_proj", H, 2 * I),
-            LinearShape("down_proj", I, H),
+            LinearShape("qkv_proj", H, (nh + 2 * nkv) * hd, False, ATTN_IN),
+            LinearShape("o_proj", nh * hd, H, False, ATTN_OUT),
+            LinearShape("gate_up_proj", H, 2 * I, False, MLP_IN),
+            LinearShape("down_proj", I, H, False, MLP_ACT),
         )
         return ModelShape(mt, H, I, L, nh, nkv, hd, V, tied, max_pos, linears, 2, False, 0, True, window)
     if mt == "gpt_neox":
         linears = (
-            LinearShape("query_key_value", H, 3 * H, True),
-            LinearShape("dense", H, H, True),
-            LinearShape("dense_h_to_4h", H, I, True),
-            LinearShape("dense_4h_to_h", I, H, True),
+            LinearShape("query_key_value", H, 3 * H, True, ATTN_IN),
+            LinearShape("dense", H, H, True, ATTN_OUT),
+            LinearShape("dense_h_to_4h", H, I, True, MLP_IN),
+            LinearShape("dense_4h_to_h", I, H, True, MLP_ACT),
         )
         return ModelShape(mt, H, I, L, nh, nh, hd, V, tied, max_pos, linears, 2, True, 0, False, None)
     raise EstimateError(

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from bench.analysis.calibration import Calibration, Predictor
-from bench.analysis.estimate.model import Estimate, estimate
+from bench.analysis.estimate.model import Estimate, estimate_recipe
 from bench.analysis.estimate.shapes import EstimateError
+from bench.config.recipes import RECIPES
 from bench.config.tiers import get_tier, tier_for_gpu_name
 from bench.schema.record import ResultRecord
 from bench.units import GiB
@@ -28,7 +29,8 @@ def error_bound_bytes(measured_bytes: int) -> int:
 @dataclass
 class ValidationRow:
     cell_id: str
-    backend: str
+    recipe: str
+    driver: str
     model: str
     tier: str
     mode: str
@@ -61,12 +63,13 @@ def compute_capability_of(gpu_name: Optional[str]) -> Optional[tuple[int, int]]:
 
 
 def estimate_for_record(r: ResultRecord, config: dict, calibration: Optional[Calibration] = None) -> Estimate:
-    """The estimate for a run record's exact settings, on the GPU generation it ran on."""
-    return estimate(config, r.backend, r.seq_len, r.batch_size, model_name=r.model, lora_r=r.lora_r,
-                    target_modules=r.target_modules, optimizer=r.optimizer,
-                    gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype,
-                    compute_capability=compute_capability_of((r.env or {}).get("gpu_name")),
-                    calibration=calibration)
+    """The estimate for a run record's exact settings (recipe, driver, sizes, training settings), on
+    the GPU generation it ran on. A version-1 record reads as hf-kbit / unsloth with the loop driver."""
+    return estimate_recipe(config, r.recipe, r.seq_len, r.batch_size, driver=r.driver, model_name=r.model,
+                           lora_r=r.lora_r, target_modules=r.target_modules, optimizer=r.optimizer,
+                           gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype,
+                           compute_capability=compute_capability_of((r.env or {}).get("gpu_name")),
+                           calibration=calibration)
 
 
 def calibration_predictor(resolve_config: ResolveConfig) -> Predictor:
@@ -107,7 +110,7 @@ def validate_records(records: Iterable[ResultRecord],
             skipped.append(f"{r.cell_id}: {exc}")
             continue
         rows.append(ValidationRow(
-            cell_id=r.cell_id, backend=r.backend, model=r.model, tier=r.tier, mode=r.mode,
+            cell_id=r.cell_id, recipe=r.recipe, driver=r.driver, model=r.model, tier=r.tier, mode=r.mode,
             gpu_name=(r.env or {}).get("gpu_name"), seq_len=r.seq_len, batch_size=r.batch_size, dtype=r.dtype,
             gradient_checkpointing=r.gradient_checkpointing, predicted_bytes=est.total_bytes,
             measured_bytes=int(r.peak_device_bytes), peak_phase=est.peak_phase,
@@ -116,10 +119,11 @@ def validate_records(records: Iterable[ResultRecord],
 
 
 def validation_summary(rows: list[ValidationRow]) -> dict[str, dict[str, Any]]:
-    """Per backend: cells, cells within the bound, largest |error| (bytes and % of measured)."""
+    """Per recipe (in bench.config.recipes order): cells, cells within the bound, largest |error|
+    (bytes and % of measured). Recipes without a measured cell are left out (`unmeasured_recipes`)."""
     out: dict[str, dict[str, Any]] = {}
-    for b in sorted({r.backend for r in rows}):
-        mine = [r for r in rows if r.backend == b]
+    for b in [name for name in RECIPES if any(r.recipe == name for r in rows)]:
+        mine = [r for r in rows if r.recipe == b]
         worst = max(mine, key=lambda r: abs(r.error_bytes))
         out[b] = {
             "cells": len(mine),
@@ -129,6 +133,13 @@ def validation_summary(rows: list[ValidationRow]) -> dict[str, dict[str, Any]]:
             "mean_abs_error_pct": sum(abs(r.error_bytes) / r.measured_bytes * 100 for r in mine) / len(mine),
         }
     return out
+
+
+def unmeasured_recipes(rows: list[ValidationRow]) -> list[str]:
+    """The recipes (bench.config.recipes order) with no measured cell among `rows`: their estimates
+    are formulas from the libraries' source that no measurement has checked yet."""
+    measured = {r.recipe for r in rows}
+    return [name for name in RECIPES if name not in measured]
 
 
 def fit_verdicts(records: Iterable[ResultRecord], resolve_config: ResolveConfig) -> list[dict[str, Any]]:
@@ -148,7 +159,7 @@ def fit_verdicts(records: Iterable[ResultRecord], resolve_config: ResolveConfig)
             continue
         usable = r.memory_limit_bytes or tier.usable_vram_bytes
         predicted_fits = est.total_bytes <= usable
-        out.append({"backend": r.backend, "model": r.model, "tier": r.tier, "mode": r.mode, "seq_len": r.seq_len,
+        out.append({"recipe": r.recipe, "driver": r.driver, "model": r.model, "tier": r.tier, "mode": r.mode, "seq_len": r.seq_len,
                     "batch_size": r.batch_size, "predicted_bytes": est.total_bytes, "usable_bytes": usable,
                     "predicted_fits": predicted_fits, "measured_status": r.fit_outcome,
                     "agree": predicted_fits == r.fits_tier,
