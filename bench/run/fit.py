@@ -29,6 +29,8 @@ from typing import Callable, Optional
 from bench.config.models import resolve_model
 from bench.config.settings import FIT_SEQ_MULTIPLE, ConfigError, RunConfig, TrainSettings
 from bench.config.tiers import GpuTier, HostGpu, get_tier, tier_for_gpu_name
+from bench.run.executors import placement
+from bench.run.groups import GpuSlot, GroupRun
 from bench.run.launcher import Callbacks, Runner, make_plan
 from bench.schema.record import FINISHED_STATUSES, ResultRecord
 
@@ -209,6 +211,9 @@ class ProbeSession:
         self.runner = Runner(plan, Path(out_path), resume=resume, cache_dir=cache_dir,
                              callbacks=callbacks or Callbacks())
         self.recipe, self.ref, self.max_cells = plan.groups[0]
+        job = self.runner.group_job(self.recipe, self.ref, self.max_cells)
+        self.where = placement("serial", GpuSlot())
+        self.group = GroupRun(job, lambda ev: self.runner.on_event(job, ev, self.where))
         self.worker = None
         self.worker_saw_failure = False
         self.fresh_after_failure = fresh_after_failure
@@ -231,13 +236,13 @@ class ProbeSession:
         for attempt in (1, 2):
             if self.worker is None:
                 runner.callbacks.on_status(cell, f"starting {self.recipe} worker")
-                self.worker, failure = runner.start_worker(self.recipe, self.ref, self.max_cells, cell)
+                self.worker, failure = self.group.start_worker(cell)
                 self.worker_saw_failure = False
                 if self.worker is None:
-                    return self._keep(runner.write(runner.failure_record(cell, *failure)), reused=False)
+                    return self._keep(self._write(self.group.failure_record(cell, *failure)), reused=False)
             dirty = self.worker_saw_failure
-            record, alive = runner.run_on_worker(self.worker, cell)
-            runner.write(record)
+            record, alive = self.group.run_on_worker(self.worker, cell)
+            self._write(record)
             if not alive:
                 self.worker = None
             if record.status in ("error", "timeout") and dirty and attempt == 1:
@@ -249,6 +254,10 @@ class ProbeSession:
             if self.fresh_after_failure:
                 self.close()
         return self._keep(record, reused=False)
+
+    def _write(self, record: ResultRecord) -> ResultRecord:
+        record.placement = dict(self.where, cells_beside=0)
+        return self.runner.write(record)
 
     def _keep(self, record: ResultRecord, reused: bool) -> Probe:
         return Probe(record.seq_len, record.batch_size, record.fits_tier, record.status, record.peak_device_bytes,

@@ -154,23 +154,25 @@ class Runner:
 
     def group_jobs(self) -> list[GroupJob]:
         """The plan's groups that still have cells to run, as jobs an executor can run anywhere."""
-        jobs = []
         env = _launcher_env()
-        for recipe, ref, cells in self.plan.groups:
-            if all(c.cell_id in self.finished for c in cells):
-                continue
-            safe = ref.name.replace("/", "_")
-            jobs.append(GroupJob(
-                run_id=self.run_id, recipe=recipe, model_source=ref.source, cells=[c.to_dict() for c in cells],
-                worker_job=self.job_for(recipe, ref, cells), log_path=str(self.log_dir / f"{recipe}-{safe}.log"),
-                cell_timeout_s=self.plan.config.cell_timeout_s, load_timeout_s=self.plan.config.load_timeout_s,
-                skip_dominated=self.plan.config.skip_dominated, isolate_cells=self.plan.config.isolate == "cell",
-                finished=[c.cell_id for c in cells if c.cell_id in self.finished],
-                oom_cells=[c.cell_id for c in cells if c.cell_id in self.records
-                           and self.records[c.cell_id].status == "oom"],
-                memory_limit_bytes=self.plan.tier_plan.memory_limit_bytes,
-                attn_implementation=self.plan.config.attn_implementation, launcher_env=env))
-        return jobs
+        return [self.group_job(recipe, ref, cells, env) for recipe, ref, cells in self.plan.groups
+                if not all(c.cell_id in self.finished for c in cells)]
+
+    def group_job(self, recipe: str, ref: ModelRef, cells: list[Cell], env: Optional[dict] = None) -> GroupJob:
+        """One worker group as a job (bench.run.groups)."""
+        safe = ref.name.replace("/", "_")
+        return GroupJob(
+            run_id=self.run_id, recipe=recipe, model_source=ref.source, cells=[c.to_dict() for c in cells],
+            worker_job=self.job_for(recipe, ref, cells), log_path=str(self.log_dir / f"{recipe}-{safe}.log"),
+            cell_timeout_s=self.plan.config.cell_timeout_s, load_timeout_s=self.plan.config.load_timeout_s,
+            skip_dominated=self.plan.config.skip_dominated, isolate_cells=self.plan.config.isolate == "cell",
+            finished=[c.cell_id for c in cells if c.cell_id in self.finished],
+            oom_cells=[c.cell_id for c in cells if c.cell_id in self.records
+                       and self.records[c.cell_id].status == "oom"],
+            memory_limit_bytes=self.plan.tier_plan.memory_limit_bytes,
+            attn_implementation=self.plan.config.attn_implementation,
+            launcher_env=env if env is not None else _launcher_env())
+
 
     def run(self) -> list[ResultRecord]:
         self.executor.run(self.group_jobs(), self.on_event)
