@@ -194,14 +194,14 @@ def _known_unfit(cells: pd.DataFrame, recipe: str, seq_len: int, batch: int) -> 
 
 
 def size_choices(group: Group, model: str) -> list[SizeChoice]:
-    """One SizeChoice per measured size of `model` in the group (a settings view), smallest first."""
+    """One SizeChoice per measured size of `model` in the group (a settings view), by seq_len then batch."""
     cells = _model_cells(group, model).assign(tokens=_tokens)
     cands = candidate_cells(group, model).assign(tokens=_tokens)
     recipes = model_recipes(group, model)
     entries = group.entries
     out = []
-    sizes = cells[SIZE_COLUMNS].drop_duplicates().sort_values(SIZE_COLUMNS, kind="stable")
-    for _, seq, batch in sizes.itertuples(index=False, name=None):
+    sizes = cells[["seq_len", "batch_size"]].drop_duplicates().sort_values(["seq_len", "batch_size"], kind="stable")
+    for seq, batch in sizes.itertuples(index=False, name=None):
         here = cells[(cells["seq_len"] == seq) & (cells["batch_size"] == batch)]
         tried = set(here["recipe"])
         unfit = {r: entries[i] for r in recipes if r not in tried
@@ -252,14 +252,19 @@ def shortfall_of(group: Group, cells: list[Entry]) -> Shortfall:
                      len(frame[["seq_len", "batch_size"]].drop_duplicates()))
 
 
+def _size_key(c: SizeChoice) -> tuple[int, int, int]:
+    """Tokens per micro-batch, then seq_len, then batch (SIZE_COLUMNS)."""
+    return (c.seq_len * c.batch_size, c.seq_len, c.batch_size)
+
+
 def model_decision(group: Group, model: str) -> ModelDecision:
     sizes = size_choices(group, model)
     cells = [e for c in sizes for e in c.cells]
-    with_candidates = [c for c in sizes if c.candidates]
+    with_candidates = sorted((c for c in sizes if c.candidates), key=_size_key)
     if not with_candidates:
         return ModelDecision(model, None, sizes=sizes, shortfall=shortfall_of(group, cells))
     per_recipe: dict[str, Entry] = {}
-    for choice in with_candidates:  # smallest first: a later size replaces an earlier one
+    for choice in with_candidates:  # smallest first: a larger size replaces a smaller one
         for e in choice.candidates:
             per_recipe[e.record.recipe] = e
     order = model_recipes(group, model)

@@ -44,20 +44,29 @@ def _no_preference_row(scenario: str, choice: SizeChoice, view: Group) -> list[s
             "; ".join([fitting] + _not_run_text(choice)), "-"]
 
 
+def _versus(view: Group, choice: SizeChoice, e) -> list[str]:
+    """How the other recipes did beside `e` (nothing to say when the others are known not to fit)."""
+    if choice.known_unfit and len(choice.cells) == 1:
+        return []
+    return [versus_text(view, e)]
+
+
 def size_row(scenario: str, choice: SizeChoice, view: Group, speed: str) -> list[str]:
     """The matrix row of one size: its best measured recipe, or why there is none."""
     best = choice.best
     if best is not None:
         why = [f"highest measured throughput at this size: {best.record.tokens_per_s or 0:,.0f} tokens/s{speed}, "
-               f"{peak_text(best.record, view)} ({link(best.ref)})", versus_text(view, best)] + _not_run_text(choice)
+               f"{peak_text(best.record, view)} ({link(best.ref)})", *_versus(view, choice, best)] \
+            + _not_run_text(choice)
         return [scenario, approach_text(best.record), "; ".join(why), cost_text(view, best.record)]
     if choice.candidates:
         return _no_preference_row(scenario, choice, view)
     if choice.fitting:
         return shortfall_row(scenario, Shortfall(choice.cells, choice.fitting, choice.cells[0], 1), "size")
     tried = "; ".join(f"{e.record.recipe}: {md_escape(status_text(e.record))} ({link(e.ref)})" for e in choice.cells)
-    return [scenario, "**Does not fit at this size**: no recipe tried here fits",
-            "; ".join([tried] + _not_run_text(choice)), "-"]
+    verdict = (f"**Not settled**: no recipe tried here fits; {', '.join(choice.untried)} not tried" if choice.untried
+               else "**Does not fit at this size**: no recipe tried here fits")
+    return [scenario, verdict, "; ".join([tried] + _not_run_text(choice)), "-"]
 
 
 def largest_row(scenario: str, decision: ModelDecision, view: Group) -> list[str]:
@@ -74,8 +83,7 @@ def largest_row(scenario: str, decision: ModelDecision, view: Group) -> list[str
             why.append(f"{name} fits at most s{e.record.seq_len} b{e.record.batch_size} ({link(e.ref)})")
     for name in decision.unfit_recipes:
         why.append(f"{name} fits at no measured size (or only in unmatched pairs)")
-    why.append(versus_text(view, top))
-    why += _not_run_text(choice)
+    why += _versus(view, choice, top) + _not_run_text(choice)
     return [f"{scenario}: largest measured size that fits", approach_text(top.record), "; ".join(why),
             cost_text(view, top.record)]
 

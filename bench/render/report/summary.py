@@ -102,8 +102,10 @@ def size_text(choice: SizeChoice) -> str:
         return f"{size}: no preference, {untried} (fits: {fitting})"
     if choice.fitting:
         return f"{size}: no recommendation, the cells that fit are in pairs that are NOT MATCHED"
-    tail = f"; {untried}" if untried else ""
-    return f"{size}: nothing fits{tail}"
+    tried = "; ".join(f"{e.record.recipe}: {md_escape(status_text(e.record))}" for e in choice.cells)
+    if untried:
+        return f"{size}: not settled, no recipe tried here fits ({tried}), {untried}"
+    return f"{size}: nothing fits ({'; '.join([tried] + unfit)})"
 
 
 def sizes_text(sizes: list[SizeChoice]) -> str:
