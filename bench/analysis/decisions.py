@@ -1,12 +1,17 @@
 """What the measured cells say to do: which cells fit, which a recommendation may rest on, the best
-configuration, what fits per backend. Structured values (entries, pairs, figures); the report's
-summary bullets and decision matrix (bench.render.report) put them in words.
+measured recipe per size, what fits per recipe. Structured values (entries, pairs, figures); the
+report's summary bullets and decision matrix (bench.render.report) put them in words.
 
 A cell *fits* when it ran ok within the tier's memory (`ResultRecord.fits_tier`). A *candidate*
-fits and is not part of a pair whose sides both ran but did not match (the one comparable rule,
+fits and is not a side of a pair whose sides both ran but did not match (the one comparable rule,
 bench.schema.pairs); a cell whose partner did not finish has no parity verdict and still counts.
-Selections are frame operations over `bench.analysis.frame.records_frame`; among equal keys the
-first cell in report order wins.
+
+Untried is untried. At a size (seq_len x batch) a recipe of the view is *tried* when a cell of it
+was measured there; *known not to fit* when a cell of it at a size no larger in both seq_len and
+batch did not fit (out of memory, skipped, or over the tier's memory: what `bench run
+--skip-dominated` concludes itself); *untried* otherwise. A recipe is preferred at a size only when
+no recipe of the view is untried there, and the best measured configuration is read only from such
+sizes. Among equal keys the first cell in report order (the reference first) wins.
 """
 
 from __future__ import annotations
@@ -17,12 +22,11 @@ from typing import Optional
 import pandas as pd
 
 from bench.analysis.frame import items_at, pairs_frame, records_frame
-from bench.analysis.results import Entry, Group
+from bench.analysis.results import Entry, Group, ordered_recipes
 from bench.config.tiers import TIERS
 from bench.schema.pairs import Pair
 from bench.schema.record import ResultRecord
 
-BACKENDS = ("hf", "unsloth")
 #: A cell's size, as sort columns: tokens per micro-batch, then seq_len, then batch size.
 SIZE_COLUMNS = ["size", "seq_len", "batch_size"]
 #: A fitting cell whose device peak is at least this share of the tier's memory has little headroom.
@@ -41,7 +45,7 @@ def fits(r: ResultRecord) -> bool:
     return r.fits_tier
 
 
-def _first(frame: pd.DataFrame, by: list[str], ascending: bool) -> Optional[int]:
+def _first(frame: pd.DataFrame, by: list[str], ascending) -> Optional[int]:
     """Index of the first row after a stable sort on `by` (ties keep report order), or None."""
     if frame.empty:
         return None
@@ -58,10 +62,9 @@ def _model_cells(group: Group, model: str) -> pd.DataFrame:
     return cells[cells["model"] == model]
 
 
-def unmatched_pair_keys(group: Group) -> set[str]:
-    """Pairs where both sides ran but the parity check failed (or never ran): not comparable."""
-    pairs = pairs_frame(group.pairs)
-    return set(pairs.loc[pairs["not_matched"].astype(bool), "pair_key"])
+def unmatched_cell_ids(group: Group) -> set[str]:
+    """Both sides of every pair whose sides ran but whose parity check failed (or never ran)."""
+    return {s.record.cell_id for p in group.pairs if p.not_matched for s in p.sides}
 
 
 def fitting_cells(group: Group, model: str) -> pd.DataFrame:
@@ -72,21 +75,9 @@ def fitting_cells(group: Group, model: str) -> pd.DataFrame:
 
 
 def candidate_cells(group: Group, model: str) -> pd.DataFrame:
-    """Cells a recommendation may rest on: fitting, and not part of a pair that is not matched."""
+    """Cells a recommendation may rest on: fitting, and not a side of a pair that is not matched."""
     cells = fitting_cells(group, model)
-    return cells[~cells["pair_key"].isin(unmatched_pair_keys(group))]
-
-
-def pair_of(group: Group, e: Entry) -> Optional[Pair[Entry]]:
-    return next((p for p in group.pairs if p.pair_key == e.record.pair_key), None)
-
-
-def partner(group: Group, e: Entry) -> Optional[Entry]:
-    """The other backend's cell of `e`'s configuration, if measured."""
-    p = pair_of(group, e)
-    if p is None:
-        return None
-    return p.unsloth if e.record.backend == "hf" else p.hf
+    return cells[~cells["cell_id"].isin(unmatched_cell_ids(group))]
 
 
 def memory_saving(p: Pair) -> Optional[float]:
@@ -104,22 +95,22 @@ def headroom_left(r: ResultRecord, tier_name: str, fraction: float = HEADROOM_FR
     return tier.usable_vram_bytes - r.peak_device_bytes
 
 
-# -- what fits per backend (the summary) ---------------------------------------------------------
+# -- what fits per recipe (the summary) ---------------------------------------------------------
 @dataclass
-class BackendFit:
-    """One backend's cells of one model in a group, read for fit."""
+class RecipeFit:
+    """One recipe's cells of one model in a group, read for fit."""
 
-    backend: str
+    recipe: str
     cells: list[Entry]  # measured cells, report order
     largest: Optional[Entry]  # the largest size that fits
     largest_measured: bool  # `largest` is also the largest size measured (larger ones not tried)
     first_failure: Optional[Entry]  # the smallest that did not fit (over memory, OOM, or skipped)
-    errors: list[Entry]  # cells that failed with an error or timed out
+    errors: list[Entry]  # cells that failed with an error, a NaN loss, or timed out
 
 
-def backend_fit(group: Group, model: str, backend: str) -> BackendFit:
+def recipe_fit(group: Group, model: str, recipe: str) -> RecipeFit:
     cells = _model_cells(group, model)
-    mine = cells[cells["backend"] == backend]
+    mine = cells[cells["recipe"] == recipe]
     fit = mine[mine["fits"]]
     top = _first(fit, SIZE_COLUMNS, ascending=False)
     largest_measured = top is not None and \
@@ -127,41 +118,108 @@ def backend_fit(group: Group, model: str, backend: str) -> BackendFit:
     failed = mine[~mine["fits"] & mine["status"].isin(("ok", "oom", "skipped"))]
     first_failure = _first(failed, SIZE_COLUMNS, ascending=True)
     entries = group.entries
-    return BackendFit(backend, items_at(entries, mine), None if top is None else entries[top], largest_measured,
-                      None if first_failure is None else entries[first_failure],
-                      items_at(entries, mine[mine["status"].isin(("error", "timeout"))]))
+    return RecipeFit(recipe, items_at(entries, mine), None if top is None else entries[top], largest_measured,
+                     None if first_failure is None else entries[first_failure],
+                     items_at(entries, mine[mine["status"].isin(("error", "timeout", "nan_loss"))]))
+
+
+def model_recipes(group: Group, model: str) -> list[str]:
+    """The recipes measured for `model` in the group, the group's reference first."""
+    return ordered_recipes((e.record.recipe for e in group.entries if e.record.model == model),
+                           group.group_reference)
 
 
 @dataclass
 class PairFigures:
-    """A model's pairs in a group: the comparable ones' speed-ups and memory savings, and the
-    pairs that are not matched (named, never compared)."""
+    """One candidate recipe's pairs against one reference, for a model in a group: the comparable
+    ones' speed-ups and memory savings, and the pairs that are not matched (named, never compared)."""
 
+    reference: str
+    candidate: str
     comparable: list[Pair[Entry]]
-    speedups: list[float]  # Unsloth tokens/s over HF's
-    savings: list[float]  # fractions of HF's peak memory saved, on `saving_field`
+    speedups: list[float]  # candidate tokens/s over the reference's
+    savings: list[float]  # fractions of the reference's peak memory saved, on `saving_field`
     saving_field: str  # "peak_device_bytes", or "peak_allocated_bytes" where no device figure exists
     unmatched: list[Pair[Entry]]
-    any_both_sides: bool  # some pair of the model has both sides measured
+    any_both_sides: bool  # some pair has both sides measured
 
 
-def pair_figures(group: Group, model: str) -> PairFigures:
+def pair_figures(group: Group, model: str) -> list[PairFigures]:
+    """Per (reference, candidate) recipe of the model's pairs in the group, the candidates in recipe order."""
     pairs = pairs_frame(group.pairs)
-    mine = pairs[pairs["model"] == model]
-    comparable = mine[mine["comparable"].astype(bool)]
-    field_name, savings = "peak_device_bytes", comparable["memory_reduction_device"].dropna()
-    if savings.empty:
-        field_name, savings = "peak_allocated_bytes", comparable["memory_reduction_allocated"].dropna()
-    return PairFigures(items_at(group.pairs, comparable), comparable["speedup"].dropna().tolist(), savings.tolist(),
-                       field_name, items_at(group.pairs, mine[mine["not_matched"].astype(bool)]),
-                       bool((mine["hf_status"].notna() & mine["unsloth_status"].notna()).any()))
+    mine = pairs[(pairs["model"] == model) & pairs["reference_recipe"].notna() & pairs["candidate_recipe"].notna()]
+    out = []
+    combos = {(r, c) for r, c in zip(mine["reference_recipe"], mine["candidate_recipe"])}
+    order = model_recipes(group, model)
+    for ref, cand in sorted(combos, key=lambda rc: (order.index(rc[0]), order.index(rc[1]))):
+        these = mine[(mine["reference_recipe"] == ref) & (mine["candidate_recipe"] == cand)]
+        comparable = these[these["comparable"].astype(bool)]
+        field_name, savings = "peak_device_bytes", comparable["memory_reduction_device"].dropna()
+        if savings.empty:
+            field_name, savings = "peak_allocated_bytes", comparable["memory_reduction_allocated"].dropna()
+        out.append(PairFigures(ref, cand, items_at(group.pairs, comparable), comparable["speedup"].dropna().tolist(),
+                               savings.tolist(), field_name, items_at(group.pairs, these[these["not_matched"].astype(bool)]),
+                               bool((these["reference_status"].notna() & these["candidate_status"].notna()).any())))
+    return out
+
+
+# -- the best measured recipe per size -----------------------------------------------------------
+@dataclass
+class SizeChoice:
+    """What was measured at one size (seq_len x batch) of a model's view, and the best recipe there."""
+
+    seq_len: int
+    batch_size: int
+    cells: list[Entry]  # measured at this size, report order
+    known_unfit: dict[str, Entry]  # recipe -> its smaller cell that did not fit (not run at this size)
+    untried: list[str]  # recipes of the view neither measured here nor known not to fit
+    fitting: list[Entry]  # cells that fit (parity aside)
+    candidates: list[Entry]  # fitting and not in a pair that is not matched; highest tokens/s first
+
+    @property
+    def best(self) -> Optional[Entry]:
+        """The best measured recipe here: the fastest candidate, only when no recipe is untried."""
+        return self.candidates[0] if self.candidates and not self.untried else None
+
+    @property
+    def tried(self) -> list[str]:
+        return list(dict.fromkeys(e.record.recipe for e in self.cells))
+
+
+def _known_unfit(cells: pd.DataFrame, recipe: str, seq_len: int, batch: int) -> Optional[int]:
+    """Index of the smallest cell of `recipe` at a size no larger than (seq_len, batch) that did not fit."""
+    failed = cells[(cells["recipe"] == recipe) & ~cells["fits"] & cells["status"].isin(("ok", "oom", "skipped"))
+                   & (cells["seq_len"] <= seq_len) & (cells["batch_size"] <= batch)]
+    return _first(failed, SIZE_COLUMNS, ascending=True)
+
+
+def size_choices(group: Group, model: str) -> list[SizeChoice]:
+    """One SizeChoice per measured size of `model` in the group (a settings view), by seq_len then batch."""
+    cells = _model_cells(group, model).assign(tokens=_tokens)
+    cands = candidate_cells(group, model).assign(tokens=_tokens)
+    recipes = model_recipes(group, model)
+    entries = group.entries
+    out = []
+    sizes = cells[["seq_len", "batch_size"]].drop_duplicates().sort_values(["seq_len", "batch_size"], kind="stable")
+    for seq, batch in sizes.itertuples(index=False, name=None):
+        here = cells[(cells["seq_len"] == seq) & (cells["batch_size"] == batch)]
+        tried = set(here["recipe"])
+        unfit = {r: entries[i] for r in recipes if r not in tried
+                 and (i := _known_unfit(cells, r, seq, batch)) is not None}
+        at = cands[(cands["seq_len"] == seq) & (cands["batch_size"] == batch)]
+        ranked = at.sort_values("tokens", ascending=False, kind="stable")
+        out.append(SizeChoice(int(seq), int(batch), items_at(entries, here), unfit,
+                              [r for r in recipes if r not in tried and r not in unfit],
+                              items_at(entries, here[here["fits"]]), items_at(entries, ranked)))
+    return out
 
 
 def best_configuration(group: Group, model: str) -> Optional[Entry]:
-    """The candidate with the highest tokens/s (Unsloth on a tie); None without a candidate."""
-    cands = candidate_cells(group, model).assign(tokens=_tokens, unsloth=lambda f: f["backend"] == "unsloth")
-    best = _first(cands, ["tokens", "unsloth"], ascending=False)
-    return None if best is None else group.entries[best]
+    """The fastest candidate over the sizes where no recipe is untried; None without one."""
+    bests = [c.best for c in size_choices(group, model) if c.best is not None]
+    if not bests:
+        return None
+    return max(bests, key=lambda e: e.record.tokens_per_s or 0.0)  # max keeps the first of equals
 
 
 # -- the decision matrix ---------------------------------------------------------------------------
@@ -171,64 +229,45 @@ class Shortfall:
 
     cells: list[Entry]  # measured
     fitting: list[Entry]  # fitting, all in unmatched pairs (empty: nothing fits)
-    smallest: Entry  # the smallest size tried (HF first on a tie)
+    smallest: Entry  # the smallest size tried (the reference first on a tie)
     sizes_tried: int  # distinct (seq_len, batch) among `cells`
-
-
-def _shortfall(group: Group, cells: pd.DataFrame, fit: pd.DataFrame) -> Shortfall:
-    smallest = _first(cells, SIZE_COLUMNS + ["backend"], ascending=True)
-    return Shortfall(items_at(group.entries, cells), items_at(group.entries, fit), group.entries[smallest],
-                     len(cells[["seq_len", "batch_size"]].drop_duplicates()))
-
-
-@dataclass
-class LargestFit:
-    """The largest measured size that fits, over both backends."""
-
-    top: Entry  # the largest candidate (by size, then tokens/s, then Unsloth)
-    per_backend: dict[str, Entry]  # each backend's largest candidate, by backend name
-    unfit_backends: list[str]  # backends measured but with no candidate
-
-
-@dataclass
-class SeqLenChoice:
-    """The best candidate at one seq_len: highest tokens/s (Unsloth on a tie), or why there is none."""
-
-    seq_len: int
-    best: Optional[Entry]
-    shortfall: Optional[Shortfall] = None
 
 
 @dataclass
 class ModelDecision:
-    """The decision matrix's reading of one model (one recipe view) in a group."""
+    """The decision matrix's reading of one model (one settings view) in a group."""
 
     model: str
-    largest: Optional[LargestFit]  # None: no candidate at any measured size (see `shortfall`)
+    largest: Optional[SizeChoice]  # the largest size where some candidate fits; None: none anywhere
+    per_recipe: dict[str, Entry] = field(default_factory=dict)  # each recipe's largest candidate
+    unfit_recipes: list[str] = field(default_factory=list)  # measured, but never a candidate
+    sizes: list[SizeChoice] = field(default_factory=list)
     shortfall: Optional[Shortfall] = None
-    per_seq_len: list[SeqLenChoice] = field(default_factory=list)
+
+
+def shortfall_of(group: Group, cells: list[Entry]) -> Shortfall:
+    frame = records_frame(cells)
+    smallest = _first(frame, SIZE_COLUMNS, ascending=True)
+    return Shortfall(cells, [e for e in cells if fits(e.record)], cells[smallest],
+                     len(frame[["seq_len", "batch_size"]].drop_duplicates()))
+
+
+def _size_key(c: SizeChoice) -> tuple[int, int, int]:
+    """Tokens per micro-batch, then seq_len, then batch (SIZE_COLUMNS)."""
+    return (c.seq_len * c.batch_size, c.seq_len, c.batch_size)
 
 
 def model_decision(group: Group, model: str) -> ModelDecision:
-    cells = _model_cells(group, model)
-    fit = cells[cells["fits"]]
-    cands = candidate_cells(group, model).assign(tokens=_tokens, unsloth=lambda f: f["backend"] == "unsloth")
-    if cands.empty:
-        return ModelDecision(model, None, _shortfall(group, cells, fit))
-    entries = group.entries
-    ranked = cands.sort_values(SIZE_COLUMNS + ["tokens"], ascending=False, kind="stable")
-    heads = ranked.groupby("backend").head(1)  # each backend's largest candidate
-    top = _first(heads, SIZE_COLUMNS + ["tokens", "unsloth"], ascending=False)
-    per_backend = {b: entries[i] for i, b in sorted(heads["backend"].items(), key=lambda kv: kv[1])}
-    unfit = [b for b in BACKENDS if b not in per_backend and (cells["backend"] == b).any()]
-    largest = LargestFit(entries[top], per_backend, unfit)
-    choices = []
-    for seq in sorted(set(cells["seq_len"])):
-        at = cands[(cands["seq_len"] == seq) & (cands["tokens"] > 0)]
-        best = _first(at, ["tokens", "unsloth"], ascending=False)
-        if best is None:
-            choices.append(SeqLenChoice(int(seq), None, _shortfall(group, cells[cells["seq_len"] == seq],
-                                                                   fit[fit["seq_len"] == seq])))
-        else:
-            choices.append(SeqLenChoice(int(seq), entries[best]))
-    return ModelDecision(model, largest, None, choices)
+    sizes = size_choices(group, model)
+    cells = [e for c in sizes for e in c.cells]
+    with_candidates = sorted((c for c in sizes if c.candidates), key=_size_key)
+    if not with_candidates:
+        return ModelDecision(model, None, sizes=sizes, shortfall=shortfall_of(group, cells))
+    per_recipe: dict[str, Entry] = {}
+    for choice in with_candidates:  # smallest first: a larger size replaces a smaller one
+        for e in choice.candidates:
+            per_recipe[e.record.recipe] = e
+    order = model_recipes(group, model)
+    unfit = [r for r in order if r not in per_recipe]
+    per_recipe = {r: per_recipe[r] for r in order if r in per_recipe}
+    return ModelDecision(model, with_candidates[-1], per_recipe, unfit, sizes)

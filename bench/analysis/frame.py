@@ -2,9 +2,9 @@
 
 - `records_frame`: one row per record (or per entry carrying one as `.record`), indexed by the
   item's position, so a selection maps back to the items with `items_at`.
-- `pairs_frame`: one row per pair (the one `Pair` of bench.schema.pairs): the two sides' figures
-  side by side (`hf_*`, `unsloth_*` columns) and, for comparable pairs only, speed-up and memory
-  reduction, read through the one comparable rule.
+- `pairs_frame`: one row per pair (the one `Pair` of bench.schema.pairs): the reference and candidate
+  recipes, their figures side by side (`reference_*`, `candidate_*` columns) and, for comparable pairs
+  only, speed-up and memory reduction, read through the one comparable rule.
 
 Memory columns are bytes, time columns seconds, throughput tokens per second; a missing figure
 is NaN (None in object columns).
@@ -21,14 +21,16 @@ from bench.schema.pairs import Pair, record_of
 from bench.schema.store import hosts_of
 
 #: Per-record figures copied into the frame (bytes, seconds, tokens/s, MFU 0..1).
-METRIC_FIELDS = ("peak_allocated_bytes", "peak_device_bytes", "peak_rss_bytes", "tokens_per_s", "first_step_s", "mfu")
+METRIC_FIELDS = ("peak_allocated_bytes", "peak_device_bytes", "peak_rss_bytes", "tokens_per_s", "tokens_per_s_padded",
+                 "first_step_s", "mfu")
 RECORD_COLUMNS = IDENTITY_FIELDS + ("cell_id", "pair_key", "run_id", "status", "ok", "fits", "over_tier_memory",
                                     "matched", "total_params", "trainable_params") + METRIC_FIELDS \
     + ("size", "host", "ref")
-#: The columns of each side in `pairs_frame` (prefixed hf_ / unsloth_).
-SIDE_COLUMNS = ("ref", "status") + METRIC_FIELDS
+#: The columns of each side in `pairs_frame` (prefixed reference_ / candidate_).
+SIDE_COLUMNS = ("recipe", "ref", "status") + METRIC_FIELDS
+SIDES = ("reference", "candidate")
 PAIR_COLUMNS = ("tier", "mode", "host_gpu", "model", "seq_len", "batch_size", "pair_key") \
-    + tuple(f"{b}_{c}" for b in ("hf", "unsloth") for c in SIDE_COLUMNS) \
+    + tuple(f"{side}_{c}" for side in SIDES for c in SIDE_COLUMNS) \
     + ("both_ok", "matched", "comparable", "not_matched", "speedup", "memory_reduction_device",
        "memory_reduction_allocated")
 
@@ -64,26 +66,32 @@ def items_at(items: Sequence[Any], frame: pd.DataFrame) -> list:
 
 
 def pairs_frame(pairs: Sequence[Pair]) -> pd.DataFrame:
-    """One row per pair: where it was measured, its size, each side's ref, status and figures
-    (hf_* / unsloth_*, NaN for a side not measured), the parity verdict and the comparable rule's
-    flags, and speed-up (Unsloth tokens/s over HF) and memory reduction (1 - Unsloth peak / HF
-    peak, on device and allocated memory) for comparable pairs only (None otherwise)."""
+    """One row per pair: where it was measured, its size, each side's recipe, ref, status and figures
+    (reference_* / candidate_*, None or NaN for a side not measured), the parity verdict and the
+    comparable rule's flags, and speed-up (candidate tokens/s over the reference's) and memory
+    reduction (1 - candidate peak / reference peak, on device and allocated memory) for comparable
+    pairs only (None otherwise)."""
     sides = [s for p in pairs for s in p.sides]
-    cells = records_frame(sides)
-    cells["pair"] = [i for i, p in enumerate(pairs) for _ in p.sides]
-    wide = cells.pivot(index="pair", columns="backend", values=list(SIDE_COLUMNS))
-    wide = wide.reindex(columns=pd.MultiIndex.from_product([SIDE_COLUMNS, ("hf", "unsloth")]))
-    wide.columns = [f"{backend}_{column}" for column, backend in wide.columns]
-    where = cells.groupby("pair").first()[["tier", "mode", "host", "model", "seq_len", "batch_size", "pair_key"]]
-    verdicts = pd.DataFrame({
-        "both_ok": [p.both_ok for p in pairs],
-        "matched": pd.Series([p.matched for p in pairs], dtype=object),
-        "comparable": [p.comparable for p in pairs],
-        "not_matched": [p.not_matched for p in pairs],
-        "speedup": pd.Series([p.speedup for p in pairs], dtype=object),
-        "memory_reduction_device": pd.Series([p.memory_reduction("peak_device_bytes") for p in pairs], dtype=object),
-        "memory_reduction_allocated": pd.Series([p.memory_reduction("peak_allocated_bytes") for p in pairs],
-                                                dtype=object),
-    }, index=pd.RangeIndex(len(pairs), name="pair"))
-    frame = where.rename(columns={"host": "host_gpu"}).join(wide).join(verdicts, how="right")
-    return frame.reindex(columns=list(PAIR_COLUMNS))
+    cells = records_frame(sides) if sides else records_frame([])
+    where_of, rows, n = {}, [], 0
+    for i, p in enumerate(pairs):
+        row: dict = {}
+        for side_name, side in zip(SIDES, (p.reference, p.candidate)):
+            if side is None:
+                row.update({f"{side_name}_{c}": None for c in SIDE_COLUMNS})
+                continue
+            cell = cells.iloc[n]
+            n += 1
+            where_of.setdefault(i, cell)
+            row.update({f"{side_name}_{c}": cell[c] for c in SIDE_COLUMNS})
+        where = where_of[i]
+        row.update(tier=where["tier"], mode=where["mode"], host_gpu=where["host"], model=where["model"],
+                   seq_len=where["seq_len"], batch_size=where["batch_size"], pair_key=p.pair_key,
+                   both_ok=p.both_ok, matched=p.matched, comparable=p.comparable, not_matched=p.not_matched,
+                   speedup=p.speedup, memory_reduction_device=p.memory_reduction("peak_device_bytes"),
+                   memory_reduction_allocated=p.memory_reduction("peak_allocated_bytes"))
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(PAIR_COLUMNS), index=pd.RangeIndex(len(rows), name="pair"))
+    for name in ("matched", "speedup", "memory_reduction_device", "memory_reduction_allocated"):
+        frame[name] = pd.Series([row[name] for row in rows], dtype=object, index=frame.index)
+    return frame

@@ -4,22 +4,40 @@ Records are grouped by environment (tier, mode, host GPU): records from differen
 merged into one group or one pair. Within one host the latest record of a cell wins (the one rule,
 bench.schema.store.latest_indexes). Every entry gets a cell reference (c1, c2, ...) in report
 order, which every figure of the report cites. No text here: bench.render.report writes it.
+
+Recipes: every configuration (pair_key) may hold a cell of several recipes; each candidate recipe is
+compared with the *reference* recipe (the requested one, default hf-trl, else the first of
+bench.schema.pairs.REFERENCE_FALLBACK measured; bench.schema.pairs.pair_records). A comparison
+table has one reference for all its rows and says when it fell back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
-from bench.analysis.frame import records_frame
+from bench.config.recipes import RECIPES
 from bench.config.tiers import TIERS
 from bench.schema.key import MEMORY_FIELDS, TABLE_FIELDS, CellKey
-from bench.schema.pairs import DEFAULT_REFERENCE, Pair, annotate_parity, pair_records
+from bench.schema.pairs import DEFAULT_REFERENCE, Pair, annotate_parity, pair_records, reference_for
 from bench.schema.record import ResultRecord, ResultsError
 from bench.schema.store import hosts_of, latest_indexes, read_records
 
 MODE_ORDER = {"native": 0, "emulated": 1, "cpu": 2}
+#: The order recipes appear in (after the reference): bench.config.recipes order.
+RECIPE_ORDER = tuple(RECIPES)
+
+
+def recipe_rank(recipe: str, reference: Optional[str] = None) -> tuple:
+    """Sort key of a recipe: the reference first, then RECIPE_ORDER, unknown names after them by name."""
+    names = list(RECIPE_ORDER)
+    return (0 if recipe == reference else 1, names.index(recipe) if recipe in names else len(names), recipe)
+
+
+def ordered_recipes(recipes: Iterable[str], reference: Optional[str] = None) -> list[str]:
+    """The distinct `recipes`, the reference first, then RECIPE_ORDER."""
+    return sorted(set(recipes), key=lambda r: recipe_rank(r, reference))
 
 
 @dataclass
@@ -41,11 +59,22 @@ class Group:
     mode: str
     host: str
     entries: list[Entry] = field(default_factory=list)
-    pairs: list[Pair[Entry]] = field(default_factory=list)
+    pairs: list[Pair[Entry]] = field(default_factory=list)  # every candidate against its configuration's reference
+    reference: str = DEFAULT_REFERENCE  # the requested reference recipe
 
     @property
     def models(self) -> list[str]:
         return sorted({e.record.model for e in self.entries})
+
+    @property
+    def recipes(self) -> list[str]:
+        """The recipes measured in the group, the group's reference first."""
+        return ordered_recipes((e.record.recipe for e in self.entries), self.group_reference)
+
+    @property
+    def group_reference(self) -> Optional[str]:
+        """The reference the group's cells are compared with: the requested one, else the first fallback measured."""
+        return reference_for({e.record.recipe for e in self.entries}, self.reference)
 
 
 @dataclass
@@ -53,7 +82,8 @@ class Results:
     paths: list[Path]
     groups: list[Group]
     superseded: int  # records replaced by a later record of the same cell on the same host
-    split_pairs: list[str]  # pair keys whose two sides were measured on different hosts
+    split_pairs: list[str]  # pair keys whose recipes were measured on different hosts
+    reference: str = DEFAULT_REFERENCE  # the requested reference recipe
 
     @property
     def entries(self) -> list[Entry]:
@@ -66,6 +96,7 @@ def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REF
     Bad input (exit 2 at the CLI): no file, an unreadable or empty file, invalid JSON, a record of
     another schema version (read_records names file and line). Records of different host GPUs
     are kept apart; within one host the last record of a cell wins (a resumed run re-measures).
+    `reference`: the recipe every candidate is compared with (parity, speed-ups, savings).
     """
     if not paths:
         raise ResultsError("no results files given")
@@ -88,26 +119,26 @@ def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REF
     groups: dict[tuple, Group] = {}
     for e in latest:
         key = (e.record.tier, e.record.mode, e.host)
-        groups.setdefault(key, Group(*key)).entries.append(e)
+        groups.setdefault(key, Group(*key, reference=reference)).entries.append(e)
     ordered = sorted(groups.values(), key=lambda g: (tier_rank(g.tier), MODE_ORDER.get(g.mode, 9), g.host))
     for g in ordered:
         annotate_parity([e.record for e in g.entries], reference)
-        g.entries.sort(key=_entry_sort_key)
+        group_ref = g.group_reference
+        g.entries.sort(key=lambda e: _entry_sort_key(e, group_ref))
         g.pairs = pair_records(g.entries, reference)
     for n, e in enumerate((e for g in ordered for e in g.entries), 1):
         e.ref = f"c{n}"
-    return Results(unique, ordered, len(raw) - len(latest), split_pair_keys([e for g in ordered for e in g.entries]))
+    return Results(unique, ordered, len(raw) - len(latest), split_pair_keys([e for g in ordered for e in g.entries]),
+                   reference)
 
 
 def split_pair_keys(entries: Sequence[Entry]) -> list[str]:
-    """Pair keys whose hf and unsloth sides were measured on different hosts, sorted."""
-    if not entries:
-        return []
-    cells = records_frame(entries)
-    hosts = cells.groupby(["pair_key", "backend"])["host"].agg(frozenset).unstack("backend")
-    hosts = hosts.reindex(columns=["hf", "unsloth"])
-    both = hosts["hf"].notna() & hosts["unsloth"].notna()
-    return sorted(hosts.index[both & (hosts["hf"] != hosts["unsloth"])])
+    """Pair keys whose recipes were measured on different hosts (the hosts of one recipe's cells differ
+    from another's), sorted: their sides sit in different groups and are never compared."""
+    hosts: dict[str, dict[str, set[str]]] = {}
+    for e in entries:
+        hosts.setdefault(e.record.pair_key, {}).setdefault(e.record.recipe, set()).add(e.host)
+    return sorted(k for k, by_recipe in hosts.items() if len({frozenset(v) for v in by_recipe.values()}) > 1)
 
 
 def tier_rank(tier: str) -> tuple:
@@ -117,26 +148,27 @@ def tier_rank(tier: str) -> tuple:
 
 
 def settings_key(r: ResultRecord) -> tuple:
-    """Everything but the backend's own checkpointing that must match for rows to share a table."""
+    """Everything but the recipe's own checkpointing that must match for rows to share a table."""
     return CellKey.of(r).values(TABLE_FIELDS)
 
 
-def memory_recipe(r: ResultRecord) -> tuple:
+def memory_settings(r: ResultRecord) -> tuple:
     """The values of the settings that change peak memory (bench.schema.key.MEMORY_FIELDS)."""
     return CellKey.of(r).values(f for f, _ in MEMORY_FIELDS)
 
 
-def _entry_sort_key(e: Entry) -> tuple:
+def _entry_sort_key(e: Entry, reference: Optional[str]) -> tuple:
     r = e.record
-    return (r.model, repr(settings_key(r)), r.seq_len, r.batch_size, r.pair_key, 0 if r.backend == "hf" else 1)
+    return (r.model, repr(settings_key(r)), r.seq_len, r.batch_size, r.pair_key, recipe_rank(r.recipe, reference))
 
 
 @dataclass
-class RecipeView:
-    """The cells of one model under one memory recipe in a group.
+class SettingsView:
+    """The cells of one model under one set of memory settings in a group.
 
-    `differing` holds (field label, value) of the MEMORY_FIELDS in which the model's recipes in the
-    group differ; it is empty when the model has one recipe there (then `group` is the group itself).
+    `differing` holds (field label, value) of the MEMORY_FIELDS in which the model's cells in the
+    group differ; it is empty when the model has one set of settings there (then `group` is the
+    group itself).
     """
 
     model: str
@@ -144,23 +176,37 @@ class RecipeView:
     group: Group
 
 
-def recipe_views(group: Group) -> list[RecipeView]:
-    """One view per model and memory recipe of a group, so that a fit verdict or a recommendation
-    never rests on a cell of another recipe (a LoRA rank 16 run beside a rank 64 one, say)."""
+def settings_views(group: Group) -> list[SettingsView]:
+    """One view per model and set of memory settings of a group, so that a fit verdict or a
+    recommendation never rests on a cell of other settings (a LoRA rank 16 run beside a rank 64 one)."""
     out = []
     for model in group.models:
         mine = [e for e in group.entries if e.record.model == model]
-        recipes = sorted({memory_recipe(e.record) for e in mine}, key=repr)
-        if len(recipes) == 1:
-            out.append(RecipeView(model, (), group))
+        variants = sorted({memory_settings(e.record) for e in mine}, key=repr)
+        if len(variants) == 1:
+            out.append(SettingsView(model, (), group))
             continue
-        differing = [i for i in range(len(MEMORY_FIELDS)) if len({rc[i] for rc in recipes}) > 1]
-        for rc in recipes:
-            entries = [e for e in mine if memory_recipe(e.record) == rc]
+        differing = [i for i in range(len(MEMORY_FIELDS)) if len({v[i] for v in variants}) > 1]
+        for v in variants:
+            entries = [e for e in mine if memory_settings(e.record) == v]
             keys = {e.record.pair_key for e in entries}
-            view = Group(group.tier, group.mode, group.host, entries, [p for p in group.pairs if p.pair_key in keys])
-            out.append(RecipeView(model, tuple((MEMORY_FIELDS[i][1], rc[i]) for i in differing), view))
+            view = Group(group.tier, group.mode, group.host, entries, [p for p in group.pairs if p.pair_key in keys],
+                         reference=group.reference)
+            out.append(SettingsView(model, tuple((MEMORY_FIELDS[i][1], v[i]) for i in differing), view))
     return out
+
+
+@dataclass
+class TableRow:
+    """One configuration of a table: its cells by recipe and each candidate's pair against the table's reference."""
+
+    pair_key: str
+    cells: dict[str, Entry]  # recipe -> entry
+    pairs: dict[str, Pair[Entry]]  # candidate recipe -> pair (reference side None where it was not measured)
+
+    @property
+    def record(self) -> ResultRecord:
+        return next(iter(self.cells.values())).record
 
 
 @dataclass
@@ -169,29 +215,61 @@ class TableSpec:
 
     group: Group
     model: str
-    pairs: list[Pair[Entry]]
+    rows: list[TableRow]
+    recipes: list[str]  # measured in the table, the reference first
+    reference: Optional[str]  # None: no recipe of REFERENCE_FALLBACK measured here
     index: int  # among the model's tables in the group (plot names)
     total: int
 
     @property
-    def records(self) -> list[ResultRecord]:
-        return [e.record for p in self.pairs for e in (p.hf, p.unsloth) if e]
+    def requested_reference(self) -> str:
+        return self.group.reference
 
     @property
-    def backends(self) -> list[str]:
-        return [b for b in ("hf", "unsloth") if any(r.backend == b for r in self.records)]
+    def reference_fell_back(self) -> bool:
+        """The requested reference was not measured in this table (another one, or none, stands in)."""
+        return self.reference != self.group.reference
+
+    @property
+    def candidates(self) -> list[str]:
+        return [r for r in self.recipes if r != self.reference]
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [e for row in self.rows for e in row.cells.values()]
+
+    @property
+    def records(self) -> list[ResultRecord]:
+        return [e.record for e in self.entries]
+
+
+def _row_pairs(pair_key: str, cells: dict[str, Entry], reference: Optional[str], group: Group) -> dict[str, Pair]:
+    """Each candidate's pair against `reference` (the group's pair of the configuration where it has one)."""
+    out = {}
+    for p in group.pairs:
+        if p.pair_key == pair_key and p.candidate is not None and p.reference is not None \
+                and p.reference.record.recipe == reference:
+            out[p.candidate.record.recipe] = p
+    for recipe, e in cells.items():
+        if recipe != reference and recipe not in out:
+            out[recipe] = Pair(pair_key, cells.get(reference) if reference else None, e)
+    return out
 
 
 def table_specs(group: Group) -> list[TableSpec]:
     """The group's tables: per model, one per set of training settings; rows by seq_len, batch size."""
-    by_key: dict[tuple, list[Pair[Entry]]] = {}
-    for p in group.pairs:
-        r = p.any.record
-        by_key.setdefault((r.model, settings_key(r)), []).append(p)
+    by_key: dict[tuple, dict[str, dict[str, Entry]]] = {}
+    for e in group.entries:
+        r = e.record
+        by_key.setdefault((r.model, settings_key(r)), {}).setdefault(r.pair_key, {})[r.recipe] = e
     specs: list[TableSpec] = []
     for model in group.models:
         keys = sorted((k for k in by_key if k[0] == model), key=repr)
         for i, key in enumerate(keys):
-            pairs = sorted(by_key[key], key=lambda p: (p.any.record.seq_len, p.any.record.batch_size, p.pair_key))
-            specs.append(TableSpec(group, model, pairs, i, len(keys)))
+            configs = by_key[key]
+            reference = reference_for({rc for cells in configs.values() for rc in cells}, group.reference)
+            rows = [TableRow(pk, cells, _row_pairs(pk, cells, reference, group)) for pk, cells in configs.items()]
+            rows.sort(key=lambda row: (row.record.seq_len, row.record.batch_size, row.pair_key))
+            recipes = ordered_recipes((rc for cells in configs.values() for rc in cells), reference)
+            specs.append(TableSpec(group, model, rows, recipes, reference, i, len(keys)))
     return specs

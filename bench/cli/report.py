@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from bench.cli.common import console
+from bench.cli.common import UsageFailure, console
+from bench.config.recipes import DEFAULT_REFERENCE, RecipeError, get_recipe
 from bench.render.report import render_to_file
 
 
@@ -19,7 +20,15 @@ def register(app: typer.Typer) -> None:
                                            help="Report file (.md or .html); PNG plots are written beside it. "
                                                 "Default: reports/<tiers>.<format>."),
         fmt: Optional[str] = typer.Option(None, "--format", help="md or html (default: from --out, else md)."),
+        reference: str = typer.Option(DEFAULT_REFERENCE, "--reference",
+                                      help="The recipe every other recipe is compared with (where it was not "
+                                           "measured, the first of hf-trl, hf-kbit, hf-liger, hf-lora16 that was, "
+                                           "and the report says so)."),
     ):
-        """Comparison tables, plots, decision matrix and claims check from measured results."""
-        written = render_to_file(results, out, fmt)
+        """Comparison tables, the ladder, plots, decision matrix and claims check from measured results."""
+        try:
+            name = get_recipe(reference).name
+        except RecipeError as exc:
+            raise UsageFailure(f"--reference: {exc}") from None
+        written = render_to_file(results, out, fmt, reference=name)
         console.print(f"report: {written}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from bench.analysis.claims import FAILS, HOLDS, NOT_MEASURED, Cell, CellPair, ClaimResult, Figure, Span, Untestable
+from bench.analysis.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, Cell, CellPair, ClaimResult, Figure, Span,
+                                   Untestable)
 from bench.render.blocks import Block, Heading, Para, Table
 from bench.render.text import fmt, gib, link, md_escape, pct
 
@@ -22,7 +23,8 @@ FIGURE_FORMATS: dict[str, Callable[[float], str]] = {
     "number": lambda v: fmt(v, "g"),
     "billions": lambda v: fmt(v / 1e9, "g"),
 }
-VERDICT_TEXT = {HOLDS: "**holds**", FAILS: "**does not hold**", NOT_MEASURED: "not measured"}
+VERDICT_TEXT = {HOLDS: "**holds**", FAILS: "**does not hold**", NOT_MEASURED: "not measured",
+                INCONCLUSIVE: "inconclusive (too little evidence)"}
 
 
 def _table_text(text: str) -> str:
@@ -31,7 +33,8 @@ def _table_text(text: str) -> str:
 
 
 def measured_markdown(evidence: Iterable[Span]) -> str:
-    """A check's evidence as markdown: figures formatted, cells as links ('[c1](#c1)/[c2](#c2)' for a pair)."""
+    """A check's evidence as markdown: figures formatted, cells as links ('[c1](#c1)/[c2](#c2)' for a pair:
+    the baseline's cell, then the candidate's)."""
     out = []
     for span in evidence:
         if isinstance(span, Figure):
@@ -39,7 +42,7 @@ def measured_markdown(evidence: Iterable[Span]) -> str:
         elif isinstance(span, Cell):
             out.append(link(span.ref))
         elif isinstance(span, CellPair):
-            out.append(f"{link(span.hf)}/{link(span.unsloth)}")
+            out.append(f"{link(span.reference)}/{link(span.candidate)}")
         else:
             out.append(_table_text(span))
     return "".join(out)
@@ -51,7 +54,10 @@ def claims_blocks(checked: list[ClaimResult], untestable: list[Untestable]) -> l
         Heading(2, "Claims check", "claims"),
         Para("Published claims (bench/data/claims.json) beside what was measured here. A claim is "
              "\"not measured\" when no cell meets its stated conditions; it is never stretched to "
-             "other models, tiers or sizes. Pairs that failed the parity check never count."),
+             "other models, tiers or sizes. A claim comparing two recipes is read against the baseline recipe "
+             "the article compared against (named in its conditions), never another recipe standing in; where "
+             "that baseline was not measured it is \"not measured\". Pairs that failed the parity check never "
+             "count; too few pairs for the rule is \"inconclusive\"."),
         Table(["claim", "source", "conditions (stated; checked as)", "measured here", "verdict"], [
             [f"{c.claim.id}: {md_escape(c.claim.text)}", md_escape(c.claim.source),
              md_escape((c.claim.conditions + "; " if c.claim.conditions else "") + c.claim.checked_as),

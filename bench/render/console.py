@@ -1,20 +1,49 @@
-"""Rich output for `bench run`: a progress bar over cells and the comparison table at the end."""
+"""Rich output for `bench run`: a progress bar over cells, a line per finished cell, and the comparison
+table at the end.
+
+Readable at 80 columns: below NARROW_WIDTH columns the per-cell line drops the allocated peak and the
+first step, and the comparison table drops its low-priority columns (first step, MFU, fast paths; the
+allocated peak beside the device peak), shortens its headers and draws no vertical rules. CPU cells
+have no GPU figures: their line and table show the process's peak RSS instead.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.schema.pairs import DEFAULT_REFERENCE, pair_records, reference_for
 from bench.config.settings import Cell
-from bench.schema.record import ResultRecord
 from bench.render.text import fmt, gib
+from bench.schema.pairs import DEFAULT_REFERENCE, Pair, pair_records, reference_for
+from bench.schema.record import ResultRecord
+
+#: Below this console width, lines and tables leave out their low-priority figures.
+NARROW_WIDTH = 100
+#: Column headers at a narrow width.
+SHORT_HEADERS = {"peak RSS GiB": "RSS GiB", "peak device GiB": "dev GiB", "tokens/s": "tok/s", "speed-up": "speed",
+                 "mem saved": "saved"}
+
 
 def short(cell_or_record) -> str:
     return f"{cell_or_record.recipe:<9} {cell_or_record.model} s{cell_or_record.seq_len} b{cell_or_record.batch_size}"
+
+
+def figures_text(r: ResultRecord, narrow: bool = False) -> str:
+    """An ok cell's figures in one line: tokens/s, memory (peak RSS on CPU, else device and allocated
+    peaks) and the first step; narrow: tokens/s and one memory figure."""
+    text = f"{fmt(r.tokens_per_s, ',.0f')} tok/s"
+    if r.mode == "cpu":
+        text += f"  peak RSS {gib(r.peak_rss_bytes)} GiB"
+    elif narrow:
+        text += f"  device {gib(r.peak_device_bytes)} GiB"
+    else:
+        text += f"  peak alloc {gib(r.peak_allocated_bytes)} GiB  device {gib(r.peak_device_bytes)} GiB"
+    return text if narrow else text + f"  first step {fmt(r.first_step_s, '.1f', ' s')}"
 
 
 class RunProgress:
@@ -40,26 +69,30 @@ class RunProgress:
 
     def record(self, r: ResultRecord) -> None:
         self.progress.advance(self.task)
-        colour = {"ok": "green", "oom": "yellow", "skipped": "dim"}.get(r.status, "red")
-        line = f"[{colour}]{r.status:>7}[/] {short(r)}"
-        if r.ok:
-            line += (f"  {fmt(r.tokens_per_s, ',.0f')} tok/s  peak alloc {gib(r.peak_allocated_bytes)} GiB"
-                     f"  device {gib(r.peak_device_bytes)} GiB  first step {fmt(r.first_step_s, '.1f', ' s')}")
-        elif r.error:
-            line += f"  {r.error.splitlines()[0][:160]}"
-        if r.fast_paths:
-            line += f"  {_fast_paths(r)}"
-        if r.matched is False:
-            line += "  [bold red]PARITY FAILED: " + "; ".join(r.parity["reasons"]) + "[/]"
-        elif r.matched:
-            line += "  [green]matched[/]"
-        for w in r.warnings:
-            line += f"\n        [yellow]warning:[/] {w}"
-        self.console.print(line)
+        self.console.print(record_line(r, narrow=self.console.width < NARROW_WIDTH))
+
+
+def record_line(r: ResultRecord, narrow: bool = False) -> str:
+    """The line printed when a cell finishes (rich markup): status, cell, figures or error, fast paths, parity."""
+    colour = {"ok": "green", "oom": "yellow", "skipped": "dim"}.get(r.status, "red")
+    line = f"[{colour}]{r.status:>7}[/] {short(r)}"
+    if r.ok:
+        line += f"  {figures_text(r, narrow)}"
+    elif r.error:
+        line += f"  {r.error.splitlines()[0][:80 if narrow else 160]}"
+    if r.fast_paths:
+        line += f"  {_fast_paths(r)}"
+    if r.matched is False:
+        line += "  [bold red]PARITY FAILED: " + "; ".join((r.parity or {}).get("reasons") or []) + "[/]"
+    elif r.matched:
+        line += "  [green]matched[/]"
+    for w in r.warnings:
+        line += f"\n        [yellow]warning:[/] {w}"
+    return line
 
 
 def _fast_paths(r: ResultRecord) -> str:
-    """'fast paths k/n' for an Unsloth record that carries a summary, else ''."""
+    """'fast paths k/n' for a record that carries a summary, else ''."""
     if not r.fast_paths:
         return ""
     from kernels_check import format_fast_paths
@@ -67,37 +100,64 @@ def _fast_paths(r: ResultRecord) -> str:
     return format_fast_paths(r.fast_paths)
 
 
-def comparison_tables(records: list[ResultRecord], reference: str = DEFAULT_REFERENCE) -> list[Table]:
-    """One table per (tier, mode, model): a row per recipe and size, the reference recipe first, then each
-    candidate's speed-up and memory saving against it (comparable pairs only)."""
-    tables = []
+@dataclass
+class ComparisonTable:
+    """One (tier, mode, model) of a run: a row per recipe and size, the reference recipe first, then each
+    candidate's speed-up and memory saving against it (comparable pairs only). Laid out when printed:
+    below NARROW_WIDTH columns the low-priority columns are left out."""
+
+    tier: str
+    mode: str
+    model: str
+    records: list[ResultRecord]
+    reference: str = DEFAULT_REFERENCE
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(narrow=options.max_width < NARROW_WIDTH)
+
+    def table(self, narrow: bool = False) -> Table:
+        cpu = self.mode == "cpu"
+        ref = reference_for({r.recipe for r in self.records}, self.reference)
+        t = Table(title=f"{self.model} on {self.tier} ({self.mode}); against {ref or 'no reference recipe'}",
+                  title_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, show_edge=not narrow)
+        memory = ["peak RSS GiB"] if cpu else (["peak device GiB"] if narrow else ["peak alloc GiB", "peak device GiB"])
+        fast = any(r.fast_paths for r in self.records) and not narrow
+        columns = ["seq", "batch", "recipe", "status", *memory, "tokens/s"] \
+            + ([] if narrow else ["first step s"]) + ([] if (narrow or cpu) else ["MFU"]) \
+            + ["speed-up"] + ([] if cpu else ["mem saved"]) + ["parity"] + (["fast paths"] if fast else [])
+        for col in columns:
+            t.add_column(SHORT_HEADERS.get(col, col) if narrow else col, no_wrap=col == "recipe",
+                         justify="left" if col in ("recipe", "status", "parity", "fast paths") else "right")
+        pairs = {id(p.candidate): p for p in pair_records(self.records, self.reference) if p.candidate is not None}
+        references = {id(p.reference) for p in pairs.values() if p.reference is not None}
+        for r in sorted(self.records, key=lambda r: (r.seq_len, r.batch_size, r.pair_key, id(r) not in references)):
+            t.add_row(*self._row(r, pairs.get(id(r)), columns, narrow))
+        return t
+
+    @staticmethod
+    def _row(r: ResultRecord, p: Optional[Pair], columns: list[str], narrow: bool) -> list[str]:
+        saved = p.memory_reduction() if p else None
+        oom = "OOM" if narrow else (r.error or "oom").split(":")[0]
+        values = {
+            "seq": str(r.seq_len), "batch": str(r.batch_size), "recipe": r.recipe,
+            "status": r.status if r.status != "oom" else f"[yellow]{oom}[/]",
+            "peak RSS GiB": gib(r.peak_rss_bytes), "peak alloc GiB": gib(r.peak_allocated_bytes),
+            "peak device GiB": gib(r.peak_device_bytes), "tokens/s": fmt(r.tokens_per_s, ",.0f"),
+            "first step s": fmt(r.first_step_s, ".1f"),
+            "MFU": fmt(r.mfu * 100 if r.mfu is not None else None, ".1f", " %"),
+            "speed-up": fmt(p.speedup, ".2f", "x") if p else "",
+            "mem saved": fmt(None if saved is None else saved * 100, ".0f", " %") if p else "",
+            "parity": _parity(r), "fast paths": _fast_paths(r),
+        }
+        return [values[c] for c in columns]
+
+
+def comparison_tables(records: list[ResultRecord], reference: str = DEFAULT_REFERENCE) -> list[ComparisonTable]:
+    """One table per (tier, mode, model), in first-seen order (printable with rich)."""
     groups: dict[tuple, list] = {}
     for r in records:
         groups.setdefault((r.tier, r.mode, r.model), []).append(r)
-    for (tier, mode, model), recs in groups.items():
-        cpu = mode == "cpu"
-        t = Table(title=f"{model} on {tier} ({mode}); against {reference_for({r.recipe for r in recs}, reference)}",
-                  title_justify="left")
-        memory = ("peak RSS GiB",) if cpu else ("peak alloc GiB", "peak device GiB")
-        for col in ("seq", "batch", "recipe", "status", *memory, "tokens/s", "first step s", "MFU", "speed-up",
-                    "mem saved", "parity", "fast paths"):
-            t.add_column(col, justify="left" if col in ("recipe", "status", "parity", "fast paths") else "right")
-        pairs = {id(p.candidate): p for p in pair_records(recs, reference) if p.candidate is not None}
-        for r in sorted(recs, key=lambda r: (r.seq_len, r.batch_size, r.pair_key, id(r) not in _references(pairs))):
-            p = pairs.get(id(r))
-            saved = p.memory_reduction() if p else None
-            status = r.status if r.status != "oom" else f"[yellow]{(r.error or 'oom').split(':')[0]}[/]"
-            mem = (gib(r.peak_rss_bytes),) if cpu else (gib(r.peak_allocated_bytes), gib(r.peak_device_bytes))
-            t.add_row(str(r.seq_len), str(r.batch_size), r.recipe, status, *mem, fmt(r.tokens_per_s, ",.0f"),
-                      fmt(r.first_step_s, ".1f"), fmt(r.mfu * 100 if r.mfu is not None else None, ".1f", " %"),
-                      fmt(p.speedup, ".2f", "x") if p else "", fmt(None if saved is None else saved * 100, ".0f", " %")
-                      if p else "", _parity(r), _fast_paths(r))
-        tables.append(t)
-    return tables
-
-
-def _references(pairs: dict) -> set[int]:
-    return {id(p.reference) for p in pairs.values() if p.reference is not None}
+    return [ComparisonTable(tier, mode, model, recs, reference) for (tier, mode, model), recs in groups.items()]
 
 
 def _parity(r: ResultRecord) -> str:

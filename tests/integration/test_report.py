@@ -1,6 +1,7 @@
 """`bench report`: real results files in, markdown / HTML / PNG out; golden output; bad input.
 
-Inputs are results files the suite wrote: the CPU smoke run of the session (conftest `cpu_results`)
+Inputs are results files the suite wrote: the CPU smoke runs of the session (conftest `cpu_results`;
+here `v2_results`, three recipes through TRL's SFTTrainer, and `data_results`, a small Alpaca file)
 and real H100 results frozen under tests/golden/. Scenarios the GPU runs did not produce (a cell
 over the tier's memory, records from another GPU, a run where nothing fits) are made by relabelling
 those real records; every number in them is still one the suite measured.
@@ -18,9 +19,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.analysis.claims import (CHECKS, FAILS, HOLDS, NOT_MEASURED, RULE_KINDS, ClaimsError, load_claims,
-                                   variant_pairs)
+from bench.analysis.claims import (CHECKS, FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, RULE_KINDS, ClaimsError,
+                                   load_claims, variant_pairs)
 from bench.analysis.frame import pairs_frame
+from bench.analysis.ladder import group_ladder
+from bench.analysis.verdict import tier_verdict
 from bench.render import report
 from bench.render.claims import measured_markdown
 from bench.render.text import gib
@@ -74,7 +77,7 @@ def test_report_content_from_gpu_results():
     assert env["driver"] in text and env["packages"]["unsloth"] in text and env["git_commit"][:7] in text
     assert "**Emulated tier: memory fit is real; speed is the host GPU's.**" in text
     # an OOM cell reads as such, with the cap, never as a blank
-    assert "HF: OOM at 15.00 GiB cap; Unsloth: ok" in text
+    assert "hf-kbit: OOM at 15.00 GiB cap; unsloth: ok" in text
     # a failed parity check is loud, and that pair gives no speed-up
     row = next(line for line in text.splitlines() if line.startswith("| 512 | 1 |") and "NOT MATCHED" in line)
     assert "**NOT MATCHED**: quantization differs" in row and "- (not matched)" in row
@@ -93,10 +96,11 @@ def test_pairs_frame_matches_the_pairs():
     for _, row in frame.iterrows():
         pair = next(p for p in loaded.groups[0].pairs if p.pair_key == row["pair_key"])
         assert row["speedup"] == pair.speedup
+        assert (row["reference_recipe"], row["candidate_recipe"]) == ("hf-kbit", "unsloth")
         if pair.comparable:
-            assert row["speedup"] == pytest.approx(row["unsloth_tokens_per_s"] / row["hf_tokens_per_s"])
+            assert row["speedup"] == pytest.approx(row["candidate_tokens_per_s"] / row["reference_tokens_per_s"])
             assert row["memory_reduction_device"] == pytest.approx(
-                1 - row["unsloth_peak_device_bytes"] / row["hf_peak_device_bytes"])
+                1 - row["candidate_peak_device_bytes"] / row["reference_peak_device_bytes"])
 
 
 def test_summary_and_decision_rest_on_measured_cells():
@@ -108,13 +112,13 @@ def test_summary_and_decision_rest_on_measured_cells():
     un = by_key[("unsloth", 2048, 2)]
     assert un.record.status == "ok" and by_key[("hf", 2048, 2)].record.status == "oom"
     # the largest fitting size is the measured Unsloth cell, and HF's OOM there is cited
-    assert largest[1].startswith("Unsloth QLoRA (NF4), seq_len 2048 x batch 2")
+    assert largest[1].startswith("unsloth QLoRA (NF4), seq_len 2048 x batch 2")
     assert f"[{un.ref}](#{un.ref})" in largest[2] and "OOM at 15.00 GiB cap" in largest[2]
     cost = TIERS["t4"].price_per_hour_usd / (un.record.tokens_per_s * 3600) * 1e6
     assert f"${cost:.3f} per 1M training tokens" in largest[3] and "(host-GPU speed" in largest[3]
     items = dict(report.summary_items(loaded))
-    details = " ".join(next(iter(items.values())))
-    assert "**fits**" in next(iter(items)) and "host GPU's" in details
+    head = next(h for h in items if h.startswith("**llama-3.1-8b on t4"))
+    assert "**fits**" in head and "host GPU's" in " ".join(items[head])
 
 
 def test_cost_per_million_tokens():
@@ -130,7 +134,8 @@ def test_status_text_for_every_outcome():
     assert report.status_text(native) == f"OOM on the {TIERS['h100'].usable_vram_bytes / GiB:.2f} GiB card"
     skipped = dataclasses.replace(oom, status="skipped",
                                   error=f"not run: at least as large as {oom.cell_id}, which ran out of memory")
-    assert report.status_text(skipped) == "skipped: not run, at least as large as HF s2048 b2, which ran out of memory"
+    assert report.status_text(skipped) == ("skipped: not run, at least as large as hf-kbit s2048 b2, which ran out of "
+                                           "memory")
     err = dataclasses.replace(oom, status="error", error="RuntimeError: boom\ntraceback ...")
     assert report.status_text(err) == "error: RuntimeError: boom"
     over = dataclasses.replace(recs[("hf", 2048, 1)], over_tier_memory=True)
@@ -152,16 +157,16 @@ def test_cell_over_the_tier_memory_is_not_recommended(tmp_path):
     assert "exceeded the t4 memory" in text and "**Warnings recorded by the runner:**" in text
 
 
-def test_other_recipes_get_their_own_verdicts(tmp_path):
-    """Cells of a heavier recipe (LoRA r 64, run on the GPU by scripts/gpu/gate_heavier.sh) beside
-    the r 16 matrix: each recipe gets its own summary and decision rows, and no verdict of one
+def test_other_settings_get_their_own_verdicts(tmp_path):
+    """Cells of heavier settings (LoRA r 64, run on the GPU by scripts/gpu/gate_heavier.sh) beside
+    the r 16 matrix: each settings view gets its own summary and decision rows, and no verdict of one
     rests on a cell of the other (r 64 at s1024 b2 went over the T4's memory; r 16 fits there)."""
     heavier = FROZEN_RESULTS / "gate" / "t4-heavier-r64.jsonl"
     if not heavier.is_file():
         pytest.skip("the heavier-recipe GPU results are not committed")
     path = write_records(tmp_path / "t4.jsonl", t4_records() + read_records(heavier))
     loaded = report.load_results([path])
-    views = report.recipe_views(loaded.groups[0])
+    views = report.settings_views(loaded.groups[0])
     assert [label for _, label, _ in views] == ["llama-3.1-8b (LoRA r 16)", "llama-3.1-8b (LoRA r 64)"]
     for _, label, view in views:
         r = int(label.split("LoRA r ")[1].rstrip(")"))
@@ -175,14 +180,18 @@ def test_other_recipes_get_their_own_verdicts(tmp_path):
     peak = f"{gib(over[0].peak_device_bytes)} GiB"
     hf16 = max((r for r in t4_records() if r.backend == "hf" and report.fits(r)),
                key=lambda r: (r.seq_len * r.batch_size, r.seq_len))
-    assert f"HF fits up to seq_len {hf16.seq_len} x batch {hf16.batch_size}" in r16[1]
+    hf16_text = next(d for d in r16 if d.startswith("hf-kbit fits"))
+    assert f"hf-kbit fits up to seq_len {hf16.seq_len} x batch {hf16.batch_size}" in hf16_text
     assert peak not in " ".join(r16)
-    assert f"does not fit at s{over[0].seq_len} b{over[0].batch_size}" in r64[1] and peak in r64[1]
+    hf64_text = next(d for d in r64 if d.startswith("hf-kbit"))
+    assert f"does not fit at s{over[0].seq_len} b{over[0].batch_size}" in hf64_text and peak in hf64_text
     rows = report.decision_rows(loaded.groups[0])
-    assert all("LoRA r 64" in row[1] for row in rows if row[0].startswith("llama-3.1-8b (LoRA r 64)"))
-    # one recipe: labels and output as before (the golden test holds the bytes)
-    assert [label for _, label, _ in report.recipe_views(report.load_results([GOLDEN / "t4-emulated.jsonl"])
-                                                          .groups[0])] == ["llama-3.1-8b"]
+    r64_rows = [row for row in rows if row[0].startswith("llama-3.1-8b (LoRA r 64)")]
+    assert r64_rows and all("LoRA r 64" in row[1] for row in r64_rows if not row[1].startswith("**"))
+    assert not any("LoRA r 16" in row[1] for row in r64_rows)
+    # one set of settings: labels and output as before (the golden test holds the bytes)
+    assert [label for _, label, _ in report.settings_views(report.load_results([GOLDEN / "t4-emulated.jsonl"])
+                                                            .groups[0])] == ["llama-3.1-8b"]
 
 
 def test_nothing_fits_says_so(tmp_path):
@@ -201,7 +210,7 @@ def test_cpu_smoke_report_through_the_cli(cpu_results, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = out.read_text(encoding="utf-8")
     header = next(line for line in text.splitlines() if line.startswith("| seq_len"))
-    assert "**CPU smoke mode.**" in text and "HF peak RSS GiB" in header and "Unsloth" not in header
+    assert "**CPU smoke mode.**" in text and "hf-kbit peak RSS GiB" in header and "unsloth" not in header
     assert "No GPU cells: no recommendation" in text
     pngs = sorted(p.name for p in out.parent.glob("*.png"))
     assert pngs == ["cpu-t4-cpu-tiny-llama-throughput.png"]  # no VRAM plot without GPU memory
@@ -218,7 +227,8 @@ def test_render_to_file_writes_reproducible_pngs(tmp_path):
     again = report.render_to_file([GOLDEN / "t4-emulated.jsonl"], tmp_path / "b" / "t4.md")
     assert out.read_text() == again.read_text()
     pngs = sorted(p.name for p in out.parent.glob("*.png"))
-    assert pngs == ["t4-t4-emulated-h100-80gb-hbm3-llama-3.1-8b-throughput.png",
+    assert pngs == ["t4-t4-emulated-h100-80gb-hbm3-ladder.png",
+                    "t4-t4-emulated-h100-80gb-hbm3-llama-3.1-8b-throughput.png",
                     "t4-t4-emulated-h100-80gb-hbm3-llama-3.1-8b-vram.png"]
     for name in pngs:
         data = (out.parent / name).read_bytes()
@@ -288,8 +298,8 @@ def test_records_from_different_gpus_are_never_merged(tmp_path):
     c = write_records(tmp_path / "split.jsonl", split)
     loaded = report.load_results([c])
     assert len(loaded.split_pairs) == 4
-    assert not any(p.hf and p.unsloth for g in loaded.groups for p in g.pairs)
-    assert "measured on different GPUs for HF and Unsloth" in render_md([c], tmp_path / "s.md")
+    assert not any(p.reference and p.candidate for g in loaded.groups for p in g.pairs)
+    assert "measured on different GPUs for different recipes" in render_md([c], tmp_path / "s.md")
 
 
 def test_a_re_measured_cell_supersedes_the_earlier_record(tmp_path):
@@ -314,9 +324,18 @@ def test_claims_file_is_valid_and_every_rule_kind_is_checked():
 def test_malformed_claims_file_is_refused(tmp_path):
     bad = tmp_path / "claims.json"
     bad.write_text(json.dumps({"claims": [{"id": "X", "text": "t", "source": "s", "checked_as": "c",
-                                           "rule": {"kind": "pair_metric", "metric": "speedup", "op": "approx"}}]}))
+                                           "rule": {"kind": "pair_metric", "metric": "speedup", "op": "approx",
+                                                    "baseline": "hf-kbit"}}]}))
     with pytest.raises(ClaimsError, match="approx needs"):
         load_claims(bad)
+    # a rule comparing two recipes names the baseline the article used, and only recipes that exist
+    for rule, message in (({"kind": "pair_metric", "metric": "speedup"}, "names its baseline recipe"),
+                          ({"kind": "pair_metric", "metric": "speedup", "baseline": "hf"}, "unknown recipe"),
+                          ({"kind": "cell_value", "recipe": "unslot", "field": "peak_device_bytes"}, "unknown recipe")):
+        bad.write_text(json.dumps({"claims": [{"id": "X", "text": "t", "source": "s", "checked_as": "c",
+                                               "rule": rule}]}))
+        with pytest.raises(ClaimsError, match=message):
+            load_claims(bad)
     bad.write_text(json.dumps({"claims": [{"id": "X", "text": "t", "source": "s", "checked_as": "c",
                                            "rule": {"kind": "guess"}}]}))
     with pytest.raises(ClaimsError, match="unknown rule kind"):
@@ -334,15 +353,19 @@ def _claims_for(paths):
 def test_claims_speak_only_under_their_conditions():
     loaded, res = _claims_for([GOLDEN / "t4-emulated.jsonl"])
     # speed claims need a native GPU: an emulated T4 runs at the H100's speed
-    for cid in ("S1-speed", "S3-speed", "S5-speed", "M1"):
+    for cid in ("S3-speed", "M1"):
         assert res[cid].verdict == NOT_MEASURED and "natively" in res[cid].measured
-    # memory is real under emulation: the memory claims are judged on the matched pairs
+    # claims made against 16-bit LoRA are never read against the QLoRA recipe standing in for it
+    for cid in ("S1-speed", "S1-memory", "S5-speed", "S5-memory"):
+        assert res[cid].verdict == NOT_MEASURED and "no GPU cell of hf-lora16 was measured" in res[cid].measured
+    # memory is real under emulation: the memory claims against HF PEFT (hf-kbit) are judged on the matched pairs
     pairs = [p for p in loaded.groups[0].pairs if p.comparable]
+    assert {(p.reference.record.recipe, p.candidate.record.recipe) for p in pairs} == {("hf-kbit", "unsloth")}
     reductions = sorted(p.memory_reduction("peak_device_bytes") for p in pairs)
     median = reductions[len(reductions) // 2]
-    assert res["S1-memory"].verdict == (HOLDS if median >= 0.595 else FAILS)
-    assert all(f"[{p.hf.ref}](#{p.hf.ref})/[{p.unsloth.ref}](#{p.unsloth.ref})" in res["S1-memory"].measured
-               for p in pairs)
+    assert res["S3-memory"].verdict == (HOLDS if median >= 0.51 else FAILS)
+    assert all(f"[{p.reference.ref}](#{p.reference.ref})/[{p.candidate.ref}](#{p.candidate.ref})"
+               in res["S3-memory"].measured for p in pairs)
     # 7-8B at seq 1024 on the t4 tier: a fit claim, judged on the cells' status
     fit_1024 = any(report.fits(e.record) for e in loaded.entries if e.record.seq_len == 1024)
     assert res["S9"].verdict == (HOLDS if fit_1024 else FAILS)
@@ -424,3 +447,186 @@ def test_fast_path_summaries_feed_f1_f2_and_their_own_section(tmp_path):
     path = _smoke_with_parity_and_fast_paths(tmp_path / "b", {"pythia-1b": FAST})
     _, res = _claims_for([path])
     assert res["F1"].verdict == FAILS and "(contradicts)" in res["F1"].measured
+
+
+# -- recipes ----------------------------------------------------------------------------------------
+THREE = ("hf-trl", "hf-kbit", "hf-lora16")
+
+
+@pytest.fixture(scope="session")
+def v2_results(tmp_path_factory, cache_dir) -> Path:
+    """A results file of schema version 2 written by a real `bench run --device cpu`: tiny-llama through
+    three recipes (hf-trl, hf-kbit, hf-lora16) and TRL's SFTTrainer, s32 at batch 1 and 2."""
+    out = tmp_path_factory.mktemp("v2-run") / "v2.jsonl"
+    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "32",
+                     "--batch-size", "1,2", "--recipe", ",".join(THREE), "--out", str(out),
+                     "--cache-dir", str(cache_dir), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def data_results(tmp_path_factory, cache_dir) -> Path:
+    """A real CPU run of hf-trl on a small Alpaca file (examples shorter than seq_len: padded batches)."""
+    root = tmp_path_factory.mktemp("data-run")
+    words = "the cat sat on a mat while two dogs ran across green fields near old stone walls".split()
+    examples = [{"instruction": " ".join(words[(i + k) % len(words)] for k in range(3 + (i * 7) % 11)),
+                 "input": "" if i % 3 else f"context {words[i % len(words)]}",
+                 "output": " ".join(words[(i * 3 + k) % len(words)] for k in range(2 + i % 9))} for i in range(40)]
+    data = root / "tiny-alpaca.json"
+    data.write_text(json.dumps(examples))
+    out = root / "data.jsonl"
+    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "96",
+                     "--batch-size", "2", "--recipe", "hf-trl", "--data", str(data), "--out", str(out),
+                     "--cache-dir", str(cache_dir), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def _header(text: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith("| seq_len"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_report_of_three_recipes_has_a_column_group_per_recipe(v2_results, tmp_path):
+    records = read_records(v2_results)
+    assert {r.recipe for r in records} == set(THREE) and all(r.schema_version == 2 for r in records)
+    text = render_md([v2_results], tmp_path / "r.md")
+    header = _header(text)
+    groups = [h.split(" ")[0] for h in header if " " in h and h.split(" ")[0] in THREE]
+    assert list(dict.fromkeys(groups)) == list(THREE)  # the reference's group first
+    assert "Reference: **hf-trl**." in text and "was not measured in this table" not in text
+    for candidate in ("hf-kbit", "hf-lora16"):
+        assert {f"{candidate} speed-up", f"{candidate} parity"} <= set(header)
+    assert "hf-trl speed-up" not in header
+    # each candidate's speed-up is read from the records of its matched pair
+    loaded = report.load_results([v2_results])
+    for row in (r for r in text.splitlines() if r.startswith("| 32 |")):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        size = int(cells[1])
+        by_recipe = {e.record.recipe: e.record for e in loaded.entries if e.record.batch_size == size}
+        for candidate in ("hf-kbit", "hf-lora16"):
+            pair = next(p for p in loaded.groups[0].pairs if p.candidate.record is by_recipe[candidate])
+            shown = cells[header.index(f"{candidate} speed-up")]
+            assert shown == (f"{pair.speedup:.2f}x" if pair.comparable else "- (not matched)")
+    # CPU cells: the summary names the recipes, no GPU verdicts
+    assert "CPU smoke mode (hf-trl, hf-kbit, hf-lora16)" in text and "Unsloth against what" not in text
+
+
+def test_ladder_table_and_plot(v2_results, tmp_path):
+    """hf-kbit and hf-trl share each cell: the ladder has one step per cell (hf-lora16 is not on it)."""
+    loaded = report.load_results([v2_results])
+    lad = group_ladder(loaded.groups[0])
+    assert [[e.record.recipe for e in c.rungs] for c in lad.cells] == [["hf-kbit", "hf-trl"]] * 2
+    assert lad.memory_field == "peak_rss_bytes"  # CPU cells: no GPU figure
+    out = report.render_to_file([v2_results], tmp_path / "a" / "v2.md")
+    text = out.read_text(encoding="utf-8")
+    assert "### Where the difference comes from on t4 (CPU smoke mode)" in text
+    rows = [line for line in text.splitlines() if "| hf-kbit -> hf-trl |" in line]
+    assert len(rows) == 2
+    for c, row in zip(lad.cells, rows):
+        step = c.steps[0]
+        kbit, trl = (e.record for e in c.rungs)
+        assert step.pair.comparable == bool(kbit.matched)  # hf-kbit's verdict is against hf-trl, the reference
+        if step.pair.comparable:
+            assert f"| {(trl.tokens_per_s / kbit.tokens_per_s - 1) * 100:+.1f}% |" in row
+            assert f"| {gib(kbit.peak_rss_bytes)} -> {gib(trl.peak_rss_bytes)} |" in row
+    assert "recipe-aware `bench.analysis.estimate.estimate_recipe`" in text  # the estimator hook, not yet filled
+    again = report.render_to_file([v2_results], tmp_path / "b" / "v2.md")
+    png = "v2-t4-cpu-ladder.png"
+    assert f"]({png})" in text and (out.parent / png).read_bytes() == (again.parent / png).read_bytes()
+
+
+def test_reference_is_named_and_fallback_said(v2_results, tmp_path):
+    # --reference picks the reference of every table: its column group first, the others against it
+    out = tmp_path / "kbit.md"
+    proc = run_bench("report", str(v2_results), "--out", str(out), "--reference", "hf-kbit")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text(encoding="utf-8")
+    assert _header(text)[3] == "hf-kbit peak RSS GiB" and "hf-trl speed-up" in _header(text)
+    assert "Reference: **hf-kbit**." in text
+    # a requested reference that was not measured: the first fallback measured stands in, and the report says so
+    out = tmp_path / "liger.md"
+    proc = run_bench("report", str(v2_results), "--out", str(out), "--reference", "hf-liger")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("Reference: **hf-trl** (the requested reference, hf-liger, was not measured in this table)"
+            in out.read_text(encoding="utf-8"))
+    # records from before recipes: hf-kbit stands in for the default hf-trl
+    assert ("Reference: **hf-kbit** (the requested reference, hf-trl, was not measured in this table)"
+            in (GOLDEN / "gpu.md").read_text(encoding="utf-8"))
+    proc = run_bench("report", str(v2_results), "--out", str(tmp_path / "x.md"), "--reference", "hf-nope")
+    assert proc.returncode == 2 and "unknown recipe" in proc.stderr
+
+
+def test_data_records_say_which_data_and_both_token_rates(data_results, tmp_path):
+    r = read_records(data_results)[0]
+    assert r.data and r.tokens_per_s_padded > r.tokens_per_s  # padded batches: padding counted only in one
+    text = render_md([data_results], tmp_path / "d.md")
+    d = r.data
+    assert (f"Data: {d['name']} (alpaca form, {d['examples']:,} examples, not packed (padded per batch); token length "
+            f"p50 {d['token_length_p50']}, p90 {d['token_length_p90']} tokens") in text.replace("\\_", "_")
+    header = _header(text)
+    row = next(line for line in text.splitlines() if line.startswith("| 96 | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[header.index("hf-trl tokens/s (non-padding)")] == f"{r.tokens_per_s:,.0f}"
+    assert cells[header.index("hf-trl tokens/s padded")] == f"{r.tokens_per_s_padded:,.0f}"
+
+
+def _relabelled_hf_trl(records, **info) -> list[ResultRecord]:
+    """Real GPU records from before recipes with the hf cells relabelled as hf-trl (a constructed label:
+    every figure is still one the suite measured)."""
+    out = []
+    for r in records:
+        if r.recipe == "hf-kbit":
+            r = dataclasses.replace(r, recipe="hf-trl", cell_id=r.cell_id[:-len("-hf")] + "-hf-trl",
+                                    backend_info={**r.backend_info, **info})
+        out.append(r)
+    return out
+
+
+def test_tier_verdict_and_too_little_evidence(tmp_path):
+    """The per-tier verdict reads unsloth against hf-trl only: not measured without hf-trl, inconclusive
+    with fewer than 2 matched pairs, figures from the matched pairs otherwise."""
+    text = (GOLDEN / "gpu.md").read_text(encoding="utf-8")
+    assert ("**Unsloth against what Hugging Face users run today (unsloth vs hf-trl) on t4 (emulated on NVIDIA H100 "
+            "80GB HBM3)**: not measured: no hf-trl cell on this tier") in text
+    one = write_records(tmp_path / "h100.jsonl", _relabelled_hf_trl(read_records(GOLDEN / "h100-native.jsonl")))
+    verdict = tier_verdict(report.load_results([one]).groups[0])
+    assert verdict.status == "inconclusive" and len(verdict.comparable) == 1
+    assert "inconclusive: 1 matched pair ([c1](#c1)/[c2](#c2)), at least 2 needed" in render_md([one], tmp_path / "a.md")
+    t4 = write_records(tmp_path / "t4.jsonl", _relabelled_hf_trl(t4_records()))
+    g = report.load_results([t4]).groups[0]
+    verdict = tier_verdict(g)
+    assert verdict.status == "measured" and len(verdict.comparable) == 3
+    speedups = sorted(p.candidate.record.tokens_per_s / p.reference.record.tokens_per_s for p in verdict.comparable)
+    assert verdict.median_speedup == pytest.approx(speedups[1])
+    oom = next(e for e in g.entries if e.record.status == "oom")
+    assert [p.reference.record.cell_id for p in verdict.only_candidate_fits] == [oom.record.cell_id]
+    line = next(h for h, _ in report.summary_items(report.load_results([t4])) if h.startswith("**Unsloth against"))
+    assert "over 3 matched pairs" in line and f"unsloth fits where hf-trl does not at s2048 b2 ([{oom.ref}]" in line
+
+
+def test_claims_with_too_little_evidence_or_no_baseline(tmp_path):
+    _, res = _claims_for([GOLDEN / "h100-native.jsonl"])
+    # one matched pair cannot make a median: inconclusive, with the pair shown
+    assert res["S3-speed"].verdict == INCONCLUSIVE
+    assert "too little evidence: 1 matched pair" in res["S3-speed"].measured and "the rule needs at least 2" \
+        in res["S3-speed"].measured
+    # the baseline the article used was not measured: not measured, saying which recipe
+    assert res["S1-speed"].verdict == NOT_MEASURED
+    assert "no GPU cell of hf-lora16 was measured (the claim compares unsloth with hf-lora16)" in res["S1-speed"].measured
+    # hf-trl cells never stand in for the hf-kbit baseline of "vs HF PEFT"
+    relabelled = write_records(tmp_path / "h100.jsonl", _relabelled_hf_trl(read_records(GOLDEN / "h100-native.jsonl")))
+    _, res = _claims_for([relabelled])
+    assert res["S3-speed"].verdict == NOT_MEASURED and "no GPU cell of hf-kbit" in res["S3-speed"].measured
+    text = render_md([GOLDEN / "h100-native.jsonl"], tmp_path / "r.md")
+    assert "inconclusive (too little evidence)" in text
+
+
+def test_fp16_tier_lora_cast_is_said(tmp_path):
+    """An hf-trl record on an emulated fp16 tier whose LoRA weights TRL cast to bf16: said beside its table."""
+    path = write_records(tmp_path / "t4.jsonl", _relabelled_hf_trl(t4_records(), lora_dtype="bfloat16"))
+    text = render_md([path], tmp_path / "r.md")
+    assert "**On this fp16 tier:** hf-trl: TRL cast the LoRA weights to bf16" in text
+    assert "a real t4 has no bf16 tensor cores" in text
+    assert "On this fp16 tier" not in render_md([GOLDEN / "t4-emulated.jsonl"], tmp_path / "g.md")

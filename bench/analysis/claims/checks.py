@@ -1,10 +1,14 @@
 """The checks: one per rule kind, each a pure function (rule, inputs) -> (verdict, evidence).
 
 Inputs are the report's entries (objects with `.record`, `.ref` and `.host`, as
-bench.analysis.results.Entry) and its GPU pairs (bench.schema.pairs.Pair of entries): comparable
-pairs speak to a claim, pairs that are not matched are named as excluded and never used, and the
-sides of those pairs never count as cells either. A claim whose conditions no cell meets is
-"not measured", with the first condition none met.
+bench.analysis.results.Entry), grouped by environment for pairing. A rule comparing two recipes
+(rules.PAIR_KINDS) reads the candidate's cells against exactly the baseline recipe it names
+(bench.analysis.against.pairs_against): comparable pairs speak to the claim, pairs that are not
+matched are named as excluded and never used; where the baseline (or the candidate) was not
+measured the claim is "not measured", saying so. Cells that are sides of a pair that is not matched
+(against the report's reference) never count as cells either. A claim whose conditions no cell
+meets is "not measured", with the first condition none met; fewer pairs or cells than the rule's
+`min_pairs` is "inconclusive".
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from bench.analysis import metrics
+from bench.analysis.against import pairs_against
 from bench.analysis.claims.conditions import (base_params, fell_back, model_fast_path, model_family,
                                               ran_unsloth_kernels, select)
 from bench.analysis.claims.evidence import (Cell, Evidence, Figure, Span, evidence, joined, pair_cells,
                                             rule_spans)
-from bench.analysis.claims.rules import FAILS, HOLDS, NOT_MEASURED, Claim, compare
+from bench.analysis.claims.rules import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, Claim, candidate_of, compare,
+                                         recipe_matches)
 from bench.config.tiers import TIERS
 from bench.schema.key import VARIANT_FIELDS, CellKey
 from bench.schema.pairs import Pair
@@ -28,22 +34,23 @@ from bench.units import GiB
 @dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
-    verdict: str  # HOLDS | FAILS | NOT_MEASURED
+    verdict: str  # HOLDS | FAILS | NOT_MEASURED | INCONCLUSIVE
     evidence: Evidence  # what was measured, with cell references
 
 
 @dataclass(frozen=True)
 class Inputs:
     entries: Sequence  # every entry of the report
-    pairs: Sequence[Pair]  # comparable pairs
-    unmatched: Sequence[Pair]  # both-ok pairs whose parity check failed: named, never used
+    groups: Sequence[Sequence]  # the GPU entries of each environment group (pairs never cross groups)
+    unmatched: Sequence[Pair]  # report pairs whose parity check failed: their sides never count as cells
     params: dict[str, int]  # base-model parameters per model
 
 
-def check_claims(claims: Sequence[Claim], entries: Sequence, pairs: Sequence[Pair]) -> list[ClaimResult]:
-    """One result per claim, in the claims file's order. `pairs`: the GPU pairs of the entries."""
-    inp = Inputs(entries, [p for p in pairs if p.comparable], [p for p in pairs if p.not_matched],
-                 base_params(entries))
+def check_claims(claims: Sequence[Claim], entries: Sequence, groups: Sequence[Sequence],
+                 unmatched: Sequence[Pair] = ()) -> list[ClaimResult]:
+    """One result per claim, in the claims file's order. `groups`: the GPU entries of each environment
+    group; `unmatched`: the report's pairs that are not matched."""
+    inp = Inputs(entries, groups, [p for p in unmatched if p.not_matched], base_params(entries))
     out = []
     for claim in claims:
         verdict, spans = CHECKS[claim.rule["kind"]](claim.rule, inp)
@@ -51,12 +58,37 @@ def check_claims(claims: Sequence[Claim], entries: Sequence, pairs: Sequence[Pai
     return out
 
 
-def _unsloth_record(pair: Pair):
-    return pair.unsloth.record
+def _candidate_record(pair: Pair):
+    return pair.candidate.record
 
 
 def _entry_record(entry):
     return entry.record
+
+
+def claim_pairs(rule: dict, inp: Inputs) -> tuple[list[Pair], list[Pair], list[Span]]:
+    """(comparable pairs, pairs not matched, absent) of the rule's candidate against its baseline over
+    every GPU group; `absent` names the recipe that was not measured (then there are no pairs)."""
+    baseline, candidate = rule["baseline"], candidate_of(rule)
+    measured = {e.record.recipe for g in inp.groups for e in g}
+    missing = [r for r in (baseline, candidate) if r not in measured]
+    if missing:
+        return [], [], [f"no GPU cell of {' or '.join(missing)} was measured (the claim compares {candidate} "
+                        f"with {baseline})"]
+    pairs = [p for g in inp.groups for p in pairs_against(g, baseline, candidate)]
+    return [p for p in pairs if p.comparable], [p for p in pairs if p.not_matched], []
+
+
+def _pairs_noun(rule: dict) -> str:
+    return f"matched pairs of {candidate_of(rule)} against {rule['baseline']}"
+
+
+def _too_few(rule: dict, n: int, noun: str) -> Optional[list[Span]]:
+    """Evidence for "inconclusive" when `n` is below the rule's min_pairs; None otherwise."""
+    need = rule.get("min_pairs", 1)
+    if n >= need:
+        return None
+    return [f"too little evidence: {_counted(n, noun)}, the rule needs at least {need}"]
 
 
 def _pair_value(rule: dict, pair: Pair) -> Optional[float]:
@@ -105,26 +137,34 @@ def _aggregate_verdict(rule: dict, values: list[tuple[float, list[Span]]], unit:
 
 def _check_pair_metric(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
     where = rule.get("where", {})
-    kept, why = select(inp.pairs, where, _unsloth_record, "matched pairs", inp.params)
-    excluded, _ = select(inp.unmatched, where, _unsloth_record, "pairs", inp.params)
+    pairs, unmatched, absent = claim_pairs(rule, inp)
+    if absent:
+        return NOT_MEASURED, [*absent, "."]
+    kept, why = select(pairs, where, _candidate_record, _pairs_noun(rule), inp.params)
+    excluded, _ = select(unmatched, where, _candidate_record, "pairs", inp.params)
     note = [f" Excluded: {len(excluded)} pair(s) meeting the conditions failed the parity check (NOT MATCHED: ",
             *joined(([pair_cells(p)] for p in excluded), ", "), ")."] if excluded else []
     values = [(v, [pair_cells(p)]) for p in kept if (v := _pair_value(rule, p)) is not None]
     if not values:
         return NOT_MEASURED, [*_or(why, "the matched pairs lack the figures"), ".", *note]
+    baseline, candidate = rule["baseline"], candidate_of(rule)
     if rule["metric"] == "speedup":
-        unit, noun = "ratio", "matched pairs (Unsloth tokens/s over HF)"
+        unit, noun = "ratio", f"matched pairs ({candidate} tokens/s over {baseline})"
     else:
-        unit, noun = "percent", f"matched pairs ({_memory_label(rule['memory'])} saved by Unsloth)"
+        unit, noun = "percent", f"matched pairs ({_memory_label(rule['memory'])} saved by {candidate} against {baseline})"
+    few = _too_few(rule, len(values), noun)
+    if few is not None:
+        refs = joined(([Figure(v, unit), " (", *cells, ")"] for v, cells in values), "; ")
+        return INCONCLUSIVE, [*few, ": ", *refs, ".", *note]
     verdict, text = _aggregate_verdict(rule, values, unit, noun)
     return verdict, text + note
 
 
-def _gpu_cells(inp: Inputs, backend: Optional[str]) -> list:
-    """GPU cells of `backend` (None / "any": both), leaving out the sides of pairs that are not matched."""
+def _gpu_cells(inp: Inputs, rule: dict) -> list:
+    """GPU cells of the rule's recipe and family, leaving out the sides of pairs that are not matched."""
     excluded = {id(e) for pair in inp.unmatched for e in pair.sides}
     return [e for e in inp.entries if e.record.mode != "cpu" and id(e) not in excluded
-            and (backend in (None, "any") or e.record.backend == backend)]
+            and recipe_matches(rule, e.record.recipe, e.record.backend)]
 
 
 def _cap_bytes(record) -> Optional[int]:
@@ -135,8 +175,16 @@ def _cap_bytes(record) -> Optional[int]:
     return tier.usable_vram_bytes if tier else None
 
 
+def _cells_noun(rule: dict) -> str:
+    """'GPU cells', 'GPU unsloth cells', 'GPU hf-family cells': what a cell rule reads."""
+    recipe, family = rule.get("recipe", "any"), rule.get("backend", "any")
+    if recipe != "any":
+        return f"GPU {recipe if isinstance(recipe, str) else ' / '.join(recipe)} cells"
+    return "GPU cells" if family == "any" else f"GPU {family}-family cells"
+
+
 def _select_cells(rule: dict, inp: Inputs) -> tuple[list, list[Span]]:
-    return select(_gpu_cells(inp, rule.get("backend")), rule.get("where", {}), _entry_record, "cells", inp.params)
+    return select(_gpu_cells(inp, rule), rule.get("where", {}), _entry_record, _cells_noun(rule), inp.params)
 
 
 def _check_cell_value(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
@@ -202,12 +250,12 @@ def _check_fits(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
             barely_all &= barely
             use = [", device peak ", Figure(r.peak_device_bytes, "bytes"), " of ", Figure(usable, "bytes"),
                    " GiB (", Figure(frac, "percent"), ")"] if frac is not None else []
-            parts.append([f"{r.backend} s{r.seq_len} b{r.batch_size} fits", *use, " (", Cell(e.ref), ")"])
+            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} fits", *use, " (", Cell(e.ref), ")"])
         else:
             barely_all = False
             what = {"ok": "exceeded the tier's memory outside the allocator cap", "oom": "out of memory",
                     "skipped": "not run: a smaller cell ran out of memory"}[r.status]
-            parts.append([f"{r.backend} s{r.seq_len} b{r.batch_size} {what} (", Cell(e.ref), ")"])
+            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} {what} (", Cell(e.ref), ")"])
     text = joined(parts, "; ")
     if rule.get("expect") == "barely":
         frac = rule.get("barely_fraction", 0.8)
@@ -300,10 +348,13 @@ def _check_variant(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
 
 
 def _check_consistency(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
-    kept, why = select(inp.pairs, rule.get("where", {}), _unsloth_record, "matched pairs", inp.params)
+    pairs, _, absent = claim_pairs(rule, inp)
+    if absent:
+        return NOT_MEASURED, [*absent, "."]
+    kept, why = select(pairs, rule.get("where", {}), _candidate_record, _pairs_noun(rule), inp.params)
     by_config: dict = {}
     for p in kept:
-        r = p.unsloth.record
+        r = p.candidate.record
         v = p.memory_reduction(rule["memory"])
         if v is None:
             continue
@@ -326,6 +377,7 @@ def _check_consistency(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
 
 
 def _check_fast_path_coverage(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
+    # the unsloth library family: Unsloth's kernels (hf-liger's records classify Liger's as their own origin)
     cells = [e for e in inp.entries if e.record.backend == "unsloth" and fell_back(e.record.fast_paths) is not None]
     if not cells:
         return NOT_MEASURED, ["no Unsloth record carries a fast-path summary (fast_paths, from kernels_check)."]
@@ -348,13 +400,16 @@ def _check_fast_path_coverage(rule: dict, inp: Inputs) -> tuple[str, list[Span]]
 
 
 def _check_fallback(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
-    kept, why = select(inp.pairs, rule.get("where", {}), _unsloth_record, "matched pairs", inp.params)
+    pairs, _, absent = claim_pairs(rule, inp)
+    if absent:
+        return NOT_MEASURED, [*absent, "."]
+    kept, why = select(pairs, rule.get("where", {}), _candidate_record, _pairs_noun(rule), inp.params)
     parts, bad, classes, sources = [], 0, set(), set()
     for p in kept:
         v = p.memory_reduction(rule["memory"])
         if v is None:
             continue
-        un = p.unsloth.record
+        un = p.candidate.record
         traced = fell_back(un.fast_paths)
         if traced is not None:
             fallback, source = traced, "fast_paths"

@@ -14,6 +14,7 @@ from bench.analysis.claims.evidence import Figure, Span
 from bench.analysis.claims.rules import WHERE_KEYS
 from bench.analysis.frame import records_frame
 from bench.config.models import SHIPPED
+from bench.config.recipes import RECIPES
 from kernels_check import count_unsloth_paths
 
 
@@ -77,6 +78,8 @@ def describe(key: str, value: Any) -> list[Span]:
         return ["is of an architecture " + ("with" if value else "without") + " an Unsloth fast path"]
     if key == "param_range":
         return ["has ", Figure(value[0], "billions"), "-", Figure(value[1], "billions"), "B parameters"]
+    if key == "precision":
+        return ["is of a " + {"nf4": "QLoRA (NF4)", "16bit": "16-bit LoRA"}.get(value, str(value)) + " recipe"]
     if key == "tiers":
         return ["is on tier " + " / ".join(value)]
     if key == "modes":
@@ -99,6 +102,9 @@ def meets(record, key: str, value: Any, params: dict[str, int]) -> bool:
     if key == "param_range":
         n = params.get(record.model)
         return n is not None and value[0] <= n <= value[1]
+    if key == "precision":
+        recipe = RECIPES.get(record.recipe)
+        return recipe is not None and recipe.precision == value
     if key == "tiers":
         return record.tier in value
     if key == "modes":

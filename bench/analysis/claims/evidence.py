@@ -2,7 +2,7 @@
 
 Evidence is a tuple of spans read in order: a `str` (plain text, no markup), a `Figure` (a number
 and its unit; the renderer formats it), a `Cell` (a report cell reference such as "c3") or a
-`CellPair` (the hf and unsloth cells of a matched pair). bench.render.claims turns it into the
+`CellPair` (the baseline and candidate cells of a matched pair). bench.render.claims turns it into the
 claims table's markdown (figures formatted, references as links).
 """
 
@@ -39,8 +39,8 @@ class Cell:
 
 @dataclass(frozen=True)
 class CellPair:
-    hf: str  # cell references of a pair's two sides
-    unsloth: str
+    reference: str  # cell references of a pair's two sides: the baseline recipe's, the candidate's
+    candidate: str
 
 
 Span = Union[str, Figure, Cell, CellPair]
@@ -71,7 +71,7 @@ def joined(items: Iterable[Iterable[Span]], sep: str) -> list[Span]:
 
 def pair_cells(pair) -> CellPair:
     """The cell references of a Pair of report entries."""
-    return CellPair(pair.hf.ref, pair.unsloth.ref)
+    return CellPair(pair.reference.ref, pair.candidate.ref)
 
 
 def rule_spans(rule: dict, unit: str) -> list[Span]:

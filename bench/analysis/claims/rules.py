@@ -4,6 +4,13 @@ Each claim states what an article says, its conditions as the article gives them
 reads them (`checked_as`) and a `rule`: a `kind` (one of RULE_KINDS, each a check in
 bench.analysis.claims.checks), the conditions a cell or pair must meet (`where`, keys WHERE_KEYS)
 and, for numeric rules, a comparison (`op`, one of OPS, with its bounds).
+
+Recipes (bench.config.recipes): a rule comparing two recipes (PAIR_KINDS) names the `baseline` recipe
+the article compared against and the `candidate` (default "unsloth"); its pairs are the candidate's
+cells against exactly that baseline, and it is "not measured" where the baseline was not. A rule over
+cells may name the `recipe` (a name, a list of names, or "any") and the recipe family (`backend`:
+"hf", "unsloth" or "any"). `min_pairs` (default 1): fewer comparable pairs (or cells) than that is
+too little evidence (verdict "inconclusive").
 """
 
 from __future__ import annotations
@@ -13,13 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config.recipes import RECIPES
+
 CLAIMS_PATH = Path(__file__).resolve().parent.parent.parent / "data" / "claims.json"
-HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
+HOLDS, FAILS, NOT_MEASURED, INCONCLUSIVE = "holds", "does not hold", "not measured", "inconclusive"
 RULE_KINDS = ("pair_metric", "cell_value", "cell_points", "fits", "exact", "variant", "consistency_across_tiers",
               "fast_path_coverage", "fallback_heuristic")
+#: Rule kinds that compare a candidate recipe with a baseline recipe.
+PAIR_KINDS = ("pair_metric", "consistency_across_tiers", "fallback_heuristic")
+DEFAULT_CANDIDATE = "unsloth"
 OPS = ("at_least", "at_most", "between", "approx")
-WHERE_KEYS = ("models", "families", "fast_path", "param_range", "tiers", "modes", "seq_len", "batch_size", "grad_accum",
-              "lora_r", "optimizer", "gradient_checkpointing", "target_modules")
+WHERE_KEYS = ("models", "families", "fast_path", "param_range", "precision", "tiers", "modes", "seq_len", "batch_size",
+              "grad_accum", "lora_r", "optimizer", "gradient_checkpointing", "target_modules")
 
 
 class ClaimsError(ValueError):
@@ -74,6 +86,14 @@ def validate_rule(claim: Claim) -> None:
     unknown = set(rule.get("where", {})) - set(WHERE_KEYS)
     if unknown:
         raise ClaimsError(f"claim {claim.id}: unknown conditions {sorted(unknown)}")
+    if kind in PAIR_KINDS and "baseline" not in rule:
+        raise ClaimsError(f"claim {claim.id}: a {kind} rule names its baseline recipe")
+    named = [rule[k] for k in ("baseline", "candidate") if k in rule]
+    recipe = rule.get("recipe", "any")
+    named += [] if recipe == "any" else ([recipe] if isinstance(recipe, str) else list(recipe))
+    bad = [r for r in named if r not in RECIPES]
+    if bad:
+        raise ClaimsError(f"claim {claim.id}: unknown recipe(s) {bad}; known: {', '.join(RECIPES)}")
     if "op" in rule:
         op = rule["op"]
         need = {"at_least": ("threshold",), "at_most": ("threshold",), "between": ("lo", "hi"),
@@ -83,6 +103,19 @@ def validate_rule(claim: Claim) -> None:
         missing = [k for k in need if k not in rule]
         if missing:
             raise ClaimsError(f"claim {claim.id}: comparison {op} needs {missing}")
+
+
+def candidate_of(rule: dict) -> str:
+    """The recipe a pair rule's claim is about (default "unsloth")."""
+    return rule.get("candidate", DEFAULT_CANDIDATE)
+
+
+def recipe_matches(rule: dict, recipe: str, family: str) -> bool:
+    """Whether a cell of `recipe` (library family `family`) is one the cell rule reads (`recipe`, `backend`)."""
+    wanted = rule.get("recipe", "any")
+    if wanted != "any" and recipe not in ([wanted] if isinstance(wanted, str) else wanted):
+        return False
+    return rule.get("backend", "any") in ("any", family)
 
 
 def compare(value: float, rule: dict, target: float | None = None) -> bool:

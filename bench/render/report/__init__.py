@@ -9,9 +9,10 @@ Pipeline: `load_results(paths)` (bench.analysis.results: entries, environment gr
 claims from bench.analysis.claims) -> `render_markdown(report.blocks)` (or `render_html`) and
 `plots.write_plot(spec)` for each plot; `render_to_file` does all of it.
 
-Modules: document (assembly, files), summary (bullets), matrix (decision matrix rows), tables
-(comparison, appendix, fast paths), environment, phrases (one cell in words), labels (titles,
-slugs, recipe labels, links), plot_specs. The claims table is bench.render.claims.
+Modules: document (assembly, files), summary (bullets, the per-tier verdict), matrix (decision matrix
+rows), tables (comparison, appendix, fast paths), ladder (where the difference comes from),
+environment, phrases (one cell in words), labels (titles, slugs, settings-view labels, links),
+plot_specs. The claims table is bench.render.claims.
 """
 
 from bench.analysis.claims import claims_results
@@ -19,11 +20,11 @@ from bench.analysis.decisions import cost_per_million_tokens, fits
 from bench.analysis.results import Results, load_results
 from bench.render.blocks import render_html, render_markdown
 from bench.render.report.document import FORMATS, Report, build_report, default_out, format_for, render_to_file
-from bench.render.report.labels import recipe_views
+from bench.render.report.labels import settings_views
 from bench.render.report.matrix import decision_rows
 from bench.render.report.phrases import status_text
 from bench.render.report.summary import summary_items
 
 __all__ = ["FORMATS", "Report", "Results", "build_report", "claims_results", "cost_per_million_tokens",
-           "decision_rows", "default_out", "fits", "format_for", "load_results", "recipe_views", "render_html",
-           "render_markdown", "render_to_file", "status_text", "summary_items"]
+           "decision_rows", "default_out", "fits", "format_for", "load_results", "render_html",
+           "render_markdown", "render_to_file", "settings_views", "status_text", "summary_items"]

@@ -13,12 +13,15 @@ from bench.render import plots
 from bench.render.blocks import Block, Bullets, Heading, Image, Para, Raw, Table, render_html, render_markdown
 from bench.render.claims import claims_blocks
 from bench.render.report.environment import environment_blocks
+from bench.render.report.ladder import ladder_blocks
 from bench.render.report.labels import file_link, group_slug, group_title, rel_path
 from bench.render.report.matrix import MATRIX_HEADER, decision_rows
 from bench.render.report.plot_specs import plot_specs
 from bench.render.report.summary import summary_items
-from bench.render.report.tables import appendix_table, comparison_table, fast_path_table, settings_text
+from bench.render.report.tables import (appendix_table, comparison_table, data_text, fast_path_table, lora_cast_notes,
+                                        reference_text, settings_text)
 from bench.render.text import link, md_escape, slug
+from bench.schema.pairs import DEFAULT_REFERENCE
 from bench.schema.record import ResultsError
 
 FORMATS = ("md", "html")
@@ -28,11 +31,11 @@ FORMATS = ("md", "html")
 class Report:
     title: str
     blocks: list[Block]
-    plots: list[Any]  # plots.VramPlot | plots.ThroughputPlot, paths relative to the report's folder
+    plots: list[Any]  # plots.VramPlot | ThroughputPlot | LadderPlot, paths relative to the report's folder
 
 
 def _group_blocks(results: Results, stem: str, results_dir: Path) -> tuple[list[Block], list[Any]]:
-    """Per group: the environment, a comparison table and its plots per table spec, runner warnings."""
+    """Per group: the environment, a comparison table and its plots per table spec, the ladder, runner warnings."""
     blocks: list[Block] = []
     specs: list[Any] = []
     for g in results.groups:
@@ -43,13 +46,19 @@ def _group_blocks(results: Results, stem: str, results_dir: Path) -> tuple[list[
         for spec in table_specs(g):
             suffix = f" (settings {spec.index + 1} of {spec.total})" if spec.total > 1 else ""
             blocks.append(Heading(3, f"{spec.model} on {title}{suffix}"))
-            blocks.append(Para(f"Settings: {md_escape(settings_text(spec))}. Speed-up = Unsloth tokens/s over HF "
-                               f"tokens/s; memory saved = 1 - Unsloth peak / HF peak; both only for parity-matched "
-                               f"pairs." + (" Speeds are host-GPU speed." if g.mode == "emulated" else "")))
+            blocks.append(Para(f"Settings: {md_escape(settings_text(spec))}. {data_text(spec)} {reference_text(spec)}"
+                               + (" Speeds are host-GPU speed." if g.mode == "emulated" else "")))
+            notes = lora_cast_notes(spec)
+            if notes:
+                blocks.append(Para(f"**On this fp16 tier:** {'; '.join(notes)}."))
             blocks.append(comparison_table(spec))
             table_plots = plot_specs(spec, stem)
             specs.extend(table_plots)
             blocks.extend(Image(ps.title, ps.path) for ps in table_plots)
+        ladder, ladder_plot = ladder_blocks(g, stem)
+        blocks += ladder
+        if ladder_plot is not None:
+            specs.append(ladder_plot)
         warned = [e for e in g.entries if e.record.warnings]
         if warned:
             blocks.append(Para("**Warnings recorded by the runner:**"))
@@ -62,7 +71,9 @@ def _decision_blocks(results: Results) -> list[Block]:
     gpu_groups = [g for g in results.groups if g.mode != "cpu"]
     if gpu_groups:
         blocks.append(Para("Derived only from measured cells that ran within the tier's memory and are not part "
-                           "of a pair that failed the parity check. Cost per 1M training tokens = $/hour / "
+                           "of a pair that failed the parity check. Per size, the recommended recipe is the fastest "
+                           "that fits, and only where every recipe was tried (or is known not to fit because a "
+                           "smaller size did not): untried is untried. Cost per 1M training tokens = $/hour / "
                            "(tokens/s x 3600) x 10^6 with the tier's indicative price."))
         blocks.append(Table(MATRIX_HEADER, [row for g in gpu_groups for row in decision_rows(g)]))
     else:
@@ -85,7 +96,7 @@ def _appendix_blocks(results: Results, results_dir: Path) -> list[Block]:
         notes.append(f"{results.superseded} earlier record(s) of re-measured cells were superseded by later ones "
                      f"(the last record of a cell on a host wins).")
     if results.split_pairs:
-        notes.append("Measured on different GPUs for HF and Unsloth (not compared): "
+        notes.append("Measured on different GPUs for different recipes (not compared): "
                      + ", ".join(f"`{k}`" for k in results.split_pairs) + ".")
     if notes:
         blocks.append(Para(" ".join(notes)))
@@ -103,13 +114,15 @@ def build_report(results: Results, out: Path) -> Report:
     out = Path(out)
     results_dir = out.parent
     title = "qlora-bench report: " + "; ".join(group_title(g) for g in results.groups)
+    recipes = list(dict.fromkeys(r for g in results.groups for r in g.recipes))
     sources = " ".join(rel_path(p, results_dir) for p in results.paths)
     blocks: list[Block] = [
         Raw(f"<!-- Generated by `bench report` from {sources} (paths relative to this file). "
             "Do not edit by hand: regenerate it. -->"),
         Heading(1, title),
-        Para(f"Vanilla Hugging Face QLoRA (transformers + bitsandbytes NF4 + peft) against Unsloth QLoRA, "
-             f"matched cell by cell. Generated by qlora-bench {__version__} `bench report` from "
+        Para(f"Fine-tuning recipes ({', '.join(recipes)}; `bench recipes` says what each one is) measured cell by "
+             f"cell, each candidate against a reference recipe (requested: {results.reference}; each table names "
+             f"its own). Generated by qlora-bench {__version__} `bench report` from "
              f"{len(results.entries)} records in {len(results.paths)} results file(s): "
              + ", ".join(file_link(p, results_dir) for p in results.paths) + ". Every figure carries a cell "
              "reference (c1, c2, ...) resolved in the [appendix](#cells) to its cell id and results file."),
@@ -147,10 +160,12 @@ def default_out(results: Results, fmt: str = "md") -> Path:
     return Path("reports") / f"{'+'.join(tiers)}.{fmt}"
 
 
-def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optional[str] = None) -> Path:
+def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optional[str] = None,
+                   reference: str = DEFAULT_REFERENCE) -> Path:
     """Load `results`, write the report to `out` (md or html; default `default_out`) and its PNG plots
-    beside it; return the path written."""
-    loaded = load_results(results)
+    beside it, every candidate recipe compared with `reference` (else the first fallback measured);
+    return the path written."""
+    loaded = load_results(results, reference)
     out = Path(out) if out is not None else default_out(loaded, (fmt or "md").lower())
     fmt = format_for(out, fmt)
     report = build_report(loaded, out)

@@ -81,6 +81,9 @@ def environment_rows(group: Group, results_dir: Path) -> list[list[str]]:
     if group.mode == "emulated":
         mode = "emulated: " + "; ".join(emulation_items(group))
     rows.append(["mode", mode])
+    drivers = {name: _joined(_values([e for e in es if e.record.recipe == name], lambda r: r.driver))
+               for name in group.recipes}
+    rows.append(["recipes", ", ".join(f"{name} ({driver} driver)" for name, driver in drivers.items())])
     rows.append(["training dtype", _joined(_values(es, lambda r: r.dtype))])
     if group.mode != "cpu":
         rows.append(["driver", _joined(_values(es, lambda r: r.env.get("driver")))])
@@ -129,6 +132,6 @@ def emulation_note(group: Group) -> list[str]:
     if tier and host_tier:
         speed += (f" (datasheet dense fp16 throughput: {group.tier} {tier.fp16_tflops:g} TFLOP/s, "
                   f"{host_tier.name} {host_tier.fp16_tflops:g} TFLOP/s): a real {group.tier} is slower, and the "
-                  f"Unsloth-vs-HF speed-up there may differ")
+                  f"speed-ups between recipes there may differ")
     lines.append(speed + ". They are labelled \"host-GPU speed\" wherever they appear.")
     return lines

@@ -1,4 +1,4 @@
-"""Names of the report's parts in words: group titles and slugs, recipe labels, file links."""
+"""Names of the report's parts in words: group titles and slugs, settings-view labels, recipe words, file links."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from pathlib import Path
 
 from bench.analysis import results as model
 from bench.analysis.results import Group
+from bench.config.recipes import RECIPES
 from bench.render.text import md_escape, short_gpu, slug
 
-BACKEND_LABEL = {"hf": "HF", "unsloth": "Unsloth"}
+
+def precision_text(recipe: str) -> str:
+    """'QLoRA (NF4)' or '16-bit LoRA' for a recipe name ('' for one the suite does not know)."""
+    r = RECIPES.get(recipe)
+    if r is None:
+        return ""
+    return "QLoRA (NF4)" if r.precision == "nf4" else "16-bit LoRA"
 
 
 def group_title(group: Group) -> str:
@@ -27,18 +34,23 @@ def group_slug(group: Group) -> str:
     return f"{group.tier}-{group.mode}{host}"
 
 
-def recipe_label(view: model.RecipeView) -> str:
-    """The model name, with the memory settings that tell its recipes apart: 'llama-3.1-8b (LoRA r 16)'."""
+def _setting_text(name: str, value) -> str:
+    if name == "data":
+        return "synthetic" if value is None else f"sha256 {str(value)[:8]}"
+    return ", ".join(value) if isinstance(value, tuple) else str(value)
+
+
+def settings_label(view: model.SettingsView) -> str:
+    """The model name, with the memory settings that tell its views apart: 'llama-3.1-8b (LoRA r 16)'."""
     if not view.differing:
         return view.model
-    label = ", ".join(f"{name} {', '.join(value) if isinstance(value, tuple) else value}"
-                      for name, value in view.differing)
+    label = ", ".join(f"{name} {_setting_text(name, value)}" for name, value in view.differing)
     return f"{view.model} ({label})"
 
 
-def recipe_views(group: Group) -> list[tuple[str, str, Group]]:
-    """(model, label, view) per model and memory recipe of a group (bench.analysis.results.recipe_views)."""
-    return [(v.model, recipe_label(v), v.group) for v in model.recipe_views(group)]
+def settings_views(group: Group) -> list[tuple[str, str, Group]]:
+    """(model, label, view) per model and set of memory settings of a group (bench.analysis.results.settings_views)."""
+    return [(v.model, settings_label(v), v.group) for v in model.settings_views(group)]
 
 
 def rel_path(p: Path, results_dir: Path) -> str:

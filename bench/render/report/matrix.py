@@ -1,11 +1,13 @@
-"""The decision matrix: per GPU group and model (recipe), the largest size that fits and the best cell
-per seq_len, as table rows (scenario, recommended approach, why, cost) from bench.analysis.decisions."""
+"""The decision matrix: per GPU group and model (settings view), the largest size that fits and the best
+measured recipe per size, as table rows (scenario, recommended approach, why, cost) from
+bench.analysis.decisions. Untried is untried: no recipe is recommended at a size where another recipe
+of the view was not tried."""
 
 from __future__ import annotations
 
-from bench.analysis.decisions import Shortfall, model_decision
+from bench.analysis.decisions import ModelDecision, Shortfall, SizeChoice, model_decision
 from bench.analysis.results import Group
-from bench.render.report.labels import BACKEND_LABEL, group_title, recipe_views
+from bench.render.report.labels import group_title, settings_views
 from bench.render.report.phrases import approach_text, cost_text, peak_text, status_text, versus_text
 from bench.render.text import link, md_escape, plural
 
@@ -22,39 +24,82 @@ def shortfall_row(scenario: str, shortfall: Shortfall, what: str) -> list[str]:
     first = shortfall.smallest.record
     return [scenario, f"**Does not fit at any measured {what}**: try `bench estimate`, a shorter seq_len, "
             "batch 1, or a larger tier",
-            f"smallest tried: {BACKEND_LABEL[first.backend]} s{first.seq_len} b{first.batch_size}: "
+            f"smallest tried: {first.recipe} s{first.seq_len} b{first.batch_size}: "
             f"{md_escape(status_text(first))} ({link(shortfall.smallest.ref)}); "
             f"{plural(shortfall.sizes_tried, 'size')} tried", "-"]
 
 
+def _not_run_text(choice: SizeChoice) -> list[str]:
+    """Recipes known not to fit here (a smaller size did not) and recipes not tried here."""
+    out = [f"{r} does not fit: a smaller size did not ({link(e.ref)})" for r, e in choice.known_unfit.items()]
+    if choice.untried:
+        out.append(f"{', '.join(choice.untried)} not tried at this size")
+    return out
+
+
+def _no_preference_row(scenario: str, choice: SizeChoice, view: Group) -> list[str]:
+    fitting = "; ".join(f"{e.record.recipe} fits, {e.record.tokens_per_s or 0:,.0f} tokens/s, "
+                        f"{peak_text(e.record, view)} ({link(e.ref)})" for e in choice.candidates)
+    return [scenario, f"**No preference**: {', '.join(choice.untried)} not tried at this size (untried is untried)",
+            "; ".join([fitting] + _not_run_text(choice)), "-"]
+
+
+def _versus(view: Group, choice: SizeChoice, e) -> list[str]:
+    """How the other recipes did beside `e` (nothing to say when the others are known not to fit)."""
+    if choice.known_unfit and len(choice.cells) == 1:
+        return []
+    return [versus_text(view, e)]
+
+
+def size_row(scenario: str, choice: SizeChoice, view: Group, speed: str) -> list[str]:
+    """The matrix row of one size: its best measured recipe, or why there is none."""
+    best = choice.best
+    if best is not None:
+        why = [f"highest measured throughput at this size: {best.record.tokens_per_s or 0:,.0f} tokens/s{speed}, "
+               f"{peak_text(best.record, view)} ({link(best.ref)})", *_versus(view, choice, best)] \
+            + _not_run_text(choice)
+        return [scenario, approach_text(best.record), "; ".join(why), cost_text(view, best.record)]
+    if choice.candidates:
+        return _no_preference_row(scenario, choice, view)
+    if choice.fitting:
+        return shortfall_row(scenario, Shortfall(choice.cells, choice.fitting, choice.cells[0], 1), "size")
+    tried = "; ".join(f"{e.record.recipe}: {md_escape(status_text(e.record))} ({link(e.ref)})" for e in choice.cells)
+    verdict = (f"**Not settled**: no recipe tried here fits; {', '.join(choice.untried)} not tried" if choice.untried
+               else "**Does not fit at this size**: no recipe tried here fits")
+    return [scenario, verdict, "; ".join([tried] + _not_run_text(choice)), "-"]
+
+
+def largest_row(scenario: str, decision: ModelDecision, view: Group) -> list[str]:
+    """The largest measured size where some recipe fits, and each recipe's own largest."""
+    choice = decision.largest
+    top = choice.best
+    if top is None:
+        row = _no_preference_row(f"{scenario}: largest measured size that fits (s{choice.seq_len} "
+                                 f"b{choice.batch_size})", choice, view)
+        return row
+    why = [f"{peak_text(top.record, view)} ({link(top.ref)})"]
+    for name, e in decision.per_recipe.items():
+        if e.record.recipe != top.record.recipe:
+            why.append(f"{name} fits at most s{e.record.seq_len} b{e.record.batch_size} ({link(e.ref)})")
+    for name in decision.unfit_recipes:
+        why.append(f"{name} fits at no measured size (or only in unmatched pairs)")
+    why += _versus(view, choice, top) + _not_run_text(choice)
+    return [f"{scenario}: largest measured size that fits", approach_text(top.record), "; ".join(why),
+            cost_text(view, top.record)]
+
+
 def decision_rows(group: Group) -> list[list[str]]:
-    """Decision matrix rows of one GPU group: the largest size that fits, then the best cell per seq_len."""
+    """Decision matrix rows of one GPU group: the largest size that fits, then the best recipe per size."""
     rows = []
     speed = " (host-GPU speed)" if group.mode == "emulated" else ""
-    for model, label, view in recipe_views(group):
+    for model, label, view in settings_views(group):
         decision = model_decision(view, model)
         scenario = f"{label} on {group_title(view)}"
         if decision.largest is None:
             rows.append(shortfall_row(f"{scenario}: any measured size", decision.shortfall, "size"))
             continue
-        top = decision.largest.top
-        why = [f"{peak_text(top.record, view)} ({link(top.ref)})"]
-        for b, e in decision.largest.per_backend.items():
-            if e is not top:
-                why.append(f"{BACKEND_LABEL[b]} fits at most s{e.record.seq_len} b{e.record.batch_size} "
-                           f"({link(e.ref)})")
-        for b in decision.largest.unfit_backends:
-            why.append(f"{BACKEND_LABEL[b]} fits at no measured size (or only in unmatched pairs)")
-        why.append(versus_text(view, top))
-        rows.append([f"{scenario}: largest measured size that fits", approach_text(top.record),
-                     "; ".join(why), cost_text(view, top.record)])
-        for choice in decision.per_seq_len:
-            if choice.best is None:
-                rows.append(shortfall_row(f"{scenario}: seq_len {choice.seq_len}", choice.shortfall, "batch size"))
-                continue
-            best = choice.best
-            why = [f"highest measured throughput at seq_len {choice.seq_len}: {best.record.tokens_per_s:,.0f} "
-                   f"tokens/s{speed}, {peak_text(best.record, view)} ({link(best.ref)})", versus_text(view, best)]
-            rows.append([f"{scenario}: seq_len {choice.seq_len}", approach_text(best.record), "; ".join(why),
-                         cost_text(view, best.record)])
+        rows.append(largest_row(scenario, decision, view))
+        for choice in decision.sizes:
+            rows.append(size_row(f"{scenario}: seq_len {choice.seq_len} x batch {choice.batch_size}", choice, view,
+                                 speed))
     return rows

@@ -1,16 +1,18 @@
-"""One cell, or one pair, in words: outcome, parity, approach, memory, headroom, cost, the other side."""
+"""One cell, or one pair, in words: outcome, parity, approach, memory, headroom, cost, the other recipes."""
 
 from __future__ import annotations
 
 import re
 
-from bench.analysis.decisions import cost_per_million_tokens, headroom_left, memory_saving, pair_of, partner
+from bench.analysis.against import pair_between
+from bench.analysis.decisions import cost_per_million_tokens, headroom_left, memory_saving
 from bench.analysis.results import Entry, Group
+from bench.config.recipes import RECIPES
 from bench.config.tiers import TIERS
-from bench.render.report.labels import BACKEND_LABEL
+from bench.render.report.labels import precision_text
 from bench.render.text import first_line, gib, link, md_escape, pct, usd
 from bench.schema.pairs import Pair
-from bench.schema.record import ResultRecord
+from bench.schema.record import LEGACY_RECIPE, ResultRecord
 
 
 def status_text(r: ResultRecord) -> str:
@@ -37,14 +39,19 @@ def status_text(r: ResultRecord) -> str:
     return f"{r.status}: " + first_line(r.error, 120)
 
 
+_RECIPE_SUFFIX = "|".join(re.escape(n) for n in sorted([*RECIPES, *LEGACY_RECIPE], key=len, reverse=True))
+
+
 def _cell_short(cell_id: str) -> str:
-    """'...-s2048-b2-1a2b3c4d-hf' -> 'HF s2048 b2'."""
-    m = re.search(r"-s(\d+)-b(\d+)-[0-9a-f]+-(hf|unsloth)$", cell_id)
-    return f"{BACKEND_LABEL[m.group(3)]} s{m.group(1)} b{m.group(2)}" if m else cell_id
+    """'...-s2048-b2-1a2b3c4d-hf-trl' -> 'hf-trl s2048 b2' (a cell id from before recipes: '-hf' -> 'hf-kbit')."""
+    m = re.search(rf"-s(\d+)-b(\d+)-[0-9a-f]+-({_RECIPE_SUFFIX})$", cell_id)
+    if not m:
+        return cell_id
+    return f"{LEGACY_RECIPE.get(m.group(3), m.group(3))} s{m.group(1)} b{m.group(2)}"
 
 
 def parity_text(p: Pair[Entry]) -> str:
-    if not (p.hf and p.unsloth):
+    if not (p.reference and p.candidate):
         return "-"
     if not p.both_ok:
         return "n/a (a side did not finish)"
@@ -57,8 +64,11 @@ def parity_text(p: Pair[Entry]) -> str:
 
 
 def approach_text(r: ResultRecord) -> str:
-    quant = str((r.quantization or {}).get("bnb_4bit_quant_type") or "4-bit").upper()
-    return (f"{BACKEND_LABEL[r.backend]} QLoRA ({quant}), seq_len {r.seq_len} x batch {r.batch_size}, "
+    """'unsloth QLoRA (NF4), seq_len 2048 x batch 2, adamw_8bit, gradient checkpointing 'unsloth', LoRA r 16'."""
+    kind = precision_text(r.recipe)
+    if r.quantization and r.quantization.get("bnb_4bit_quant_type"):
+        kind = f"QLoRA ({str(r.quantization['bnb_4bit_quant_type']).upper()})"
+    return (f"{r.recipe}{' ' + kind if kind else ''}, seq_len {r.seq_len} x batch {r.batch_size}, "
             f"{r.optimizer}, gradient checkpointing '{r.gradient_checkpointing}', LoRA r {r.lora_r}")
 
 
@@ -89,15 +99,31 @@ def cost_text(group: Group, r: ResultRecord) -> str:
             f"{r.tokens_per_s:,.0f} tokens/s{label}")
 
 
+def saving_text(fraction, name: str) -> str:
+    """'42 % less peak memory than hf-trl' ('10 % more ...' for a negative saving)."""
+    if fraction is None:
+        return f"peak memory against {name} unknown"
+    return f"{pct(abs(fraction))} {'less' if fraction >= 0 else 'more'} peak memory than {name}"
+
+
 def versus_text(group: Group, e: Entry) -> str:
-    """How the other backend did at the same configuration."""
-    other = partner(group, e)
-    if other is None:
-        return "the other backend was not measured at this size"
-    p = pair_of(group, e)
-    if p is not None and p.comparable:
+    """How every other recipe measured at `e`'s configuration did beside it (matched pairs only compared)."""
+    others = [o for o in group.entries if o.record.pair_key == e.record.pair_key and o is not e]
+    if not others:
+        return "no other recipe was measured at this size"
+    return "; ".join(_against_text(e, o) for o in others)
+
+
+def _against_text(e: Entry, other: Entry) -> str:
+    """`e` against one other recipe's cell of its configuration: speed-up and saving, or why not compared."""
+    name = other.record.recipe
+    if not other.record.ok:
+        return f"{name} at this size: {md_escape(status_text(other.record))} ({link(other.ref)})"
+    p = pair_between(e.record.pair_key, other, e)
+    if p.comparable:
         sp = p.speedup
-        faster = f"Unsloth {sp:.2f}x HF's tokens/s" if sp else "speed-up unknown"
-        return (f"{faster}, {pct(memory_saving(p))} less peak memory than HF "
-                f"(matched pair {link(p.hf.ref)}/{link(p.unsloth.ref)})")
-    return f"{BACKEND_LABEL[other.record.backend]} at this size: {md_escape(status_text(other.record))} ({link(other.ref)})"
+        faster = f"{sp:.2f}x {name}'s tokens/s" if sp else f"speed against {name} unknown"
+        return f"{faster}, {saving_text(memory_saving(p), name)} (matched pair {link(other.ref)}/{link(e.ref)})"
+    if p.not_matched:
+        return f"{name} at this size: not compared, parity NOT MATCHED ({link(other.ref)}/{link(e.ref)})"
+    return f"{name} at this size: {md_escape(status_text(other.record))} ({link(other.ref)})"

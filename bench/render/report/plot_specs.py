@@ -6,17 +6,17 @@ from bench.analysis.frame import records_frame
 from bench.analysis.results import TableSpec
 from bench.config.tiers import TIERS
 from bench.render.plots import ThroughputPlot, VramPlot
-from bench.render.report.labels import BACKEND_LABEL, group_slug, group_title
+from bench.render.report.labels import group_slug, group_title
 from bench.render.text import gib, slug
 from bench.units import GiB
 
 
 def _series(cells, value) -> dict[str, dict[int, list[tuple[int, float]]]]:
-    """backend label -> batch size -> sorted [(seq_len, value)] over the rows of `cells`."""
+    """recipe -> batch size -> sorted [(seq_len, value)] over the rows of `cells`."""
     out: dict = {}
-    for (backend, batch), rows in cells.groupby(["backend", "batch_size"], sort=False):
+    for (recipe, batch), rows in cells.groupby(["recipe", "batch_size"], sort=False):
         points = zip(rows["seq_len"].tolist(), value(rows).tolist())
-        out.setdefault(BACKEND_LABEL[backend], {})[int(batch)] = sorted(points)
+        out.setdefault(recipe, {})[int(batch)] = sorted(points)
     return out
 
 
@@ -28,7 +28,6 @@ def plot_specs(spec: TableSpec, stem: str) -> list:
     title = group_title(g)
     speed_note = " (host-GPU speed)" if g.mode == "emulated" else (" (CPU smoke)" if g.mode == "cpu" else "")
     cells = records_frame(spec.records)
-    backends = [BACKEND_LABEL[b] for b in spec.backends]
     seq_lens = sorted(set(cells["seq_len"].tolist()))
     out: list = []
     if g.mode != "cpu":
@@ -41,10 +40,10 @@ def plot_specs(spec: TableSpec, stem: str) -> list:
             path=f"{base}-vram.png",
             title=f"{spec.model} on {title}: peak memory",
             ylabel=("peak device memory, NVML (GiB)" if use_device else "peak allocated memory, torch (GiB)"),
-            backends=backends,
+            recipes=spec.recipes,
             series=_series(measured, lambda rows: rows[field] / GiB),
-            ooms={BACKEND_LABEL[b]: sorted(zip(rows["seq_len"].tolist(), rows["batch_size"].tolist()))
-                  for b, rows in ooms.groupby("backend", sort=False)},
+            ooms={recipe: sorted(zip(rows["seq_len"].tolist(), rows["batch_size"].tolist()))
+                  for recipe, rows in ooms.groupby("recipe", sort=False)},
             limit_gib=tier.usable_vram_bytes / GiB if tier else None,
             limit_label=f"{g.tier} usable memory ({gib(tier.usable_vram_bytes)} GiB)" if tier else "",
             seq_lens=seq_lens,
@@ -53,8 +52,8 @@ def plot_specs(spec: TableSpec, stem: str) -> list:
     out.append(ThroughputPlot(
         path=f"{base}-throughput.png",
         title=f"{spec.model} on {title}: training throughput{speed_note}",
-        ylabel="tokens/s (timed steps)" + speed_note,
-        backends=backends,
+        ylabel=("non-padding tokens/s" if any(r.data for r in spec.records) else "tokens/s") + " (timed steps)" + speed_note,
+        recipes=spec.recipes,
         series=_series(fast, lambda rows: rows["tokens_per_s"]),
         seq_lens=seq_lens,
     ))

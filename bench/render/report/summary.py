@@ -1,23 +1,26 @@
-"""The summary bullets: per group and model (recipe), the fit verdict, what the matched pairs showed,
-the best configuration, and the caveats (bench.analysis.decisions in words)."""
+"""The summary bullets: per group, the verdict "Unsloth against what Hugging Face users run today";
+per group and model (settings view), the fit verdict per recipe, what the matched pairs showed
+against the reference, the best measured recipe per size, the best configuration, and the caveats
+(bench.analysis.decisions and bench.analysis.verdict in words)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from bench.analysis.decisions import BackendFit, backend_fit, best_configuration, pair_figures
+from bench.analysis.decisions import (PairFigures, RecipeFit, SizeChoice, best_configuration, model_recipes,
+                                      pair_figures, recipe_fit, size_choices)
 from bench.analysis.results import Group, Results
-from bench.render.report.labels import BACKEND_LABEL, group_title, recipe_views
+from bench.analysis.verdict import INCONCLUSIVE, MIN_PAIRS, NOT_MEASURED, TierVerdict, tier_verdict
+from bench.render.report.labels import group_title, settings_views
 from bench.render.report.phrases import approach_text, cost_text, headroom_text, peak_text, status_text
 from bench.render.text import fmt, link, md_escape, pct, plural
 
-SUMMARY_BACKENDS = ("unsloth", "hf")
 MEMORY_LABEL = {"peak_device_bytes": "peak device memory", "peak_allocated_bytes": "peak allocated memory"}
 
 
-def backend_fit_text(fit: BackendFit, group: Group) -> str:
-    """'Unsloth fits up to seq_len 2048 x batch 2 (device peak ..., c4); does not fit at ...'."""
-    label = BACKEND_LABEL[fit.backend]
+def recipe_fit_text(fit: RecipeFit, group: Group) -> str:
+    """'unsloth fits up to seq_len 2048 x batch 2 (device peak ..., c4); does not fit at ...'."""
+    label = fit.recipe
     if not fit.cells:
         return f"{label} not measured"
     if fit.largest is not None:
@@ -42,68 +45,148 @@ def _range(values: list[float], format_value: Callable[[float], str]) -> str:
     return lo if lo == hi else f"{lo} to {hi}"
 
 
-def _fit_verdict(fits: dict[str, BackendFit]) -> str:
+def _saving_range(savings: list[float], field: str, reference: str) -> str:
+    """'used 42 % to 50 % less peak device memory' (or 'more', or 'between 5 % less and 3 % more')."""
+    label = f"{MEMORY_LABEL[field]} than {reference}"
+    if min(savings) >= 0:
+        return f"used {_range(savings, pct)} less {label}"
+    if max(savings) <= 0:
+        return f"used {_range([-v for v in savings], pct)} more {label}"
+    return f"used between {pct(max(savings))} less and {pct(-min(savings))} more {label}"
+
+
+def _fit_verdict(fits: list[RecipeFit]) -> str:
     tops = []
-    for b, fit in fits.items():
+    for fit in fits:
         if fit.largest is not None:
-            tops.append(f"{BACKEND_LABEL[b]} up to s{fit.largest.record.seq_len} b{fit.largest.record.batch_size}")
+            tops.append(f"{fit.recipe} up to s{fit.largest.record.seq_len} b{fit.largest.record.batch_size}")
         elif fit.cells:
-            tops.append(f"{BACKEND_LABEL[b]} at no measured size")
-    if any(fit.largest is not None for fit in fits.values()):
+            tops.append(f"{fit.recipe} at no measured size")
+    if any(fit.largest is not None for fit in fits):
         return f"**fits** ({'; '.join(tops)})"
     return "**does not fit at any measured size**"
 
 
-def _pair_details(g: Group, model: str) -> list[str]:
-    """What the model's matched pairs showed, and which pairs are not matched."""
-    figures = pair_figures(g, model)
+def figures_text(f: PairFigures, group: Group) -> list[str]:
+    """What one candidate's matched pairs against the reference showed, and which pairs are not matched."""
     details = []
-    if figures.comparable:
-        speed = " (host-GPU speed)" if g.mode == "emulated" else ""
-        txt = f"Where both ran and matched ({plural(len(figures.comparable), 'pair')}): Unsloth reached "
-        txt += (f"{_range(figures.speedups, lambda v: fmt(v, '.2f', 'x'))} HF's tokens/s{speed}" if figures.speedups
+    if f.comparable:
+        speed = " (host-GPU speed)" if group.mode == "emulated" else ""
+        txt = f"{f.candidate} against {f.reference}, where both ran and matched ({plural(len(f.comparable), 'pair')}): "
+        txt += (f"{_range(f.speedups, lambda v: fmt(v, '.2f', 'x'))} {f.reference}'s tokens/s{speed}" if f.speedups
                 else "unknown speed")
-        if figures.savings:
-            txt += f" and used {_range(figures.savings, pct)} less {MEMORY_LABEL[figures.saving_field]}"
+        if f.savings:
+            txt += f"; {_saving_range(f.savings, f.saving_field, f.reference)}"
         details.append(txt + ".")
-    elif figures.any_both_sides:
-        details.append("No parity-matched pair: no speed-up or memory saving to report.")
-    if figures.unmatched:
-        details.append(f"**{plural(len(figures.unmatched), 'pair')} NOT MATCHED** (parity check failed or missing; "
-                       f"excluded from speed-ups, savings and recommendations): "
-                       + ", ".join(f"{link(p.hf.ref)}/{link(p.unsloth.ref)}" for p in figures.unmatched) + ".")
+    elif f.any_both_sides:
+        details.append(f"{f.candidate} against {f.reference}: no parity-matched pair, no speed-up or memory saving "
+                       f"to report.")
+    if f.unmatched:
+        details.append(f"**{plural(len(f.unmatched), 'pair')} of {f.candidate} against {f.reference} NOT MATCHED** "
+                       f"(parity check failed or missing; excluded from speed-ups, savings and recommendations): "
+                       + ", ".join(f"{link(p.reference.ref)}/{link(p.candidate.ref)}" for p in f.unmatched) + ".")
     return details
 
 
+def size_text(choice: SizeChoice) -> str:
+    """One size in words: its best measured recipe, or why none is preferred there."""
+    size = f"s{choice.seq_len} b{choice.batch_size}"
+    untried = f"{', '.join(choice.untried)} not tried" if choice.untried else ""
+    unfit = [f"{r} does not fit (a smaller size did not: {link(e.ref)})" for r, e in choice.known_unfit.items()]
+    if choice.best is not None:
+        rest = [f"{e.record.recipe}: {md_escape(status_text(e.record))}" for e in choice.cells
+                if e is not choice.best and not e.record.fits_tier] + unfit
+        return f"{size}: **{choice.best.record.recipe}** ({'; '.join([link(choice.best.ref)] + rest)})"
+    if choice.candidates:
+        fitting = ", ".join(f"{e.record.recipe} ({link(e.ref)})" for e in choice.candidates)
+        return f"{size}: no preference, {untried} (fits: {fitting})"
+    if choice.fitting:
+        return f"{size}: no recommendation, the cells that fit are in pairs that are NOT MATCHED"
+    tried = "; ".join(f"{e.record.recipe}: {md_escape(status_text(e.record))}" for e in choice.cells)
+    if untried:
+        return f"{size}: not settled, no recipe tried here fits ({tried}), {untried}"
+    return f"{size}: nothing fits ({'; '.join([tried] + unfit)})"
+
+
+def sizes_text(sizes: list[SizeChoice]) -> str:
+    return "Best measured recipe per size (highest tokens/s among the cells that fit; untried is untried: no " \
+           "recipe is preferred where another was not tried): " + "; ".join(size_text(c) for c in sizes) + "."
+
+
+def verdict_text(v: TierVerdict) -> str:
+    """The one-line verdict of a group: unsloth against hf-trl."""
+    head = (f"**Unsloth against what Hugging Face users run today ({v.candidate} vs {v.baseline}) on "
+            f"{group_title(v.group)}**: ")
+    if v.status == NOT_MEASURED:
+        return head + (f"not measured: no {' or '.join(v.missing)} cell on this tier"
+                       + (" (these records compare unsloth with hf-kbit, the recipe of 2023)"
+                          if v.baseline in v.missing and any(e.record.recipe == "hf-kbit" for e in v.group.entries)
+                          else "") + ".")
+    fits = ""
+    if v.only_candidate_fits:
+        fits += (f" {v.candidate} fits where {v.baseline} does not at "
+                 + ", ".join(f"s{p.candidate.record.seq_len} b{p.candidate.record.batch_size} "
+                             f"({link(p.reference.ref)}/{link(p.candidate.ref)})" for p in v.only_candidate_fits) + ".")
+    if v.only_baseline_fits:
+        fits += (f" {v.baseline} fits where {v.candidate} does not at "
+                 + ", ".join(f"s{p.reference.record.seq_len} b{p.reference.record.batch_size} "
+                             f"({link(p.reference.ref)}/{link(p.candidate.ref)})" for p in v.only_baseline_fits) + ".")
+    unmatched = f" {plural(len(v.unmatched), 'pair')} NOT MATCHED, left out." if v.unmatched else ""
+    refs = ", ".join(f"{link(p.reference.ref)}/{link(p.candidate.ref)}" for p in v.comparable)
+    if v.status == INCONCLUSIVE:
+        return head + (f"inconclusive: {plural(len(v.comparable), 'matched pair')}"
+                       f"{' (' + refs + ')' if refs else ''}, at least {MIN_PAIRS} needed.{fits}{unmatched}")
+    speed = " (host-GPU speed)" if v.group.mode == "emulated" else ""
+    text = (f"over {plural(len(v.comparable), 'matched pair')} ({refs}), {v.candidate} reached "
+            f"{_range(v.speedups, lambda x: fmt(x, '.2f', 'x'))} (median {fmt(v.median_speedup, '.2f', 'x')}) "
+            f"{v.baseline}'s tokens/s{speed}")
+    if v.savings:
+        text += f" and {_saving_range(v.savings, v.saving_field, v.baseline)} (median {pct(v.median_saving)} saved)"
+    return head + text + "." + fits + unmatched
+
+
+def _view_items(model: str, label: str, g: Group) -> tuple[str, list[str]]:
+    head = f"**{label} on {group_title(g)}**"
+    fits = [recipe_fit(g, model, name) for name in model_recipes(g, model)]
+    details = [recipe_fit_text(fit, g) + "." for fit in fits]
+    for f in pair_figures(g, model):
+        details += figures_text(f, g)
+    sizes = size_choices(g, model)
+    details.append(sizes_text(sizes))
+    best = best_configuration(g, model)
+    if best is not None:
+        details.append(f"Best measured configuration (highest tokens/s among fitting cells, at sizes where every "
+                       f"recipe was tried): {approach_text(best.record)} ({link(best.ref)}): {cost_text(g, best.record)}.")
+    elif any(c.candidates for c in sizes):
+        details.append("No best configuration: the cells that fit are at sizes where another recipe was not tried.")
+    elif any(fit.largest is not None for fit in fits):
+        details.append("No recommendation: the cells that fit are all in pairs that are NOT MATCHED.")
+    else:
+        details.append("Try `bench estimate` for a prediction at smaller sizes, a shorter seq_len, batch 1, "
+                       "or a larger tier.")
+    if g.mode == "emulated":
+        details.append(f"Caveat: emulated on {md_escape(g.host)}: the memory verdicts hold for a real "
+                       f"{g.tier}; speeds and costs are the host GPU's, and a real {g.tier} is slower.")
+    return f"{head}: {_fit_verdict(fits)}.", details
+
+
 def summary_items(results: Results) -> list[tuple[str, list[str]]]:
-    """(headline, details) per group and model: fit verdicts, speed-up, saving, best configuration, caveats."""
+    """(headline, details): per GPU group the unsloth-vs-hf-trl verdict, then per group and model the fit
+    verdicts, pair figures, best recipe per size, best configuration and caveats."""
     items: list[tuple[str, list[str]]] = []
     for group in results.groups:
-        for model, label, g in recipe_views(group):
-            head = f"**{label} on {group_title(g)}**"
+        if group.mode != "cpu":
+            items.append((verdict_text(tier_verdict(group)), []))
+        for model, label, g in settings_views(group):
             if g.mode == "cpu":
                 measured = [e for e in g.entries if e.record.model == model]
                 ok = sum(1 for e in measured if e.record.ok)
-                items.append((f"{head}: CPU smoke mode, {ok} of {len(measured)} cells ran; no GPU figures, "
-                              "so no fit or speed verdict.", []))
+                recipes = ", ".join(model_recipes(g, model))
+                items.append((f"**{label} on {group_title(g)}**: CPU smoke mode ({recipes}), {ok} of {len(measured)} "
+                              "cells ran; no GPU figures, so no fit or speed verdict.", []))
                 continue
-            fits = {b: backend_fit(g, model, b) for b in SUMMARY_BACKENDS}
-            details = [backend_fit_text(fit, g) + "." for fit in fits.values()]
-            details += _pair_details(g, model)
-            best = best_configuration(g, model)
-            if best is not None:
-                details.append(f"Best measured configuration (highest tokens/s among fitting cells): "
-                               f"{approach_text(best.record)} ({link(best.ref)}): {cost_text(g, best.record)}.")
-            elif any(fit.largest is not None for fit in fits.values()):
-                details.append("No recommendation: the cells that fit are all in pairs that are NOT MATCHED.")
-            else:
-                details.append("Try `bench estimate` for a prediction at smaller sizes, a shorter seq_len, batch 1, "
-                               "or a larger tier.")
-            if g.mode == "emulated":
-                details.append(f"Caveat: emulated on {md_escape(g.host)}: the memory verdicts hold for a real "
-                               f"{g.tier}; speeds and costs are the host GPU's, and a real {g.tier} is slower.")
-            items.append((f"{head}: {_fit_verdict(fits)}.", details))
+            items.append(_view_items(model, label, g))
     if results.split_pairs:
-        items.append((f"**{plural(len(results.split_pairs), 'configuration')} measured on different GPUs for HF "
-                      f"and Unsloth**: their sides appear in separate groups and are not compared.", []))
+        items.append((f"**{plural(len(results.split_pairs), 'configuration')} measured on different GPUs for "
+                      f"different recipes**: their cells appear in separate groups and are not compared.", []))
     return items

@@ -1,4 +1,4 @@
-"""The report's tables: HF and Unsloth side by side, the cells appendix, the fast-path summaries."""
+"""The report's tables: the recipes of a configuration side by side, the cells appendix, the fast-path summaries."""
 
 from __future__ import annotations
 
@@ -8,66 +8,125 @@ from typing import Optional
 from bench.analysis.claims import ran_unsloth_kernels
 from bench.analysis.results import Results, TableSpec
 from bench.render.blocks import Table
-from bench.render.report.labels import BACKEND_LABEL, file_link, group_title
+from bench.render.report.labels import file_link, group_title
 from bench.render.report.phrases import parity_text, status_text
 from bench.render.text import first_line, fmt, gib, link, md_escape, pct
+from bench.schema.pairs import REFERENCE_FALLBACK
+
+DRIVER_TEXT = {"trainer": "trainer (TRL's SFTTrainer)", "loop": "loop (the suite's plain training loop)"}
 
 
 def settings_text(spec: TableSpec) -> str:
     """The training settings every row of the table shares, in words."""
     r = spec.records[0]
-    ckpt = ", ".join(f"{BACKEND_LABEL[b]} {next(x.gradient_checkpointing for x in spec.records if x.backend == b)}"
-                     for b in spec.backends)
+    ckpt = ", ".join(f"{name} {next(x.gradient_checkpointing for x in spec.records if x.recipe == name)}"
+                     for name in spec.recipes)
     return (f"LoRA r {r.lora_r}, alpha {r.lora_alpha}, dropout {r.lora_dropout:g} on {', '.join(r.target_modules)}; "
             f"optimizer {r.optimizer}, lr {r.learning_rate:g}; dtype {r.dtype}; attention {r.attn_implementation}; "
             f"grad-accum {r.grad_accum}; {r.warmup_steps} untimed + {r.steps} timed steps; seed {r.seed}; "
-            f"gradient checkpointing: {ckpt}")
+            f"driver {DRIVER_TEXT.get(r.driver, r.driver)}; gradient checkpointing: {ckpt}")
+
+
+def data_text(spec: TableSpec) -> str:
+    """Which data the table's cells trained on: synthetic batches, or the dataset's name, form, packing and lengths."""
+    d = next((x.data for x in spec.records if x.data), None)
+    if not d:
+        return "Data: synthetic token batches (random ids, every row full length: the memory upper bound)."
+    packing = "packed into full rows" if d.get("packing") else "not packed (padded per batch)"
+    return (f"Data: {md_escape(d.get('name', '?'))} ({d.get('form', '?')} form, {d.get('examples', 0):,} examples, "
+            f"{packing}; token length p50 {d.get('token_length_p50', '-')}, p90 {d.get('token_length_p90', '-')} "
+            f"tokens; tokenizer {md_escape(d.get('tokenizer', '?'))}). Tokens/s counts non-padding tokens; "
+            f"the padded figure counts every position trained on.")
+
+
+def reference_text(spec: TableSpec) -> str:
+    """Which recipe the table compares with, and when the requested one was not measured."""
+    requested = spec.requested_reference
+    if spec.reference is None:
+        return (f"No reference recipe was measured in this table (requested {requested}; none of "
+                f"{', '.join(REFERENCE_FALLBACK)} either): no speed-up or memory saving.")
+    text = f"Reference: **{spec.reference}**"
+    if spec.reference_fell_back:
+        text += f" (the requested reference, {requested}, was not measured in this table)"
+    if not spec.candidates:
+        return text + "; no other recipe was measured beside it."
+    return (text + f". Speed-up = candidate tokens/s over {spec.reference}'s; memory saved = 1 - candidate peak / "
+            f"{spec.reference} peak; both only for parity-matched pairs.")
+
+
+def _metrics(spec: TableSpec) -> list[tuple]:
+    """(record field, column label, format) of each recipe's column group."""
+    cpu = spec.group.mode == "cpu"
+    data = any(r.data for r in spec.records)
+    metrics = ([("peak_rss_bytes", "peak RSS GiB", gib)] if cpu else
+               [("peak_allocated_bytes", "peak alloc GiB", gib), ("peak_device_bytes", "peak device GiB", gib)])
+    metrics.append(("tokens_per_s", "tokens/s (non-padding)" if data else "tokens/s", lambda x: fmt(x, ",.0f")))
+    if data:
+        metrics.append(("tokens_per_s_padded", "tokens/s padded", lambda x: fmt(x, ",.0f")))
+    metrics.append(("first_step_s", "first step s", lambda x: fmt(x, ".1f")))
+    if not cpu:
+        metrics.append(("mfu", "MFU", lambda x: fmt(None if x is None else x * 100, ".1f", " %")))
+    return metrics
+
+
+def _pair_columns(p) -> list[str]:
+    """A candidate's speed-up, memory saved (device / alloc) and parity against the reference."""
+    if p is None or p.reference is None:
+        return ["-", "-", "-"]
+    if p.comparable:
+        dev, alloc = p.memory_reduction("peak_device_bytes"), p.memory_reduction("peak_allocated_bytes")
+        return [fmt(p.speedup, ".2f", "x"), f"{pct(dev)} / {pct(alloc)}", parity_text(p)]
+    if p.both_ok:
+        return ["- (not matched)", "- (not matched)", parity_text(p)]
+    return ["-", "-", parity_text(p)]
 
 
 def comparison_table(spec: TableSpec) -> Table:
-    """Rows per (seq_len, batch): HF and Unsloth side by side, speed-up and saving from matched pairs only."""
-    cpu = spec.group.mode == "cpu"
-    backends = spec.backends
-    both = len(backends) == 2
+    """Rows per (seq_len, batch): one column group per recipe (the reference first), each candidate's
+    speed-up, memory saving and parity against the reference from matched pairs only."""
+    metrics = _metrics(spec)
     header = ["seq_len", "batch", "status"]
-    metrics = ([("peak_rss_bytes", "peak RSS GiB", gib)] if cpu else
-               [("peak_allocated_bytes", "peak alloc GiB", gib), ("peak_device_bytes", "peak device GiB", gib)])
-    metrics += [("tokens_per_s", "tokens/s", lambda x: fmt(x, ",.0f")),
-                ("first_step_s", "first step s", lambda x: fmt(x, ".1f"))]
-    if not cpu:
-        metrics.append(("mfu", "MFU", lambda x: fmt(None if x is None else x * 100, ".1f", " %")))
-    for _, label, _ in metrics:
-        header += [f"{BACKEND_LABEL[b]} {label}" for b in backends]
-    if both:
-        header += ["speed-up", "memory saved (device / alloc)", "parity"]
+    for name in spec.recipes:
+        header += [f"{name} {label}" for _, label, _ in metrics]
+        if spec.reference is not None and name != spec.reference:
+            header += [f"{name} speed-up", f"{name} memory saved (device / alloc)", f"{name} parity"]
     header.append("cells")
     rows = []
-    for p in spec.pairs:
-        r = p.any.record
-        sides = {"hf": p.hf, "unsloth": p.unsloth}
-        states = {b: (status_text(e.record) if e else "not measured") for b, e in sides.items() if b in backends}
-        if all(s == "ok" for s in states.values()):
-            status = "ok"
-        else:
-            status = "; ".join(f"{BACKEND_LABEL[b]}: {md_escape(s)}" for b, s in states.items())
-        row = [str(r.seq_len), str(r.batch_size), status]
-        for field, _, format_value in metrics:
-            for b in backends:
-                e = sides[b]
-                row.append(format_value(getattr(e.record, field)) if e and e.record.ok else "-")
-        if both:
-            if p.comparable:
-                dev, alloc = p.memory_reduction("peak_device_bytes"), p.memory_reduction("peak_allocated_bytes")
-                row += [fmt(p.speedup, ".2f", "x"), f"{pct(dev)} / {pct(alloc)}"]
-            elif p.both_ok:
-                row += ["- (not matched)", "- (not matched)"]
-            else:
-                row += ["-", "-"]
-            row.append(parity_text(p))
-        row.append(", ".join(link(e.ref) for e in (p.hf, p.unsloth) if e))
-        rows.append(row)
-    right = {i for i, h in enumerate(header) if h not in ("status", "parity", "cells")}
+    for row in spec.rows:
+        r = row.record
+        states = {name: status_text(row.cells[name].record) if name in row.cells else "not measured"
+                  for name in spec.recipes}
+        status = "ok" if all(s == "ok" for s in states.values()) else \
+            "; ".join(f"{name}: {md_escape(s)}" for name, s in states.items())
+        line = [str(r.seq_len), str(r.batch_size), status]
+        for name in spec.recipes:
+            e = row.cells.get(name)
+            line += [format_value(getattr(e.record, field)) if e and e.record.ok else "-"
+                     for field, _, format_value in metrics]
+            if spec.reference is not None and name != spec.reference:
+                line += _pair_columns(row.pairs.get(name))
+        line.append(", ".join(link(row.cells[name].ref) for name in spec.recipes if name in row.cells))
+        rows.append(line)
+    right = {i for i, h in enumerate(header) if not (h in ("status", "cells") or h.endswith(" parity"))}
     return Table(header, rows, right)
+
+
+def lora_cast_notes(spec: TableSpec) -> list[str]:
+    """Per recipe on an emulated fp16 tier whose records say TRL cast the LoRA weights to bf16: what a
+    real card of the tier may not support (backend_info lora_dtype, or the runner's warning)."""
+    g = spec.group
+    if g.mode != "emulated":
+        return []
+    out = []
+    for name in spec.recipes:
+        cast = [e for e in spec.entries if e.record.recipe == name and e.record.dtype == "float16"
+                and ("bfloat16" in str(e.record.backend_info.get("lora_dtype", ""))
+                     or any("bf16" in w for w in e.record.warnings))]
+        if cast:
+            out.append(f"{name}: TRL cast the LoRA weights to bf16 on this fp16 tier (recorded in "
+                       f"{', '.join(link(e.ref) for e in cast)}): a real {g.tier} has no bf16 tensor cores and may not "
+                       f"support what this recipe does there; the emulation ran it on the host GPU")
+    return out
 
 
 def appendix_table(results: Results, results_dir: Path) -> Table:
@@ -99,8 +158,8 @@ def fast_path_table(results: Results) -> Optional[Table]:
             source = r.fast_paths.get("_source", "-")
             if r.fast_paths.get("_profile_error"):
                 source += f" (profiler failed: {first_line(r.fast_paths['_profile_error'], 120)})"
-            rows.append([link(e.ref), r.model, f"s{r.seq_len} b{r.batch_size}", group_title(g),
+            rows.append([link(e.ref), r.recipe, r.model, f"s{r.seq_len} b{r.batch_size}", group_title(g),
                          f"{counts[0]}/{counts[1]}", md_escape(paths), md_escape(source)])
     if not rows:
         return None
-    return Table(["cell", "model", "size", "group", "Unsloth kernels ran (k/n)", "fast paths", "source"], rows)
+    return Table(["cell", "recipe", "model", "size", "group", "Unsloth kernels ran (k/n)", "fast paths", "source"], rows)

@@ -1,0 +1,76 @@
+"""Per tier, one verdict: "Unsloth against what Hugging Face users run today" (unsloth vs hf-trl).
+
+Read from the comparable pairs of the unsloth and hf-trl cells of one environment group
+(bench.analysis.against: exactly hf-trl, never a fallback, so records from before recipes give no
+verdict), with the sizes where only one of the two fits beside them. Fewer than MIN_PAIRS comparable
+pairs: inconclusive. Speed-ups are candidate tokens/s over the baseline's; savings are fractions
+of the baseline's peak memory (device, else allocated).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Optional
+
+from bench.analysis.against import Side, pairs_against
+from bench.analysis.results import Group
+from bench.schema.pairs import Pair
+
+BASELINE, CANDIDATE = "hf-trl", "unsloth"
+MIN_PAIRS = 2
+MEASURED, INCONCLUSIVE, NOT_MEASURED = "measured", "inconclusive", "not measured"
+
+
+@dataclass
+class TierVerdict:
+    """What the unsloth and hf-trl cells of one group say, as figures (bench.render.report words them)."""
+
+    group: Group
+    status: str  # MEASURED | INCONCLUSIVE | NOT_MEASURED
+    baseline: str
+    candidate: str
+    comparable: list[Pair[Side]] = field(default_factory=list)
+    unmatched: list[Pair[Side]] = field(default_factory=list)
+    speedups: list[float] = field(default_factory=list)
+    savings: list[float] = field(default_factory=list)
+    saving_field: str = "peak_device_bytes"
+    only_candidate_fits: list[Pair[Side]] = field(default_factory=list)  # both tried, only the candidate fits
+    only_baseline_fits: list[Pair[Side]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # of baseline / candidate: not measured in the group
+
+    @property
+    def median_speedup(self) -> Optional[float]:
+        return statistics.median(self.speedups) if self.speedups else None
+
+    @property
+    def median_saving(self) -> Optional[float]:
+        return statistics.median(self.savings) if self.savings else None
+
+
+def _fits(side: Optional[Side]) -> bool:
+    return side is not None and side.record.fits_tier
+
+
+def tier_verdict(group: Group, baseline: str = BASELINE, candidate: str = CANDIDATE,
+                 min_pairs: int = MIN_PAIRS) -> TierVerdict:
+    """The verdict of `candidate` against `baseline` on one group (a tier on one host)."""
+    present = {e.record.recipe for e in group.entries}
+    missing = [r for r in (baseline, candidate) if r not in present]
+    if missing:
+        return TierVerdict(group, NOT_MEASURED, baseline, candidate, missing=missing)
+    pairs = pairs_against(group.entries, baseline, candidate)
+    comparable = [p for p in pairs if p.comparable]
+    device = [p.memory_reduction("peak_device_bytes") for p in comparable]
+    saving_field, savings = "peak_device_bytes", [v for v in device if v is not None]
+    if not savings:
+        saving_field = "peak_allocated_bytes"
+        savings = [v for p in comparable if (v := p.memory_reduction("peak_allocated_bytes")) is not None]
+    finished = [p for p in pairs if p.reference and p.candidate
+                and {p.reference.record.status, p.candidate.record.status} <= {"ok", "oom", "skipped"}]
+    return TierVerdict(
+        group, MEASURED if len(comparable) >= min_pairs else INCONCLUSIVE, baseline, candidate, comparable,
+        [p for p in pairs if p.not_matched], [v for p in comparable if (v := p.speedup) is not None], savings,
+        saving_field,
+        [p for p in finished if _fits(p.candidate) and not _fits(p.reference)],
+        [p for p in finished if _fits(p.reference) and not _fits(p.candidate)])
