@@ -8,10 +8,9 @@ parity-matched with each other (bench.analysis.against.pair_between: the verdict
 these two cells). Memory is the device peak (NVML) where every ok rung of the group has one, else
 the allocated peak, else (CPU smoke cells) the process's peak RSS.
 
-ESTIMATOR HOOK: beside each rung, the estimator's per-component breakdown of the predicted peak
+Beside each rung, the estimator's per-component breakdown of the predicted peak
 (bytes per component: fp32 upcasts, logits and loss, checkpointed activations and offload, kernels)
-comes from `bench.analysis.estimate.estimate_recipe(config, recipe, seq_len, batch_size, **kw)`
-where the estimator provides it (`estimated_breakdown`); until then the ladder is measured only.
+comes from `bench.analysis.estimate.estimate_recipe` (`estimated_breakdown`).
 """
 
 from __future__ import annotations
@@ -27,28 +26,25 @@ from bench.schema.pairs import Pair
 from bench.schema.record import ResultRecord
 
 LADDER = ("hf-kbit", "hf-trl", "hf-liger", "unsloth")
-#: The estimator function the ladder calls where it exists (see the module docstring).
-ESTIMATOR_HOOK = "estimate_recipe"
 MEMORY_FIELDS = ("peak_device_bytes", "peak_allocated_bytes", "peak_rss_bytes")
 
 
 def estimated_breakdown(r: ResultRecord) -> Optional[dict[str, int]]:
-    """ESTIMATOR HOOK: the predicted peak's breakdown (component -> bytes) for the record's recipe, model
-    and settings, from bench.analysis.estimate.estimate_recipe; None where the estimator has no such
-    function, the model is not a shipped architecture, the cell ran on the CPU, or it cannot model it."""
-    fn = getattr(estimator, ESTIMATOR_HOOK, None)
+    """The estimator's predicted peak for the record's recipe, driver, model and settings, by component
+    (bench.analysis.estimate.breakdown_by_component: bytes); None where the model is not a shipped
+    architecture, the cell ran on the CPU, or the estimator cannot model it."""
     shipped = SHIPPED.get(r.model)
-    if fn is None or shipped is None or r.mode == "cpu":
+    if shipped is None or r.mode == "cpu":
         return None
     try:
-        est = fn(shipped.config_dict(), r.recipe, r.seq_len, r.batch_size, model_name=r.model, lora_r=r.lora_r,
-                 target_modules=r.target_modules, optimizer=r.optimizer,
-                 gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype,
-                 compute_capability=estimator.compute_capability_of((r.env or {}).get("gpu_name")))
+        est = estimator.estimate_recipe(
+            shipped.config_dict(), r.recipe, r.seq_len, r.batch_size, driver=r.driver, model_name=r.model,
+            lora_r=r.lora_r, target_modules=r.target_modules, optimizer=r.optimizer,
+            gradient_checkpointing=r.gradient_checkpointing, dtype=r.dtype,
+            compute_capability=estimator.compute_capability_of((r.env or {}).get("gpu_name")))
     except estimator.EstimateError:
         return None
-    breakdown = getattr(est, "breakdown", est)
-    return {str(k): int(v) for k, v in dict(breakdown).items()}
+    return estimator.breakdown_by_component(est)
 
 
 @dataclass
@@ -57,7 +53,7 @@ class LadderStep:
 
     pair: Pair[Side]
     memory_field: str
-    estimate_before: Optional[dict[str, int]] = None  # ESTIMATOR HOOK: predicted breakdown of each rung
+    estimate_before: Optional[dict[str, int]] = None  # the estimator's breakdown by component of each rung
     estimate_after: Optional[dict[str, int]] = None
 
     @property
@@ -94,7 +90,7 @@ class LadderStep:
 
     @property
     def estimate_change(self) -> Optional[dict[str, int]]:
-        """ESTIMATOR HOOK: predicted change per component (after minus before, bytes); None without both."""
+        """The estimator's predicted change per component (after minus before, bytes); None without both."""
         if self.estimate_before is None or self.estimate_after is None:
             return None
         names = list(dict.fromkeys([*self.estimate_before, *self.estimate_after]))

@@ -97,7 +97,7 @@ def run(
         console.print(table)
     console.print(f"results: {out}")
     if report is not None:
-        _render_report([out], report)
+        _render_report([out], report, config.reference)
     raise typer.Exit(_exit_code(records))
 
 
@@ -140,8 +140,8 @@ def _check_report_target(path: Path) -> None:
         raise UsageFailure(f"--report {path}: use a .md or .html file name") from None
 
 
-def _render_report(results: list[Path], out: Path) -> None:
-    written = report_mod.render_to_file(results, out)
+def _render_report(results: list[Path], out: Path, reference: str) -> None:
+    written = report_mod.render_to_file(results, out, reference=reference)
     console.print(f"report: {written}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from bench.analysis.ladder import ESTIMATOR_HOOK, LADDER, Ladder, LadderCell, LadderStep, group_ladder
+from bench.analysis.ladder import LADDER, Ladder, LadderCell, LadderStep, group_ladder
 from bench.analysis.results import Group, settings_views
 from bench.render.blocks import Block, Heading, Image, Para, Table
 from bench.render.plots import LadderPlot
@@ -41,7 +41,7 @@ def _side_memory(side, field: str) -> str:
 
 
 def estimate_text(step: LadderStep) -> str:
-    """ESTIMATOR HOOK: the step's largest predicted changes per component ('-' without an estimate)."""
+    """The step's largest predicted changes per component ('-' without an estimate)."""
     change = step.estimate_change
     if change is None:
         return "-"
@@ -106,8 +106,7 @@ def ladder_blocks(group: Group, stem: str) -> tuple[list[Block], Optional[Ladder
     rows = [step_row(labels[c.pair_key], s, field, with_estimates) for c in ladder.cells for s in c.steps]
     estimator = ("Beside each step: the estimator's predicted change per component (after minus before, its "
                  "largest changes)." if with_estimates else
-                 f"The estimator's per-component breakdown is not shown: this version's estimator has no "
-                 f"recipe-aware `bench.analysis.estimate.{ESTIMATOR_HOOK}`; the ladder is measured only.")
+                 "The estimator could not model these cells (see `bench estimate`): the ladder is measured only.")
     plot = ladder_plot(group, ladder, labels, stem)
     blocks: list[Block] = [Heading(3, f"Where the difference comes from on {group_title(group)}"),
                            Para(intro + " " + estimator),

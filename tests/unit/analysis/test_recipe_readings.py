@@ -92,7 +92,10 @@ def test_ladder_steps_read_the_records(tmp_path):
             assert step.speed_change == pytest.approx(b.tokens_per_s / a.tokens_per_s - 1)
         else:
             assert step.memory_change is None and step.speed_change is None
-        assert step.estimate_change is None  # ESTIMATOR HOOK: no recipe-aware estimator in this version
+        change = step.estimate_change  # the estimator's prediction, component by component
+        assert change is not None and set(change) >= {"fp32_upcasts", "logits_and_loss", "weights"}
+        if (a.recipe, b.recipe) == ("hf-kbit", "unsloth"):
+            assert change["fp32_upcasts"] < 0  # prepare_model_for_kbit_training's fp32 copies are gone
 
 
 def test_f2_rows_pair_unsloth_against_the_reference(tmp_path):
