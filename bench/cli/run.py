@@ -16,10 +16,12 @@ from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, RECIPES
 from bench.config.request import RunRequest, to_config
 from bench.render import report as report_mod
 from bench.render.console import RunProgress, comparison_tables
-from bench.run.device import detect_host_gpu
+from bench.run.device import detect_host_gpu, list_gpus
+from bench.run.executors import LocalGpuExecutor, SerialExecutor, gpu_slots
 from bench.run.launcher import Callbacks, OutputExists, Runner, make_plan, new_run_id
 from bench.run.recipes import RecipeUnavailable, check_available
 from bench.schema.record import ResultsError
+from bench.units import GiB
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_NOTHING_RAN = 0, 1, 2, 3
 
@@ -65,6 +67,12 @@ def run(
     report: Optional[Path] = typer.Option(None, "--report", help="Render a markdown report here at the end."),
     fast_paths: bool = typer.Option(True, "--fast-paths/--no-fast-paths",
                                     help="Profile one extra untimed step per Unsloth / Liger worker: which kernels ran."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="all, or GPU indexes (0,1): worker groups spread over "
+                                       "these local GPUs, one worker per GPU at a time."),
+    exclusive: bool = typer.Option(False, "--exclusive", help="With --gpus: load in parallel, but measure one cell "
+                                   "at a time (speed figures with no neighbour on the host's CPU)."),
+    executor: str = typer.Option("local", "--executor", help="local (this host) | dask (a Dask cluster, --scheduler)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --executor dask: tcp://HOST:8786."),
 ):
     """Measure recipes cell by cell on one GPU tier (native or emulated). Exit codes: 0 all cells ok, 1 some
     cells failed, 2 bad input, 3 no cell ran ok."""
@@ -92,7 +100,7 @@ def run(
     if report is not None:
         _check_report_target(report)
     out = out or Path("reports/results") / f"{config.tier}-{plan.tier_plan.mode}-{new_run_id()}.jsonl"
-    records = _run_plan(plan, out, resume, cache_dir)
+    records = _run_plan(plan, out, resume, cache_dir, make_executor(plan, executor, scheduler, gpus, exclusive))
     for table in comparison_tables(records, config.reference):
         console.print(table)
     console.print(f"results: {out}")
@@ -101,7 +109,37 @@ def run(
     raise typer.Exit(_exit_code(records))
 
 
-def _run_plan(plan, out: Path, resume: bool, cache_dir: Optional[Path]) -> list:
+def make_executor(plan, kind: str, scheduler: Optional[str], gpus: Optional[str], exclusive: bool):
+    """The executor `--executor` / `--gpus` / `--scheduler` ask for (bench.run.executors)."""
+    if kind not in ("local", "dask"):
+        raise UsageFailure(f"--executor {kind!r}: use local or dask")
+    if kind == "dask":
+        if not scheduler:
+            raise UsageFailure("--executor dask needs --scheduler tcp://HOST:8786 (a running Dask scheduler)")
+        if gpus:
+            raise UsageFailure("--gpus is for the local executor; a Dask cluster places groups by its workers' resources")
+        try:
+            from bench.run.dask_executor import DaskExecutor, resources_for
+        except ImportError:
+            raise UsageFailure('--executor dask needs dask and distributed: pip install -e ".[cluster]"') from None
+        tp = plan.tier_plan
+        gib = (tp.memory_limit_bytes or tp.tier.usable_vram_bytes) / GiB
+        return DaskExecutor(scheduler, lambda job: resources_for(job, plan.config.device, tp.tier.name, tp.mode, gib))
+    if scheduler:
+        raise UsageFailure("--scheduler goes with --executor dask")
+    if gpus is None:
+        if exclusive:
+            raise UsageFailure("--exclusive goes with --gpus")
+        return SerialExecutor()
+    if plan.config.device != "cuda":
+        raise UsageFailure("--gpus needs --device cuda")
+    try:
+        return LocalGpuExecutor(gpu_slots(gpus, list_gpus()), exclusive=exclusive)
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def _run_plan(plan, out: Path, resume: bool, cache_dir: Optional[Path], executor) -> list:
     tp = plan.tier_plan
     where = f"{tp.mode}" + (f" on {tp.host_gpu_name}" if tp.host_gpu_name else "")
     console.print(f"[bold]qlora-bench[/] tier [cyan]{tp.tier.name}[/] ({where}), dtype {tp.dtype}, "
@@ -111,7 +149,7 @@ def _run_plan(plan, out: Path, resume: bool, cache_dir: Optional[Path]) -> list:
         console.print(f"  [yellow]emulated:[/] {line}")
     with RunProgress(console, total=len(plan.cells)) as progress:
         try:
-            runner = Runner(plan, out, resume=resume, cache_dir=cache_dir,
+            runner = Runner(plan, out, resume=resume, cache_dir=cache_dir, executor=executor,
                             callbacks=Callbacks(on_status=progress.status, on_record=progress.record))
         except OutputExists as exc:
             raise UsageFailure(f"{exc.path} exists: pass --resume to continue it, or another --out") from None

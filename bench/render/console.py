@@ -47,7 +47,8 @@ def figures_text(r: ResultRecord, narrow: bool = False) -> str:
 
 
 class RunProgress:
-    """Progress over cells with the current cell's state as the description."""
+    """Progress over cells (the bar), and one line per worker group at work (recipe x model: one GPU each)
+    with its current cell's state."""
 
     def __init__(self, console: Console, total: int):
         self.console = console
@@ -55,7 +56,8 @@ class RunProgress:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False,
         )
-        self.task = self.progress.add_task("starting", total=total)
+        self.task = self.progress.add_task("cells", total=total)
+        self.lanes: dict[tuple, int] = {}
 
     def __enter__(self):
         self.progress.start()
@@ -65,7 +67,10 @@ class RunProgress:
         self.progress.stop()
 
     def status(self, cell: Cell, text: str) -> None:
-        self.progress.update(self.task, description=f"{short(cell)}: {text}")
+        lane = (cell.recipe, cell.model)
+        if lane not in self.lanes:
+            self.lanes[lane] = self.progress.add_task("", total=None)
+        self.progress.update(self.lanes[lane], description=f"  {short(cell)}: {text}")
 
     def record(self, r: ResultRecord) -> None:
         self.progress.advance(self.task)
@@ -76,6 +81,9 @@ def record_line(r: ResultRecord, narrow: bool = False) -> str:
     """The line printed when a cell finishes (rich markup): status, cell, figures or error, fast paths, parity."""
     colour = {"ok": "green", "oom": "yellow", "skipped": "dim"}.get(r.status, "red")
     line = f"[{colour}]{r.status:>7}[/] {short(r)}"
+    gpu = (r.placement or {}).get("gpu_index")
+    if gpu is not None:
+        line += f" [dim]gpu{gpu}[/]"
     if r.ok:
         line += f"  {figures_text(r, narrow)}"
     elif r.error:
