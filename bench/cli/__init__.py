@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -11,6 +12,7 @@ from rich.markup import escape
 
 from bench.cli import doctor, estimate, fit, gate, info, kernels, report, run
 from bench.cli.common import USAGE_ERRORS, err_console
+from bench.run.workerproc import kill_all
 
 #: Usage errors of the command-line parser: click's, and typer's bundled copy of click (typer >= 0.24).
 CLICK_ERRORS = tuple({click.exceptions.ClickException, getattr(typer.exceptions, "TyperException", click.ClickException)})
@@ -21,7 +23,12 @@ for _module in (run, info, report, gate, estimate, fit, doctor, kernels):
     _module.register(app)
 
 
+def _interrupted(signum, frame):  # SIGTERM (a job scheduler, `timeout`) ends the run like Ctrl-C
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising them here
     except USAGE_ERRORS as exc:
@@ -30,7 +37,9 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
+        killed = kill_all()
+        err_console.print("aborted" + (f" ({killed} worker(s) stopped; finished cells are in the results file: "
+                                       "--resume continues)" if killed else ""))
         sys.exit(130)
     except CLICK_ERRORS as exc:  # unknown option, missing argument, bad value
         exc.show()

@@ -171,6 +171,11 @@ class GroupRun:
                 elif job.isolate_cells:
                     worker.close()
                     worker = None
+        except BaseException:  # interrupted: never leave a worker training on a GPU
+            if worker is not None:
+                worker.close(kill=True)
+                worker = None
+            raise
         finally:
             if worker is not None:
                 worker.close()

@@ -6,6 +6,7 @@ stdout and stderr going to a log file and JSON events coming back on a pipe; cel
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -13,11 +14,27 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+_LIVE: set["WorkerProcess"] = set()  # workers not closed yet: killed if the launcher is interrupted
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all() -> int:
+    """Kill every worker still running (their whole process groups) and remove their job files; the number
+    killed. Called when the launcher is interrupted or exits, so no worker outlives it on a GPU."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for w in live:
+        w.close(kill=True)
+    return len(live)
+
+
+atexit.register(kill_all)
 
 
 def worker_env(job: dict) -> dict:
@@ -36,7 +53,10 @@ class WorkerProcess:
     """One `python -m bench.run.worker` child: cells in on stdin, JSON events out on a pipe."""
 
     def __init__(self, job: dict, log_path: Path, module: str = "bench.run.worker", extra_env: Optional[dict] = None):
-        self.job_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        # the job file lies beside the worker's log (not in /tmp) and is removed when the worker is closed
+        self.job_file = tempfile.NamedTemporaryFile("w", suffix=".job.json", delete=False, dir=log_path.parent,
+                                                    prefix=log_path.stem + ".")
         json.dump(job, self.job_file)
         self.job_file.close()
         read_fd, write_fd = os.pipe()
@@ -52,6 +72,8 @@ class WorkerProcess:
         os.close(write_fd)
         self.read_fd = read_fd
         self.buffer = b""
+        with _LIVE_LOCK:
+            _LIVE.add(self)
 
     def next_event(self, timeout_s: float) -> Optional[dict]:
         """The next event, {"event": "exit", ...} when the worker is gone, or None on timeout."""
@@ -84,6 +106,10 @@ class WorkerProcess:
             return ""
 
     def close(self, kill: bool = False) -> None:
+        with _LIVE_LOCK:
+            if self not in _LIVE:
+                return
+            _LIVE.discard(self)
         try:
             if kill:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -98,4 +124,7 @@ class WorkerProcess:
         self.proc.wait()
         os.close(self.read_fd)
         self.log.close()
-        os.unlink(self.job_file.name)
+        try:
+            os.unlink(self.job_file.name)
+        except OSError:
+            pass
