@@ -27,7 +27,12 @@ def package_versions(names=PACKAGES) -> dict[str, Optional[str]]:
 
 
 def git_commit() -> dict[str, Any]:
-    """The suite's commit: from git, else QLORA_BENCH_COMMIT (set where the tree travels without .git)."""
+    """The suite's commit. QLORA_BENCH_COMMIT wins when it is set: it is how a tree copied to another
+    machine (the GPU box) names the commit it was copied from, and a stale .git there would name an older
+    one (as it did for the results documented in reports/PROVENANCE.md). Else `git rev-parse HEAD`."""
+    sha = os.environ.get("QLORA_BENCH_COMMIT")
+    if sha:
+        return {"git_commit": sha, "git_dirty": None, "commit_source": "env"}
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
@@ -35,8 +40,7 @@ def git_commit() -> dict[str, Any]:
                                     capture_output=True, text=True, timeout=10).stdout.strip())
         return {"git_commit": sha, "git_dirty": dirty, "commit_source": "git"}
     except Exception:
-        sha = os.environ.get("QLORA_BENCH_COMMIT")
-        return {"git_commit": sha, "git_dirty": None, "commit_source": "env" if sha else None}
+        return {"git_commit": None, "git_dirty": None, "commit_source": None}
 
 
 def gpu_info() -> dict[str, Any]:

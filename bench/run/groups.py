@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from bench.config.settings import Cell, dominates
-from bench.run.workerproc import WorkerProcess
+from bench.run.workerproc import INTERRUPTED, WorkerProcess
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 
 Emit = Callable[[dict], None]
@@ -132,6 +132,8 @@ class GroupRun:
             elif kind == "record":
                 return ResultRecord.from_dict(ev["record"]), True
             elif kind == "exit":
+                if INTERRUPTED.is_set():  # the launcher stopped it: the cell did not finish, no record
+                    raise KeyboardInterrupt
                 tail = worker.log_tail()
                 worker.close()
                 status = "oom" if "out of memory" in tail.lower() else "error"

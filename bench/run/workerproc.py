@@ -22,11 +22,14 @@ from typing import Optional
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 _LIVE: set["WorkerProcess"] = set()  # workers not closed yet: killed if the launcher is interrupted
 _LIVE_LOCK = threading.Lock()
+#: Set once the launcher is stopping every worker (interrupted): a worker's exit then is no cell outcome.
+INTERRUPTED = threading.Event()
 
 
 def kill_all() -> int:
     """Kill every worker still running (their whole process groups) and remove their job files; the number
     killed. Called when the launcher is interrupted or exits, so no worker outlives it on a GPU."""
+    INTERRUPTED.set()
     with _LIVE_LOCK:
         live = list(_LIVE)
     for w in live:
@@ -34,7 +37,7 @@ def kill_all() -> int:
     return len(live)
 
 
-atexit.register(kill_all)
+atexit.register(lambda: _LIVE and kill_all())
 
 
 def worker_env(job: dict) -> dict:
