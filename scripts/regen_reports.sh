@@ -11,6 +11,9 @@ R=reports/results
 $BENCH report $R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl --out reports/t4.md
 $BENCH report $R/h100-native.jsonl --out reports/h100.md
 $BENCH report $R/fit-a10g-emulated.jsonl --out reports/a10g.md
+$BENCH report $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl --out reports/recipes.md
+$BENCH scale-out $R/scale-out/t4-default-1gpu.jsonl $R/scale-out/t4-default-2gpu.jsonl \
+    $R/scale-out/t4-default-dask.jsonl --out reports/scale-out.md > /dev/null
 $BENCH fit --from-results $R/fit-t4-emulated.jsonl $R/fit-a10g-emulated.jsonl --out reports/max-fit.md > /dev/null
 $BENCH estimate --validate $R/fit-a10g-emulated.jsonl $R/fit-t4-emulated.jsonl $R/h100-native.jsonl \
     $R/t4-emulated.jsonl --out reports/estimator.md > /dev/null
