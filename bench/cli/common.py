@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Optional
+
 from rich.console import Console
 
 from bench.config.models import ModelError
@@ -27,3 +31,24 @@ def wide_console(con: Console) -> Console:
     if con.is_terminal:
         return con
     return Console(file=con.file, width=max(con.width, 160))
+
+
+def check_writable(path: Optional[Path], option: str) -> None:
+    """Refuse an output the command could not write, before any long work: one line, exit code 2.
+
+    Creates the parent folder and writes (then removes) a probe file beside the target, which also
+    catches read-only file systems where permission bits would say yes (as for root)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UsageFailure(f"{option} {path}: is a directory, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-check-"):
+            pass
+        if path.exists():
+            with open(path, "a"):
+                pass
+    except OSError as exc:
+        raise UsageFailure(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None

@@ -36,7 +36,7 @@ from bench.analysis.estimate import (
     validate_records,
     validation_summary,
 )
-from bench.cli.common import UsageFailure, console, err_console, wide_console
+from bench.cli.common import UsageFailure, check_writable, console, err_console, wide_console
 from bench.config.models import ModelRef, resolve_model
 from bench.config.recipes import DEFAULT_RECIPES, DRIVERS
 from bench.config.request import RunRequest, recipes_of
@@ -137,8 +137,10 @@ def estimate_command(
 
     With --validate RESULTS...: compare with every measured ok GPU cell (--out writes the markdown).
     With --calibrate RESULTS...: the calibrated values they imply (--write makes them the estimator's).
-    Exit codes: 0, 2 bad input or nothing fits, 1 with --strict when a cell misses the bound.
+    Exit codes: 0 done (something fits); 1 nothing fits (a verdict, not an error), or with --validate
+    --strict a cell misses the accuracy bound; 2 bad input.
     """
+    check_writable(out, "--out")
     try:
         if write and not calibrate:
             fail("--write goes with --calibrate")
@@ -153,6 +155,8 @@ def estimate_command(
         if out is not None:
             fail("--out goes with --validate")
         tier = tier_or_detected(gpu_tier)
+        if dtype == "bfloat16" and not tier.supports_bf16:
+            fail(f"--dtype bfloat16: a {tier.name} has no bf16 (it trains in {tier.dtype}); drop --dtype")
         ref = checked_model(model)
         seqs = checked_sizes(seq_len, "--seq-len", ref.max_positions) if seq_len else [
             min(default_seq_len(tier.name), ref.max_positions or 1 << 30)]
@@ -186,7 +190,7 @@ def _estimate(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: di
         err_console.print(f"[bold red]error:[/] nothing fits: {ref.name} is predicted to need at least "
                           f"{min(e.total_bytes for e, _ in results) / GiB:.2f} GiB, more than {tier.name}'s "
                           f"{tier.usable_vram_bytes / GiB:.2f} GiB (try `--max-fit`)")
-        raise SystemExit(2)
+        raise SystemExit(1)
 
 
 def _max_fit(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: dict, json_out: bool) -> None:
@@ -200,8 +204,9 @@ def _max_fit(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: dic
         wide_console(console).print(limits_table(ref.name, tier, settings, rows))
         console.print("predicted by `bench estimate`, not measured; `bench fit` measures it on a GPU")
     if all(r["max_seq_len"] is None for r in rows if r["kind"] == "max_seq_len"):
-        fail(f"nothing fits: {ref.name} is predicted not to fit {tier.name} even at seq {MAX_FIT_SEQ_MULTIPLE} "
-             f"with batch {min(batches)} with any recipe")
+        err_console.print(f"[bold red]nothing fits:[/] {ref.name} is predicted not to fit {tier.name} even at seq "
+                          f"{MAX_FIT_SEQ_MULTIPLE} with batch {min(batches)} with any recipe")
+        raise SystemExit(1)
 
 
 def _resolve_config(name: str) -> dict:

@@ -14,7 +14,7 @@ import typer
 
 from bench.analysis.doctor import DEFAULT_MODEL
 from bench.analysis.fit import MaxFitRow, estimator_seeds, max_fit_rows
-from bench.cli.common import console, wide_console
+from bench.cli.common import check_writable, console, wide_console
 from bench.cli.estimate import checked_model, checked_recipes, fail, tier_or_detected
 from bench.config.recipes import DEFAULT_RECIPES
 from bench.config.settings import TrainSettings
@@ -106,7 +106,8 @@ def fit_command(
 
     Every probe is a real training cell appended to --results. Exit codes: 0 done, 2 bad input,
     3 stopped by --time-budget before the searches finished (run again with --resume).
-    """
+        check_writable(out, "--out")
+"""
     def seq_for(tier_name: str) -> int:
         return seq_len or default_seq_len(tier_name)
 

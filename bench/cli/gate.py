@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from bench.analysis import gate
-from bench.cli.common import console, err_console, wide_console
+from bench.cli.common import UsageFailure, check_writable, console, err_console, wide_console
 from bench.render import gate as render
 from bench.schema import baseline as baseline_file
 from bench.schema.pairs import DEFAULT_REFERENCE
@@ -38,8 +38,10 @@ def baseline_save(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Keep only cells with FIELD=VALUE[,VALUE] (repeatable)."),
     reference: str = typer.Option(DEFAULT_REFERENCE, "--reference",
                                   help="The recipe parity verdicts are against (falls back as `bench report` does)."),
+    force: bool = typer.Option(False, "--force", help="Replace a baseline of other tiers than these results'."),
 ):
     """Save the peak memory and tokens/s of every cell in RESULTS as a baseline for `bench gate`."""
+    check_writable(out, "--out")
     filters = gate.parse_filters(only or [])
     ref = gate.parse_reference(reference)
     snap = baseline_file.baseline_from_records(load(results, reference=ref), [str(p) for p in results],
@@ -49,6 +51,12 @@ def baseline_save(
         if not snap.cells:
             raise gate.GateError("no cell matches --only " + gate.filters_text(filters))
     existed = out.exists()
+    if existed and not force:
+        old = {c.key.get("tier") for c in baseline_file.load_baseline(out).cells}
+        new = {c.key.get("tier") for c in snap.cells}
+        if old != new:
+            raise UsageFailure(f"{out} is a baseline of tier {', '.join(sorted(map(str, old)))}; these results are "
+                               f"{', '.join(sorted(map(str, new)))}: pass --force to replace it, or another --out")
     baseline_file.save_baseline(snap, out)
     counts: dict[str, int] = {}
     for c in snap.cells:
@@ -108,6 +116,7 @@ def gate_command(
 
     Exit codes: 0 pass, 1 regression, 2 unusable input.
     """
+    check_writable(summary_md, "--summary-md")
     settings = gate.GateSettings(
         metric=gate.parse_metric(metric),
         max_vram_increase=gate.parse_vram_tolerance(max_vram_increase),

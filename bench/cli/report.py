@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from bench.cli.common import UsageFailure, console
+from bench.cli.common import UsageFailure, check_writable, console
 from bench.config.recipes import DEFAULT_REFERENCE, RecipeError, get_recipe
 from bench.render.report import render_to_file
 
@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         results: List[Path] = typer.Argument(..., help="Results JSONL files (e.g. reports/results/*.jsonl)."),
         out: Optional[Path] = typer.Option(None, "--out",
                                            help="Report file (.md or .html); PNG plots are written beside it. "
-                                                "Default: reports/<tiers>.<format>."),
+                                                "Default: report-<tiers>-<hash>.<format> beside the first "
+                                                "results file (never a report of other inputs)."),
         fmt: Optional[str] = typer.Option(None, "--format", help="md or html (default: from --out, else md)."),
         reference: str = typer.Option(DEFAULT_REFERENCE, "--reference",
                                       help="The recipe every other recipe is compared with (where it was not "
@@ -26,6 +27,7 @@ def register(app: typer.Typer) -> None:
                                            "and the report says so)."),
     ):
         """Comparison tables, the ladder, plots, decision matrix and claims check from measured results."""
+        check_writable(out, "--out")
         try:
             name = get_recipe(reference).name
         except RecipeError as exc:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from bench.cli.common import UsageFailure, console, err_console
+from bench.cli.common import UsageFailure, check_writable, console, err_console
 from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, RECIPES
 from bench.config.request import RunRequest, to_config
 from bench.render import report as report_mod
@@ -76,6 +76,8 @@ def run(
 ):
     """Measure recipes cell by cell on one GPU tier (native or emulated). Exit codes: 0 all cells ok, 1 some
     cells failed, 2 bad input, 3 no cell ran ok."""
+    check_writable(out, "--out")
+    check_writable(report, "--report")
     host = detect_host_gpu() if device == "cuda" else None
     if gpu_tier is None:
         if host is None or host.tier is None:
@@ -185,16 +187,15 @@ def _render_report(results: list[Path], out: Path, reference: str) -> None:
 
 def recipes():
     """The recipes `bench run --recipe` measures: what each one is and what it changes."""
-    from rich.table import Table
-
-    t = Table(title=f"Recipes (reference: {DEFAULT_REFERENCE}; default run: {', '.join(DEFAULT_RECIPES)})")
-    for col in ("recipe", "library", "weights", "what it is", "what it changes", "needs"):
-        t.add_column(col, overflow="fold")
+    title = f"Recipes (reference: {DEFAULT_REFERENCE}; default run: {', '.join(DEFAULT_RECIPES)})"
+    console.print(f"[bold]{title}[/]")
     for r in RECIPES.values():
         needs = ", ".join(x for x in ([f'pip install -e ".[{r.extra}]"'] if r.extra else [])
-                          + (["a CUDA GPU"] if r.needs_gpu else [])) or "-"
-        t.add_row(r.name, r.family, "NF4 4-bit" if r.precision == "nf4" else "16-bit", r.summary, r.changes, needs)
-    console.print(t)
+                          + (["a CUDA GPU"] if r.needs_gpu else [])) or "the base install"
+        weights = "NF4 4-bit" if r.precision == "nf4" else "16-bit"
+        console.print(f"\n[bold cyan]{r.name}[/] ({r.family} library, {weights} base weights; needs {needs})")
+        console.print(f"  {r.summary}", highlight=False)
+        console.print(f"  [dim]changes:[/] {r.changes}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

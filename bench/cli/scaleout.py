@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from bench.analysis.scaleout import RunSummary
-from bench.cli.common import UsageFailure, console
+from bench.cli.common import UsageFailure, check_writable, console
 from bench.render.scaleout import scale_out_markdown
 from bench.schema.store import load
 
@@ -30,6 +30,7 @@ def scale_out(
     out: Path = typer.Option(Path("reports/scale-out.md"), "--out", help="Markdown file to write."),
 ):
     """Compare runs of the same matrix: wall time, where cells ran, and side-by-side speed against alone."""
+    check_writable(out, "--out")
     if len(results) < 2:
         raise UsageFailure("give at least two results files: the baseline run first, then the others")
     runs = [RunSummary(p.stem, load([p]), _wall_s(p)) for p in results]

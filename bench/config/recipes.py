@@ -40,8 +40,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "gradient checkpointing use_reentrant=False, TRL's chunked fused LM-head loss"),
     Recipe("hf-kbit", "hf", "nf4", "standard",
            "the classic QLoRA recipe (QLoRA paper, PEFT docs): prepare_model_for_kbit_training, then get_peft_model",
-           "prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32 and LoRA stays fp32; "
-           "full-vocabulary logits for the loss"),
+           "prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32; through TRL's trainer "
+           "the LoRA weights are then cast to bf16 and the loss is TRL's chunked head, as for hf-trl; through "
+           "the loop driver LoRA stays fp32 and the loss uses full-vocabulary logits"),
     Recipe("hf-liger", "hf", "nf4", "standard",
            "hf-trl with use_liger_kernel=True: Liger's Triton RoPE, RMSNorm and SwiGLU kernels",
            "Liger kernels replace RoPE, RMSNorm and SwiGLU (TRL keeps its own fused loss)",

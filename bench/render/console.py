@@ -170,3 +170,24 @@ def comparison_tables(records: list[ResultRecord], reference: str = DEFAULT_REFE
 
 def _parity(r: ResultRecord) -> str:
     return "-" if r.matched is None else ("[green]matched[/]" if r.matched else "[bold red]MISMATCH[/]")
+
+
+def fitted_table(title: str, columns: list[tuple[str, int]], rows: list[list[str]], width: int,
+                 right: tuple[str, ...] = ()) -> Table:
+    """A table that fits `width` columns of terminal without cutting a value or a header: columns are
+    (header, priority), lower priorities dropped first until every kept column shows its longest value
+    whole. The dropped columns are named in the caption."""
+    def natural(i: int) -> int:
+        return max([len(columns[i][0])] + [len(r[i]) for r in rows])
+
+    keep = list(range(len(columns)))
+    while len(keep) > 1 and sum(natural(i) for i in keep) + 3 * len(keep) + 1 > width:
+        keep.remove(min(keep, key=lambda i: (columns[i][1], -i)))
+    dropped = [columns[i][0] for i in range(len(columns)) if i not in keep]
+    t = Table(title=title, caption=f"not shown at this width: {', '.join(dropped)}" if dropped else None)
+    for i in keep:
+        name = columns[i][0]
+        t.add_column(name, justify="right" if name in right else "left", no_wrap=True, min_width=natural(i))
+    for r in rows:
+        t.add_row(*(r[i] for i in keep))
+    return t

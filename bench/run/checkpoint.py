@@ -7,6 +7,7 @@ matrices from a fixed seed and a word-level tokenizer of the config's vocabulary
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -48,84 +49,87 @@ def ensure_synthetic_checkpoint(
 
     Weights are N(0, initializer_range) for matrices, ones for norm scales, zeros for biases,
     drawn per tensor from a generator seeded by the tensor name. Generation runs on `device`
-    (a GPU makes an 8B checkpoint in seconds; writing it dominates). The directory appears
-    atomically, so a crash mid-write leaves no half checkpoint behind.
+    (a GPU makes an 8B checkpoint in seconds; writing it dominates). The checkpoint is written into
+    a hidden folder and renamed into place, under a lock: a build killed half-way (out of host
+    memory, say) leaves no half checkpoint, the next build removes its leftovers, and two processes
+    never write the same checkpoint at once (the second waits, then finds it built).
     """
+    target = synthetic_checkpoint_dir(ref, cache_dir)
+    if (target / "config.json").is_file():
+        return target, 0.0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():  # built by another process while this one waited
+            return target, 0.0
+        for stale in target.parent.glob(f".{target.name}-*"):  # left by a build that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        started = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            _write_checkpoint(ref, tmp, device, progress)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target, time.perf_counter() - started
+
+
+def _write_checkpoint(ref: ModelRef, folder: Path, device: str, progress: Optional[Callable[[str], None]]) -> None:
+    """The checkpoint's files (sharded safetensors, config, tokenizer, SYNTHETIC.json) into `folder`."""
     import torch
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    target = synthetic_checkpoint_dir(ref, cache_dir)
-    if (target / "config.json").is_file():
-        return target, 0.0
-    started = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        cfg_dict = dict(ref.config)
-        model_type = cfg_dict.pop("model_type")
-        config = AutoConfig.for_model(model_type, **cfg_dict)
-        with torch.device("meta"):
-            meta_model = AutoModelForCausalLM.from_config(config)
-        params = list(meta_model.named_parameters())  # tied weights appear once
-        std = float(getattr(config, "initializer_range", 0.02))
-        dtype = torch.bfloat16
-        shards: list[dict[str, Any]] = [{}]
-        shard_bytes = 0
-        weight_map = {}
-        total = 0
-        for i, (name, p) in enumerate(params):
-            shape = tuple(p.shape)
-            if _is_ones_param(name, shape):
-                t = torch.ones(shape, dtype=dtype)
-            elif name.endswith("bias"):
-                t = torch.zeros(shape, dtype=dtype)
-            else:
-                gen = torch.Generator(device=device).manual_seed(SYNTHETIC_SEED + zlib.crc32(name.encode()))
-                t = torch.empty(shape, dtype=torch.float32 if device == "cpu" else dtype, device=device)
-                t.normal_(0.0, std, generator=gen)
-                t = t.to(dtype).cpu()
-            nbytes = t.numel() * t.element_size()
-            if shard_bytes and shard_bytes + nbytes > SHARD_BYTES:
-                shards.append({})
-                shard_bytes = 0
-            shards[-1][name] = t.contiguous()
-            shard_bytes += nbytes
-            total += nbytes
-            if progress and i % 16 == 0:
-                progress(f"synthetic weights {i + 1}/{len(params)}")
-        n = len(shards)
-        for k, shard in enumerate(shards, 1):
-            fname = "model.safetensors" if n == 1 else f"model-{k:05d}-of-{n:05d}.safetensors"
-            save_file(shard, str(tmp / fname), metadata={"format": "pt"})
-            for name in shard:
-                weight_map[name] = fname
-            if progress:
-                progress(f"wrote shard {k}/{n}")
-        if n > 1:
-            (tmp / "model.safetensors.index.json").write_text(
-                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
-            )
-        config.dtype = "bfloat16"
-        config.save_pretrained(tmp)
-        build_tokenizer(ref.config).save_pretrained(tmp)
-        (tmp / "SYNTHETIC.json").write_text(
-            json.dumps(
-                {"synthetic": True, "seed": SYNTHETIC_SEED, "config_hash": config_hash(ref.config),
-                 "generator_device": device, "source_config": ref.name},
-                indent=1,
-            )
-        )
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race
-            if not (target / "config.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target, time.perf_counter() - started
+    cfg_dict = dict(ref.config)
+    config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+    with torch.device("meta"):
+        params = list(AutoModelForCausalLM.from_config(config).named_parameters())  # tied weights appear once
+    std = float(getattr(config, "initializer_range", 0.02))
+    shards: list[dict[str, Any]] = [{}]
+    shard_bytes = total = 0
+    for i, (name, p) in enumerate(params):
+        t = _synthetic_tensor(name, tuple(p.shape), std, device)
+        nbytes = t.numel() * t.element_size()
+        if shard_bytes and shard_bytes + nbytes > SHARD_BYTES:
+            shards.append({})
+            shard_bytes = 0
+        shards[-1][name] = t.contiguous()
+        shard_bytes += nbytes
+        total += nbytes
+        if progress and i % 16 == 0:
+            progress(f"synthetic weights {i + 1}/{len(params)}")
+    weight_map = {}
+    for k, shard in enumerate(shards, 1):
+        fname = "model.safetensors" if len(shards) == 1 else f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / fname), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, fname))
+        if progress:
+            progress(f"wrote shard {k}/{len(shards)}")
+    if len(shards) > 1:
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    config.dtype = "bfloat16"
+    config.save_pretrained(folder)
+    build_tokenizer(ref.config).save_pretrained(folder)
+    (folder / "SYNTHETIC.json").write_text(json.dumps(
+        {"synthetic": True, "seed": SYNTHETIC_SEED, "config_hash": config_hash(ref.config),
+         "generator_device": device, "source_config": ref.name}, indent=1))
+
+
+def _synthetic_tensor(name: str, shape: tuple[int, ...], std: float, device: str):
+    """One bf16 tensor: ones for norm scales, zeros for biases, else N(0, std) from a per-name seed."""
+    import torch
+
+    dtype = torch.bfloat16
+    if _is_ones_param(name, shape):
+        return torch.ones(shape, dtype=dtype)
+    if name.endswith("bias"):
+        return torch.zeros(shape, dtype=dtype)
+    gen = torch.Generator(device=device).manual_seed(SYNTHETIC_SEED + zlib.crc32(name.encode()))
+    t = torch.empty(shape, dtype=torch.float32 if device == "cpu" else dtype, device=device)
+    t.normal_(0.0, std, generator=gen)
+    return t.to(dtype).cpu()
 
 
 def _as_int(value: Any) -> Optional[int]:

@@ -13,6 +13,7 @@ out of memory are recorded as skipped (skip_dominated); the run goes on.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from contextlib import nullcontext
@@ -56,6 +57,19 @@ class GroupJob:
     launcher_env: dict = field(default_factory=dict)  # env for records written without a worker's hello
 
 
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning))(: .*)?$")
+
+
+def exit_cause(returncode: int, log_text: str) -> str:
+    """Why a worker process ended, in one line: killed by the OS, or the last exception its log shows."""
+    if returncode in (-9, 137):
+        return "killed by the OS (SIGKILL; out of host memory?)"
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
+    exc = next((ln for ln in reversed(lines) if EXCEPTION_LINE.match(ln) and "Warning" not in ln.split(":")[0]),
+               None)
+    return f"worker exited with code {returncode}" + (f": {exc[:300]}" if exc else "")
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -69,7 +83,9 @@ class GroupRun:
         self.cells = [Cell.from_dict(c) for c in job.cells]
         self.last_env = dict(job.launcher_env)
 
-    def failure_record(self, cell: Cell, status: str, error: str) -> ResultRecord:
+    def failure_record(self, cell: Cell, status: str, error: str, detail: str = "") -> ResultRecord:
+        """A record for a cell that did not train: `error` is one line (the cause and the log to read),
+        `detail` (a traceback or log tail) goes to backend_info."""
         now, t, job = now_iso(), cell.train, self.job
         return ResultRecord(
             schema_version=SCHEMA_VERSION, run_id=job.run_id, cell_id=cell.cell_id, pair_key=cell.pair_key,
@@ -80,7 +96,8 @@ class GroupRun:
             gradient_checkpointing=cell.gradient_checkpointing, dtype=cell.dtype,
             attn_implementation=job.attn_implementation, steps=t.steps, warmup_steps=t.warmup_steps, seed=t.seed,
             status=status, error=error, started_at=now, finished_at=now, tokens_per_step=cell.tokens_per_step,
-            memory_limit_bytes=job.memory_limit_bytes, env=self.last_env)
+            memory_limit_bytes=job.memory_limit_bytes, env=self.last_env,
+            backend_info={"traceback_tail": detail[-3000:]} if detail else {})
 
     def _record(self, record: ResultRecord) -> None:
         self.emit({"kind": "record", "record": asdict(record)})
@@ -98,7 +115,8 @@ class GroupRun:
             ev = worker.next_event(max(0.0, deadline - time.monotonic()))
             if ev is None:
                 worker.close(kill=True)
-                return None, ("timeout", f"model load took over {self.job.load_timeout_s:.0f} s")
+                return None, ("timeout", f"model load took over {self.job.load_timeout_s:.0f} s (log: {self.job.log_path})",
+                              worker.log_tail())
             kind = ev["event"]
             if kind == "hello":
                 self.last_env = ev.get("env") or {}
@@ -108,12 +126,15 @@ class GroupRun:
                 return worker, None
             elif kind == "load_failed":
                 worker.close(kill=True)
-                detail = ev.get("traceback", "")
-                return None, (ev["status"], f"load failed: {ev['error']}\n{detail[-1200:]}".strip())
+                return None, (ev["status"], f"load failed: {ev['error']} (log: {self.job.log_path})",
+                              ev.get("traceback", ""))
             elif kind == "exit":
-                tail = worker.log_tail()
+                if INTERRUPTED.is_set():
+                    raise KeyboardInterrupt
+                tail = worker.log_tail(8000)
                 worker.close()
-                return None, ("error", f"worker exited with code {ev['returncode']} while loading: {tail[-800:]}")
+                return None, ("error", f"{exit_cause(ev['returncode'], tail)} while loading (log: {self.job.log_path})",
+                              tail)
 
     def run_on_worker(self, worker: WorkerProcess, cell: Cell):
         """Send one cell; return (record, worker still usable)."""
@@ -123,7 +144,8 @@ class GroupRun:
             ev = worker.next_event(max(0.0, deadline - time.monotonic()))
             if ev is None:
                 worker.close(kill=True)
-                return self.failure_record(cell, "timeout", f"cell took over {self.job.cell_timeout_s:.0f} s"), False
+                return self.failure_record(cell, "timeout", f"cell took over {self.job.cell_timeout_s:.0f} s "
+                                                            f"(log: {self.job.log_path})"), False
             kind = ev["event"]
             if kind == "cell_start":
                 self.emit({"kind": "cell_start", "cell_id": cell.cell_id})
@@ -134,10 +156,11 @@ class GroupRun:
             elif kind == "exit":
                 if INTERRUPTED.is_set():  # the launcher stopped it: the cell did not finish, no record
                     raise KeyboardInterrupt
-                tail = worker.log_tail()
+                tail = worker.log_tail(8000)
                 worker.close()
                 status = "oom" if "out of memory" in tail.lower() else "error"
-                return self.failure_record(cell, status, f"worker died (exit code {ev['returncode']}): {tail[-800:]}"), False
+                cause = exit_cause(ev["returncode"], tail)
+                return self.failure_record(cell, status, f"{cause} (log: {self.job.log_path})", tail), False
 
     def run(self) -> None:
         job = self.job

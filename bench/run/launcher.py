@@ -8,6 +8,7 @@ every record is appended and fsync'ed as it arrives, with where it ran and how m
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from bench.schema.key import TABLE_FIELDS, CellKey
 from bench.schema.pairs import annotate_parity
 from bench.config.settings import Cell, ConfigError, RunConfig, dominates, expand_groups
 from bench.config.models import ModelRef, resolve_model
@@ -95,6 +97,10 @@ class Runner:
             self.records = {r.cell_id: r for r in existing}
             self.finished = {r.cell_id for r in existing if r.status in FINISHED_STATUSES}
         self.log_dir = self.out_path.with_suffix(".logs")
+        self._file_lock = lock_results(self.out_path, self.log_dir)
+        if self.records:
+            check_same_settings(self.out_path, list(self.records.values()), self.plan.cells,
+                                self.plan.config.attn_implementation)
         self._lock = threading.RLock()  # executors call back from several threads
         self._running: dict[str, int] = {}  # cell_id -> most cells seen running beside it
         self._cells = {c.cell_id: c for c in self.plan.cells}
@@ -177,6 +183,50 @@ class Runner:
     def run(self) -> list[ResultRecord]:
         self.executor.run(self.group_jobs(), self.on_event)
         return [self.records[c.cell_id] for c in self.plan.cells if c.cell_id in self.records]
+
+
+#: What must be equal between a results file's cells and a run that resumes it (sizes, models and
+#: recipes may differ: a resumed run may add or drop them).
+RESUME_FIELDS = ("tier", "mode") + TABLE_FIELDS
+
+
+def check_same_settings(path: Path, records: list[ResultRecord], cells: list[Cell], attn: str) -> None:
+    """Refuse to resume a results file whose cells were run with other settings, naming what differs."""
+    wanted = {CellKey.of(_cell_view(c, attn)).values(RESUME_FIELDS) for c in cells}
+    for r in records:
+        have = CellKey.of(r).values(RESUME_FIELDS)
+        if have in wanted:
+            continue
+        close = min(wanted, key=lambda w: sum(a != b for a, b in zip(w, have)))
+        diff = [f"{name} {a} in the file, {b} now" for name, a, b in zip(RESUME_FIELDS, have, close) if a != b]
+        raise ConfigError(f"cannot resume {path}: its cells were run with other settings ({'; '.join(diff)}); "
+                          "resume with the same settings, or write the results elsewhere")
+
+
+def _cell_view(cell: Cell, attn: str) -> dict:
+    """A cell's identity fields named as a record names them."""
+    t = cell.train
+    return {"recipe": cell.recipe, "backend": cell.backend, "driver": t.driver, "data_sha256": t.data_sha256,
+            "packing": t.packing, "model": cell.model, "tier": cell.tier, "mode": cell.mode, "seq_len": cell.seq_len,
+            "batch_size": cell.batch_size, "grad_accum": t.grad_accum, "lora_r": t.lora_r, "lora_alpha": t.lora_alpha,
+            "lora_dropout": t.lora_dropout, "target_modules": list(cell.target_modules), "optimizer": t.optimizer,
+            "learning_rate": t.learning_rate, "gradient_checkpointing": cell.gradient_checkpointing,
+            "dtype": cell.dtype, "attn_implementation": attn, "steps": t.steps, "warmup_steps": t.warmup_steps,
+            "seed": t.seed}
+
+
+def lock_results(out_path: Path, log_dir: Path):
+    """Take an exclusive lock for writing `out_path` (a lock file in its log folder), held until this process
+    exits; ConfigError when another run holds it (two runs appending to one file would duplicate cells)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(log_dir / ".lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ConfigError(f"{out_path} is being written by another bench run: wait for it to finish, "
+                          "or write the results elsewhere") from None
+    return fh
 
 
 def _launcher_env() -> dict:

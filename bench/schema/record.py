@@ -11,6 +11,7 @@ ran (hf: the hf-kbit recipe; unsloth: the unsloth recipe).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING as dataclass_missing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
@@ -108,7 +109,8 @@ class ResultRecord:
     env: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+        """One JSON line; a non-finite number anywhere (a NaN loss, say) is written as null."""
+        return json.dumps(_finite(asdict(self)), sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRecord":
@@ -162,3 +164,14 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("driver", LEGACY_DRIVER)
     out["schema_version"] = SCHEMA_VERSION
     return out
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf) replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -404,7 +404,7 @@ def test_cli_max_fit_and_table():
     (["--gpu-tier", "t4", "--seq-len", "0"], "must be > 0"),
     (["--gpu-tier", "t4", "--batch-size", "-2"], "must be > 0"),
     (["--gpu-tier", "t4", "--seq-len", "300000"], "positions"),
-    (["--gpu-tier", "t4", "--seq-len", "8192", "--batch-size", "64"], "nothing fits"),
+    (["--gpu-tier", "t4", "--dtype", "bfloat16"], "has no bf16"),
     (["--gpu-tier", "t4", "--optimizer", "sgd"], "unknown optimizer"),
     (["--gpu-tier", "t4", "--seq-len", "abc"], "not a whole number"),
     (["--gpu-tier", "t4", "--recipe", "hf-fast"], "unknown recipe"),
@@ -419,11 +419,13 @@ def test_cli_bad_input_exits_2(args, message):
     assert message in proc.stderr
 
 
-def test_cli_max_fit_that_fits_nothing_exits_2(tmp_path):
+def test_nothing_fits_is_a_verdict_exit_1_not_bad_input(tmp_path):
     huge = dict(LLAMA8, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64)
     (tmp_path / "llama-70b.json").write_text(json.dumps(huge))
     proc = run_bench("estimate", "--model", str(tmp_path / "llama-70b.json"), "--gpu-tier", "t4", "--max-fit")
-    assert proc.returncode == 2 and "nothing fits" in proc.stderr
+    assert proc.returncode == 1 and "nothing fits" in proc.stderr
+    proc = run_bench("estimate", "--gpu-tier", "t4", "--seq-len", "8192", "--batch-size", "64")
+    assert proc.returncode == 1 and "nothing fits" in proc.stderr and "recipe" in proc.stdout
 
 
 def test_cli_validate_writes_the_report(gpu_results_files, tmp_path):

@@ -629,6 +629,7 @@ def test_results_of_another_schema_version(cpu_results, cpu_baseline, tmp_path, 
 @pytest.mark.parametrize("args,fragment", [
     (["--max-vram-increase", "-5%"], "percentage >= 0"),
     (["--max-vram-increase", "lots"], "--max-vram-increase 'lots'"),
+    (["--max-vram-increase", "5"], "write 5% for a percentage"),
     (["--max-slowdown", "-10%"], "percentage >= 0"),
     (["--max-slowdown", "10"], "--max-slowdown '10'"),
     (["--vram-budget", "15"], "--vram-budget '15'"),

@@ -238,12 +238,21 @@ def test_render_to_file_writes_reproducible_pngs(tmp_path):
 
 
 def test_default_out_and_html_format(tmp_path):
+    """Without --out the report lands beside its inputs, named for their tier and themselves: running the
+    README's example never replaces a committed report such as reports/h100.md."""
     src = tmp_path / "in.jsonl"
     shutil.copy(GOLDEN / "h100-native.jsonl", src)
+    committed = tmp_path / "reports" / "h100.html"
+    committed.parent.mkdir()
+    committed.write_text("committed")
     proc = run_bench("report", str(src), "--format", "html", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    page = (tmp_path / "reports" / "h100.html").read_text(encoding="utf-8")
-    assert "<h2>Claims check</h2>" in page and 'href="../in.jsonl"' in page
+    (page_path,) = tmp_path.glob("report-h100-*.html")
+    page = page_path.read_text(encoding="utf-8")
+    assert "<h2>Claims check</h2>" in page and 'href="in.jsonl"' in page
+    assert committed.read_text() == "committed"
+    again = run_bench("report", str(src), "--format", "html", cwd=tmp_path)
+    assert again.returncode == 0 and sorted(tmp_path.glob("report-h100-*.html")) == [page_path]  # same inputs, same file
 
 
 # -- bad input ----------------------------------------------------------------------------------------

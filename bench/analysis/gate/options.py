@@ -112,7 +112,12 @@ def parse_vram_tolerance(text: Optional[str], option: str = "--max-vram-increase
         return None
     if "%" in str(text):
         return Tolerance("percent", parse_percent(text, option), str(text).strip())
-    return Tolerance("bytes", float(parse_size(text, option)), str(text).strip())
+    try:
+        float(str(text).strip())
+    except ValueError:
+        return Tolerance("bytes", float(parse_size(text, option)), str(text).strip())
+    raise GateError(f"{option} {str(text).strip()!r}: a bare number is ambiguous: write {str(text).strip()}% for "
+                    f"a percentage of the baseline, or a size such as 512MiB")
 
 
 def parse_slowdown(text: Optional[str], option: str = "--max-slowdown") -> Optional[float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -155,9 +157,12 @@ def format_for(out: Path, fmt: Optional[str] = None) -> str:
 
 
 def default_out(results: Results, fmt: str = "md") -> Path:
-    """reports/<tiers>.<fmt>, e.g. reports/t4.md."""
+    """report-<tiers>-<the inputs' hash>.<fmt> beside the first results file, e.g.
+    results/report-t4-1a2b3c4d.md: named for the tiers and inputs it shows, so it never replaces a report
+    of other inputs (such as a committed reports/t4.md)."""
     tiers = sorted({g.tier for g in results.groups}, key=tier_rank)
-    return Path("reports") / f"{'+'.join(tiers)}.{fmt}"
+    digest = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in results.paths).encode()).hexdigest()[:8]
+    return Path(results.paths[0]).parent / f"report-{'+'.join(tiers)}-{digest}.{fmt}"
 
 
 def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optional[str] = None,

@@ -89,13 +89,17 @@ def test_resolve_model_kinds(tmp_path):
 
 def test_synthetic_checkpoint_is_deterministic_cached_and_loadable(tmp_path):
     ref = resolve_model("tiny-llama")
+    # what a build killed by the OS half-way leaves: a hidden temp folder, removed by the next build
+    stale = tmp_path / "a" / "checkpoints" / f".tiny-llama-{config_hash(ref.config)}-killed"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
     a, build_s = ensure_synthetic_checkpoint(ref, tmp_path / "a")
     b, _ = ensure_synthetic_checkpoint(ref, tmp_path / "b")
     assert build_s > 0 and a.name.endswith(config_hash(ref.config))
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     again, again_s = ensure_synthetic_checkpoint(ref, tmp_path / "a")
     assert again == a and again_s == 0.0
-    assert not [p for p in a.parent.iterdir() if p.name.startswith(".")]  # no temp dir left behind
+    assert not [p for p in a.parent.iterdir() if p.name.startswith(".") and p.is_dir()]  # no temp dir left
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
