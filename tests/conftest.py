@@ -27,6 +27,15 @@ def cpu_results(tmp_path_factory, cache_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cpu_baseline(cpu_results, tmp_path_factory) -> Path:
+    """A VRAM baseline saved from cpu_results by `bench baseline save`."""
+    out = tmp_path_factory.mktemp("gate-baseline") / "t4-cpu.json"
+    proc = run_bench("baseline", "save", str(cpu_results), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def gpu_results_files() -> list[Path]:
     """GPU results files, frozen under tests/fixtures/results/."""
     return sorted(FROZEN_RESULTS.glob("*.jsonl"))

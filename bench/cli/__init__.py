@@ -37,12 +37,22 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        killed = kill_all()
-        err_console.print("aborted" + (f" ({killed} worker(s) stopped; finished cells are in the results file: "
-                                       "--resume continues)" if killed else ""))
-        sys.exit(130)
+        _aborted()
     except CLICK_ERRORS as exc:  # unknown option, missing argument, bad value
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2) or 2)
+    if rc == EXIT_INTERRUPTED:  # click turns Ctrl-C / SIGTERM into this code when it handles the interrupt
+        _aborted()
     if isinstance(rc, int) and rc:
         sys.exit(rc)
+
+
+EXIT_INTERRUPTED = 130
+
+
+def _aborted() -> None:
+    """Stop every live worker, say so and where the finished cells are, exit 130."""
+    killed = kill_all()
+    err_console.print("aborted" + (f" ({killed} worker(s) stopped; finished cells are in the results file: "
+                                   "--resume continues)" if killed else ""))
+    sys.exit(EXIT_INTERRUPTED)

@@ -106,8 +106,10 @@ def fit_command(
 
     Every probe is a real training cell appended to --results. Exit codes: 0 done, 2 bad input,
     3 stopped by --time-budget before the searches finished (run again with --resume).
-        check_writable(out, "--out")
-"""
+    """
+    check_writable(out, "--out")
+    check_writable(results_path, "--results")
+
     def seq_for(tier_name: str) -> int:
         return seq_len or default_seq_len(tier_name)
 

@@ -77,9 +77,9 @@ def kernels_check(
 
     Exit codes (also for saved results): 0 every model ok; 1 a model's step failed (error, oom,
     timeout); 2 bad input, or a model the recipe could not load (load_failed); 130 interrupted.
-        check_writable(out, "--out")
+    """
+    check_writable(out, "--out")
     check_writable(save_dir / ".probe" if save_dir else None, "--save-dir")
-"""
 
     modes = sum(bool(x) for x in (model or all_models, from_trace, from_results))
     if modes != 1:

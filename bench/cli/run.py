@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import UsageFailure, check_writable, console, err_console
 from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, RECIPES
@@ -94,6 +95,9 @@ def run(
                                   recipe=recipe, backend=backend, reference=reference, driver=driver, data=data,
                                   packing=packing, train=train, run=settings))
     plan = make_plan(config, host=host)
+    left_out = [r for r in DEFAULT_RECIPES if r not in config.recipes] if not (recipe or backend) else []
+    if left_out:
+        console.print(f"[dim]left out on the CPU (they need a CUDA GPU): {', '.join(left_out)}[/]")
     for name in config.recipes:
         try:
             check_available(name, device)
@@ -193,9 +197,9 @@ def recipes():
         needs = ", ".join(x for x in ([f'pip install -e ".[{r.extra}]"'] if r.extra else [])
                           + (["a CUDA GPU"] if r.needs_gpu else [])) or "the base install"
         weights = "NF4 4-bit" if r.precision == "nf4" else "16-bit"
-        console.print(f"\n[bold cyan]{r.name}[/] ({r.family} library, {weights} base weights; needs {needs})")
-        console.print(f"  {r.summary}", highlight=False)
-        console.print(f"  [dim]changes:[/] {r.changes}", highlight=False)
+        console.print(f"\n[bold cyan]{r.name}[/] ({r.family} library, {weights} base weights; needs {escape(needs)})")
+        console.print(f"  {escape(r.summary)}", highlight=False)
+        console.print(f"  [dim]changes:[/] {escape(r.changes)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

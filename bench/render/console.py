@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from bench.config.settings import Cell
 from bench.render.text import fmt, gib
@@ -46,6 +47,13 @@ def figures_text(r: ResultRecord, narrow: bool = False) -> str:
     return text if narrow else text + f"  first step {fmt(r.first_step_s, '.1f', ' s')}"
 
 
+class _CountColumn(MofNCompleteColumn):
+    """'done/total' for the cells bar; nothing for a group's line (which has no total)."""
+
+    def render(self, task):
+        return super().render(task) if task.total is not None else Text("")
+
+
 class RunProgress:
     """Progress over cells (the bar), and one line per worker group at work (recipe x model: one GPU each)
     with its current cell's state."""
@@ -53,7 +61,7 @@ class RunProgress:
     def __init__(self, console: Console, total: int):
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("[bold]{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn(),
             console=console, transient=False,
         )
         self.task = self.progress.add_task("cells", total=total)

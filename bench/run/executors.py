@@ -94,4 +94,8 @@ def gpu_slots(spec: str, gpus: list[dict]) -> list[GpuSlot]:
         missing = [i for i in wanted if i not in by_index]
         if missing or not wanted:
             raise ValueError(f"--gpus {spec!r}: this host has GPUs {sorted(by_index)}")
+    names = {by_index[i]["name"] for i in wanted}
+    if len(names) > 1:  # one run is one GPU model: cells measured on two models would be compared as one
+        raise ValueError(f"--gpus {spec!r}: these GPUs are not one model ({', '.join(sorted(names))}); "
+                         "pick GPUs of one model (e.g. --gpus 0,1), or run once per model")
     return [GpuSlot(i, by_index[i]["uuid"], by_index[i]["name"]) for i in dict.fromkeys(wanted)]

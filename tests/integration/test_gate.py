@@ -105,14 +105,6 @@ def _wide_consoles(monkeypatch):
     monkeypatch.setattr(err_console, "_width", 400)
 
 
-@pytest.fixture(scope="session")
-def cpu_baseline(cpu_results, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("gate-baseline") / "t4-cpu.json"
-    proc = bench_cli("baseline", "save", cpu_results, "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 def gate_json(capsys, results, baseline, *extra) -> tuple[int, dict]:
     code, out, err = bench_inproc(capsys, "gate", results, "--baseline", baseline, "--metric", "rss", "--json", *extra)
     assert code in (0, 1), err

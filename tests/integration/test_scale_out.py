@@ -32,6 +32,10 @@ def test_gpu_slots_from_the_option():
             gpu_slots(bad, FAKE_GPUS)
     with pytest.raises(ValueError, match="no NVIDIA GPU"):
         gpu_slots("all", [])
+    mixed = [*FAKE_GPUS, {"index": 3, "uuid": "GPU-fake-3", "name": "NVIDIA H100", "total_memory_bytes": 80 << 30}]
+    with pytest.raises(ValueError, match="not one model"):
+        gpu_slots("all", mixed)
+    assert [s.index for s in gpu_slots("0,1", mixed)] == [0, 1]
 
 
 def _plan(tmp_path, recipes="hf-kbit,hf-trl", seq="16,32", batch="1"):
