@@ -1,5 +1,5 @@
 """The package's shape, as ARCHITECTURE.md states it: which stage may import which, no import cycles,
-no private names across packages, and modules of a readable size. Read from the source with ast."""
+no private names across packages, and modules and functions of a readable size. Read from the source with ast."""
 
 from __future__ import annotations
 
@@ -137,3 +137,22 @@ def test_no_import_cycles():
 def test_modules_stay_readable(module):
     lines = MODULES[module].read_text(encoding="utf-8").count("\n")
     assert lines <= MAX_MODULE_LINES, f"{MODULES[module].relative_to(REPO)} has {lines} lines"
+
+
+MAX_FUNCTION_BODY_LINES = 80
+
+
+def _body_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its docstring and signature left out."""
+    body = fn.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        body = body[1:] or body
+    return fn.end_lineno - body[0].lineno + 1
+
+
+def test_functions_stay_readable():
+    long = [f"{path.relative_to(REPO)}:{fn.lineno} {fn.name} ({_body_lines(fn)} lines)"
+            for path in MODULES.values() for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(fn) > MAX_FUNCTION_BODY_LINES]
+    assert not long, "\n".join(long)
+
