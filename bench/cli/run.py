@@ -6,14 +6,16 @@ skipped); 2 bad input (nothing ran); 3 no cell ran ok (e.g. every worker failed 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.markup import escape
 
-from bench.cli.common import UsageFailure, check_writable, console, err_console
+from bench.cli.common import USAGE_ERRORS, UsageFailure, check_writable, console, err_console
 from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, RECIPES
+from bench.config.presets import PRESETS, preset_parts
 from bench.config.request import RunRequest, to_config
 from bench.render import report as report_mod
 from bench.render.console import RunProgress, comparison_tables
@@ -36,8 +38,8 @@ def run(
                                          f"default {','.join(DEFAULT_RECIPES)}."),
     reference: str = typer.Option(DEFAULT_REFERENCE, "--reference", help="The recipe speed-ups and savings are against."),
     driver: str = typer.Option("trainer", "--driver", help="trainer (TRL's SFTTrainer, as users run it) | loop."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A JSON / JSONL / Parquet file (Alpaca, chat or text "
-                                        "examples) instead of synthetic token batches."),
+    data: Optional[Path] = typer.Option(None, "--data", help="synthetic (default: random ids of exactly "
+                                        "--seq-len), or a JSON / JSONL / Parquet file of Alpaca, chat or text examples."),
     packing: bool = typer.Option(False, "--packing/--no-packing", help="Pack --data examples into full rows."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Before recipes: hf, unsloth (= --recipe "
                                           "hf-kbit,unsloth --driver loop)."),
@@ -74,10 +76,14 @@ def run(
                                    "at a time (speed figures with no neighbour on the host's CPU)."),
     executor: str = typer.Option("local", "--executor", help="local (this host) | dask (a Dask cluster, --scheduler)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --executor dask: tcp://HOST:8786."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A named set of runs (`bench presets`), e.g. articles "
+                                         "or articles/s4-l4-mistral; --out is then a folder, one results file per part."),
 ):
     """Measure recipes cell by cell on one GPU tier (native or emulated). Exit codes: 0 all cells ok, 1 some
     cells failed, 2 bad input, 3 no cell ran ok."""
-    check_writable(out, "--out")
+    if preset and out is not None and out.suffix:
+        raise UsageFailure(f"--out {out}: with --preset, --out is a folder (one results file per part)")
+    check_writable(out / ".results.jsonl" if preset and out else out, "--out")
     check_writable(report, "--report")
     host = detect_host_gpu() if device == "cuda" else None
     if gpu_tier is None:
@@ -91,28 +97,92 @@ def run(
     settings = dict(isolate=isolate, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout,
                     trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
                     skip_dominated=skip_dominated, fast_paths=fast_paths)
-    config = to_config(RunRequest(tier=gpu_tier, device=device, model=model, seq_len=seq_len, batch_size=batch_size,
-                                  recipe=recipe, backend=backend, reference=reference, driver=driver, data=data,
-                                  packing=packing, train=train, run=settings))
-    plan = make_plan(config, host=host)
-    left_out = [r for r in DEFAULT_RECIPES if r not in config.recipes] if not (recipe or backend) else []
-    if left_out:
-        console.print(f"[dim]left out on the CPU (they need a CUDA GPU): {', '.join(left_out)}[/]")
-    for name in config.recipes:
-        try:
-            check_available(name, device)
-        except RecipeUnavailable as exc:
-            raise UsageFailure(str(exc)) from None
+    request = RunRequest(tier=gpu_tier, device=device, model=model, seq_len=seq_len, batch_size=batch_size,
+                         recipe=recipe, backend=backend, reference=reference, driver=driver, data=data,
+                         packing=packing, train=train, run=settings)
     if report is not None:
         _check_report_target(report)
+    measure = lambda req, path: _measure(req, path, host, resume, cache_dir,  # noqa: E731
+                                         lambda plan: make_executor(plan, executor, scheduler, gpus, exclusive))
+    if preset:
+        results, codes = _run_preset(preset, request, out, host, measure)
+    else:
+        path, code = measure(request, out)
+        results, codes = [path], [code]
+    if report is not None:
+        _render_report(results, report, reference)
+    raise typer.Exit(combined_exit_code(codes))
+
+
+def combined_exit_code(codes: list[int]) -> int:
+    """One exit code for several runs: each run's own code when they agree, else 1 (some cells failed)."""
+    return codes[0] if len(set(codes)) == 1 else EXIT_SOME_FAILED
+
+
+def _measure(request: RunRequest, out: Optional[Path], host, resume: bool, cache_dir: Optional[Path],
+             executor_for) -> tuple[Path, int]:
+    """One `bench run` matrix: validate, run, print the tables; (results file, exit code)."""
+    config, plan = checked_plan(request, host)
+    left_out = [r for r in DEFAULT_RECIPES if r not in config.recipes] if not (request.recipe or request.backend) else []
+    if left_out:
+        console.print(f"[dim]left out on the CPU (they need a CUDA GPU): {', '.join(left_out)}[/]")
     out = out or Path("reports/results") / f"{config.tier}-{plan.tier_plan.mode}-{new_run_id()}.jsonl"
-    records = _run_plan(plan, out, resume, cache_dir, make_executor(plan, executor, scheduler, gpus, exclusive))
+    records = _run_plan(plan, out, resume, cache_dir, executor_for(plan))
     for table in comparison_tables(records, config.reference):
         console.print(table)
     console.print(f"results: {out}")
-    if report is not None:
-        _render_report([out], report, config.reference)
-    raise typer.Exit(_exit_code(records))
+    return out, _exit_code(records)
+
+
+def checked_plan(request: RunRequest, host):
+    """(config, plan) of a request, every recipe installed and runnable on its device; UsageFailure if not."""
+    config = to_config(request)
+    plan = make_plan(config, host=host)
+    for name in config.recipes:
+        try:
+            check_available(name, config.device)
+        except RecipeUnavailable as exc:
+            raise UsageFailure(str(exc)) from None
+    return config, plan
+
+
+def _run_preset(spec: str, request: RunRequest, out: Optional[Path], host, measure) -> tuple[list[Path], list[int]]:
+    """Every part of a preset, one results file each under the folder `out`; checked before any runs."""
+    name, parts = preset_parts(spec)
+    given = [flag for flag, value in (("--model", request.model), ("--seq-len", request.seq_len),
+                                      ("--batch-size", request.batch_size), ("--recipe", request.recipe),
+                                      ("--backend", request.backend)) if value]
+    given += [f"--{k.replace('_', '-')}" for k, v in PRESET_SET_DEFAULTS.items() if (request.train or {}).get(k) != v]
+    given += ["--reference"] if request.reference != DEFAULT_REFERENCE else []
+    if given:
+        raise UsageFailure(f"--preset {spec} sets {', '.join(given)} itself: leave {'it' if len(given) == 1 else 'them'} out")
+    folder = out or Path("reports/results") / f"{name}-{new_run_id()}"
+    requests = [(part, preset_request(part, request)) for part in parts]
+    for part, req in requests:  # every part valid (and runnable on this host) before the first one runs
+        try:
+            checked_plan(req, host)
+        except USAGE_ERRORS as exc:
+            raise UsageFailure(f"--preset {name}/{part.name}: {exc}") from None
+    results, codes = [], []
+    for part, req in requests:
+        console.rule(f"[bold]{name}/{part.name}[/]" + (f" ({', '.join(part.claims)})" if part.claims else ""))
+        console.print(f"[dim]{part.what}[/]", highlight=False)
+        path, code = measure(req, folder / f"{part.name}.jsonl")
+        results.append(path)
+        codes.append(code)
+    console.print(f"preset {name}: {len(results)} results files in {folder}")
+    return results, codes
+
+
+#: TrainSettings a preset part may set: the user's value must be the default for a preset run.
+PRESET_SET_DEFAULTS = {"grad_accum": 1, "optimizer": "adamw_8bit"}
+
+
+def preset_request(part, base: RunRequest) -> RunRequest:
+    """The RunRequest of one preset part: the user's options, then what the part sets."""
+    return replace(base, tier=part.tier or base.tier, model=part.models, recipe=part.recipes,
+                   reference=part.reference, seq_len=part.seq_lens, batch_size=part.batch_sizes,
+                   train={**(base.train or {}), **part.train})
 
 
 def make_executor(plan, kind: str, scheduler: Optional[str], gpus: Optional[str], exclusive: bool):
@@ -202,6 +272,21 @@ def recipes():
         console.print(f"  [dim]changes:[/] {escape(r.changes)}", highlight=False)
 
 
+def presets():
+    """The named sets of runs `bench run --preset` takes: each part, the claims it serves, what it sets."""
+    for name, parts in PRESETS.items():
+        console.print(f"[bold]{name}[/] (`bench run --preset {name}`, or one part: --preset {name}/PART)")
+        for part in parts:
+            tier = part.tier or "the run's tier"
+            sizes = f"seq {part.seq_lens or 'tier default'} x batch {part.batch_sizes or 'tier default'}"
+            extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in part.train.items())
+            claims = f" ({', '.join(part.claims)})" if part.claims else ""
+            console.print(f"\n  [bold cyan]{part.name}[/]{claims}: {escape(part.what)}", highlight=False)
+            console.print(f"    {tier}; {part.models}; {part.recipes} against {part.reference}; {sizes}{extra}",
+                          highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(run)
     app.command()(recipes)
+    app.command()(presets)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from bench.schema.pairs import DEFAULT_REFERENCE, REFERENCE_FALLBACK, reference_for  # noqa: F401 (re-exported)
+
 
 class RecipeError(ValueError):
     """An unknown recipe, or one this machine cannot run (CLI exit code 2)."""
@@ -62,8 +64,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            extra="gpu", needs_gpu=True),
 ]}
 
-DEFAULT_REFERENCE = "hf-trl"
-REFERENCE_FALLBACK = ("hf-trl", "hf-kbit", "hf-liger", "hf-lora16")
 #: What `bench run` measures when no --recipe is given.
 DEFAULT_RECIPES = ("hf-trl", "hf-kbit", "unsloth")
 #: Records written before recipes existed name only a backend: what each one ran.
@@ -85,10 +85,3 @@ def parse_recipes(text: str) -> list[str]:
         raise RecipeError("no recipe given")
     return list(dict.fromkeys(names))
 
-
-def reference_for(present: set[str] | list[str], requested: str = DEFAULT_REFERENCE) -> Optional[str]:
-    """The reference recipe among `present`: the requested one, else the first of REFERENCE_FALLBACK."""
-    present = set(present)
-    if requested in present:
-        return requested
-    return next((r for r in REFERENCE_FALLBACK if r in present), None)

@@ -13,6 +13,8 @@ from bench.config.tiers import default_matrix
 
 #: What `--device cpu` runs when no model or sizes are given: a smoke run that fits any laptop.
 CPU_DEFAULTS = {"models": ["tiny-llama"], "seq_lens": [32], "batch_sizes": [1, 2]}
+#: `--data synthetic` (the default): seeded random token ids of exactly --seq-len, the memory upper bound.
+SYNTHETIC = "synthetic"
 #: The recipes a CPU can run (the others need CUDA kernels).
 CPU_RECIPES = tuple(name for name, r in RECIPES.items() if not r.needs_gpu)
 
@@ -68,7 +70,7 @@ def to_config(request: RunRequest) -> RunConfig:
     defaults = CPU_DEFAULTS if request.device == "cpu" else default_matrix(tier)
     recipes, driver = recipes_of(request)
     data_path = data_sha = None
-    if request.data is not None:
+    if request.data is not None and str(request.data) != SYNTHETIC:
         path = Path(request.data)
         if not path.is_file():
             raise ConfigError(f"--data {path}: no such file")

@@ -15,42 +15,10 @@
 set -uo pipefail
 . scripts/gpu/_env.sh
 export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-OUT=${OUT:?set OUT to the output folder}
 PART=${PART:-default}
-CACHE=${CACHE:-/tmp/qbcache}
-BUDGET=${EVIDENCE_BUDGET_S:-560}
-START=$SECONDS
-WORK=/tmp/qb-work
-mkdir -p "$OUT" "$WORK"
-LOG="$OUT/evidence-$PART.console.txt"
-COMMON=(--cache-dir "$CACHE" --cell-timeout 420 --load-timeout 420)
+. scripts/gpu/_lib.sh
 LADDER=(--gpu-tier h200 --model llama-3.1-8b --recipe hf-trl,unsloth,hf-kbit,hf-liger,hf-lora16,unsloth-lora16
         --seq-len 2048,8192 --batch-size 1,2,4 --steps 3 --warmup-steps 1 --gpus all)
-
-say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
-left() { echo $((BUDGET - (SECONDS - START))); }
-bench_run() {  # bench_run NAME LIMIT_S args...: one `bench run`, its console kept; killed at LIMIT_S (resumable)
-    local name=$1 limit=$2; shift 2
-    say "bench run $* -> $name.jsonl (limit ${limit} s)"
-    local t0=$SECONDS
-    timeout --signal=INT "$limit" python3 -m bench run "${COMMON[@]}" --out "$WORK/$name.jsonl" --resume "$@" \
-        > "$WORK/$name.console.txt" 2>&1
-    local rc=$?
-    say "exit code $rc after $((SECONDS - t0)) s wall"
-    echo "wall_s=$((SECONDS - t0)) exit=$rc" >> "$WORK/$name.console.txt"
-    cp "$WORK/$name.jsonl" "$WORK/$name.console.txt" "$OUT/" 2>/dev/null
-}
-checkpoint() {
-    say "synthetic checkpoint"
-    python3 - <<'PY' >> "$LOG" 2>&1
-import os, time
-from bench.config.models import resolve_model
-from bench.run.checkpoint import ensure_synthetic_checkpoint
-t = time.time()
-path, built = ensure_synthetic_checkpoint(resolve_model("llama-3.1-8b"), cache_dir=__import__("pathlib").Path(os.environ.get("CACHE", "/tmp/qbcache")), device="cuda")
-print(f"checkpoint {path} built in {built:.1f} s ({time.time() - t:.1f} s)")
-PY
-}
 
 say "host: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tr '\n' ';')"
 checkpoint
@@ -76,6 +44,6 @@ case "$PART" in
     ;;
   *) echo "PART must be default, dask or ladder" >&2; exit 2 ;;
 esac
-tar czf "$OUT/logs-$PART.tgz" -C "$WORK" $(cd "$WORK" && ls -d *.logs dask-*.log 2>/dev/null) 2>/dev/null
+pack_logs
 say "part $PART done in $((SECONDS - START)) s"
 tail -n 45 "$LOG"

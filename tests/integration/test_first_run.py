@@ -296,3 +296,41 @@ def test_estimate_refuses_bf16_on_a_t4_and_does_not_fit_is_not_bad_input():
     proc = run_bench("estimate", "--gpu-tier", "t4", "--model", "llama-3.1-8b", "--seq-len", "65536",
                      "--batch-size", "64")
     assert proc.returncode == 1, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset", "articles"], "unsloth needs a CUDA GPU"),  # checked for every part before any runs
+    (["--preset", "articles/nope"], "has the parts s2-7b-lora16"),
+    (["--preset", "articles", "--model", "tiny-llama"], "sets --model itself"),
+    (["--preset", "articles", "--out", "x.jsonl"], "--out is a folder"),
+    (["--data", "nope.json"], "no such file"),
+])
+def test_presets_and_data_are_checked_before_anything_runs(args, message, tmp_path):
+    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no folder made
+
+
+def test_data_synthetic_is_the_default(tmp_path, cache_dir):
+    outs = []
+    for extra in ([], ["--data", "synthetic"]):
+        out = tmp_path / f"r{len(outs)}.jsonl"
+        proc = run_bench("run", *SMALL, "--recipe", "hf-kbit", "--model", "tiny-llama", "--out", str(out),
+                         "--cache-dir", str(cache_dir), *extra)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(read_records(out)[0])
+    assert outs[0].cell_id == outs[1].cell_id and outs[0].loss_first == outs[1].loss_first
+
+
+def test_a_preset_runs_its_parts_into_one_folder_and_one_report(tmp_path, cache_dir):
+    folder, report = tmp_path / "smoke", tmp_path / "smoke.md"
+    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--preset", "smoke", "--out", str(folder),
+                     "--report", str(report), "--cache-dir", str(cache_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = sorted(p.name for p in folder.glob("*.jsonl"))
+    assert files == ["kbit-vs-trl.jsonl", "lora16-vs-trl.jsonl"]
+    recipes = {p.stem: {r.recipe for r in read_records(p)} for p in folder.glob("*.jsonl")}
+    assert recipes == {"kbit-vs-trl": {"hf-trl", "hf-kbit"}, "lora16-vs-trl": {"hf-trl", "hf-lora16"}}
+    assert all(r.steps == 2 for p in folder.glob("*.jsonl") for r in read_records(p))  # the part's settings
+    text = report.read_text()
+    assert "kbit-vs-trl.jsonl" in text and "lora16-vs-trl.jsonl" in text

@@ -1,0 +1,37 @@
+# Sourced by the evidence scripts after _env.sh: logging, the time budget, one resumable `bench run`.
+# Needs OUT (the folder results go to), PART, and optionally CACHE and EVIDENCE_BUDGET_S.
+OUT=${OUT:?set OUT to the output folder}
+CACHE=${CACHE:-/tmp/qbcache}
+BUDGET=${EVIDENCE_BUDGET_S:-560}
+START=$SECONDS
+WORK=${WORK:-/tmp/qb-work}
+mkdir -p "$OUT" "$WORK"
+LOG="$OUT/evidence-$PART.console.txt"
+COMMON=(--cache-dir "$CACHE" --cell-timeout 420 --load-timeout 420)
+
+say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+left() { echo $((BUDGET - (SECONDS - START))); }
+bench_run() {  # bench_run NAME LIMIT_S args...: one `bench run`, its console kept; stopped at LIMIT_S (resumable)
+    local name=$1 limit=$2; shift 2
+    say "bench run $* -> $name.jsonl (limit ${limit} s)"
+    local t0=$SECONDS
+    timeout --signal=INT "$limit" python3 -m bench run "${COMMON[@]}" --out "$WORK/$name.jsonl" --resume "$@" \
+        > "$WORK/$name.console.txt" 2>&1
+    local rc=$?
+    say "exit code $rc after $((SECONDS - t0)) s wall"
+    echo "wall_s=$((SECONDS - t0)) exit=$rc" >> "$WORK/$name.console.txt"
+    cp "$WORK/$name.jsonl" "$WORK/$name.console.txt" "$OUT/" 2>/dev/null
+}
+checkpoint() {  # checkpoint MODEL: write its synthetic checkpoint once per machine
+    say "synthetic checkpoint ${1:-llama-3.1-8b}"
+    MODEL=${1:-llama-3.1-8b} python3 - <<'PY' >> "$LOG" 2>&1
+import os, time
+from pathlib import Path
+from bench.config.models import resolve_model
+from bench.run.checkpoint import ensure_synthetic_checkpoint
+t = time.time()
+path, built = ensure_synthetic_checkpoint(resolve_model(os.environ["MODEL"]), cache_dir=Path(os.environ.get("CACHE", "/tmp/qbcache")), device="cuda")
+print(f"checkpoint {path} built in {built:.1f} s ({time.time() - t:.1f} s)")
+PY
+}
+pack_logs() { tar czf "$OUT/logs-$PART.tgz" -C "$WORK" $(cd "$WORK" && ls -d *.logs dask-*.log 2>/dev/null) 2>/dev/null; }
