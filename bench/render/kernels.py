@@ -191,7 +191,7 @@ def coverage_markdown(results: Iterable, records: Optional[list] = None, title: 
     analyses = [r if isinstance(r, Analysis) else analyse(r) for r in results]
     records = list(records or [])
     against = {_key(a): recipe_records(records, a.recipe) for a in analyses}
-    pairs = {k: model_pairs(recs, k[0]) for k, recs in against.items()}
+    pairs = {k: model_pairs(recs, k[0], candidate=k[1]) for k, recs in against.items()}
     summaries = {k: summarize_pairs(p) for k, p in pairs.items()}
     when = generated_at or results_time(a.result for a in analyses)
     if any(a.origin != "unsloth" for a in analyses) and title == "Unsloth kernel coverage":

@@ -215,10 +215,18 @@ def _cell_view(cell: Cell, attn: str) -> dict:
             "seed": t.seed}
 
 
+#: Results files this process holds the lock of (resolved path -> open lock file): one process may open
+#: several Runners on one file in turn (bench fit: one per recipe; a resumed run in tests).
+_HELD_LOCKS: dict[Path, object] = {}
+
+
 def lock_results(out_path: Path, log_dir: Path):
     """Take an exclusive lock for writing `out_path` (a lock file in its log folder), held until this process
-    exits; ConfigError when another run holds it (two runs appending to one file would duplicate cells)."""
+    exits; ConfigError when another process holds it (two runs appending to one file would duplicate cells)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    key = Path(out_path).resolve()
+    if key in _HELD_LOCKS:
+        return _HELD_LOCKS[key]
     fh = open(log_dir / ".lock", "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -226,6 +234,7 @@ def lock_results(out_path: Path, log_dir: Path):
         fh.close()
         raise ConfigError(f"{out_path} is being written by another bench run: wait for it to finish, "
                           "or write the results elsewhere") from None
+    _HELD_LOCKS[key] = fh
     return fh
 
 

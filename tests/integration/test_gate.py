@@ -50,6 +50,15 @@ def cpu_results(cpu_results, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def cpu_baseline(cpu_results, tmp_path_factory) -> Path:
+    """A baseline saved from this module's cpu_results (the conftest one is of the whole smoke run)."""
+    out = tmp_path_factory.mktemp("gate-baseline") / "t4-cpu.json"
+    proc = bench_cli("baseline", "save", cpu_results, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
