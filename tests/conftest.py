@@ -27,6 +27,18 @@ def cpu_results(tmp_path_factory, cache_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def three_recipe_run(tmp_path_factory, cache_dir):
+    """(results file, completed process) of a real `bench run --device cpu`: tiny-llama through the three
+    recipes a CPU runs (hf-trl, hf-kbit, hf-lora16) and TRL's SFTTrainer, s32 at batch 1 and 2, 1 + 2 steps."""
+    out = tmp_path_factory.mktemp("three-recipes") / "r.jsonl"
+    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "32",
+                     "--batch-size", "1,2", "--recipe", "hf-trl,hf-kbit,hf-lora16", "--steps", "2",
+                     "--warmup-steps", "1", "--out", str(out), "--cache-dir", str(cache_dir), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+@pytest.fixture(scope="session")
 def cpu_baseline(cpu_results, tmp_path_factory) -> Path:
     """A VRAM baseline saved from cpu_results by `bench baseline save`."""
     out = tmp_path_factory.mktemp("gate-baseline") / "t4-cpu.json"

@@ -59,12 +59,12 @@ PRESETS: dict[str, tuple[PresetPart, ...]] = {
     ),
     # Two tiny runs any CPU can do (`--device cpu`): how a preset's parts, results files and report look.
     "smoke": (
-        PresetPart("kbit-vs-trl", (), "the classic PEFT recipe against TRL's, on the tiny model",
-                   tier=None, models="tiny-llama", recipes="hf-trl,hf-kbit", reference="hf-trl",
-                   seq_lens="32", batch_sizes="1", train={"steps": 2, "warmup_steps": 1}),
-        PresetPart("lora16-vs-trl", (), "16-bit LoRA against TRL's QLoRA, on the tiny model",
-                   tier=None, models="tiny-llama", recipes="hf-trl,hf-lora16", reference="hf-trl",
-                   seq_lens="32", batch_sizes="1", train={"steps": 2, "warmup_steps": 1}),
+        PresetPart("qlora", (), "the classic PEFT QLoRA recipe on the tiny model", tier=None, models="tiny-llama",
+                   recipes="hf-kbit", reference="hf-kbit", seq_lens="32", batch_sizes="1",
+                   train={"steps": 2, "warmup_steps": 1}),
+        PresetPart("lora16", (), "16-bit LoRA on the tiny model", tier=None, models="tiny-llama",
+                   recipes="hf-lora16", reference="hf-lora16", seq_lens="32", batch_sizes="1",
+                   train={"steps": 2, "warmup_steps": 1}),
     ),
 }
 

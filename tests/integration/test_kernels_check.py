@@ -123,19 +123,24 @@ def _unsloth_source() -> Path | None:
 
 
 def _launched_triton_kernels(files: list[Path]) -> dict[str, Path]:
-    """@triton.jit functions (and `f = triton.jit(f)`) that no other jit function calls: the launched kernels."""
+    """@triton.jit functions (also `f = triton.jit(f)`, and functions decorated by a wrapper that returns
+    `triton.jit(fn)`, as TRL 1.16's `@_jit` does) that no other jit function calls: the launched kernels."""
+    trees = {f: ast.parse(f.read_text(encoding="utf-8")) for f in files}
+    wrappers = {node.name for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                and any(isinstance(c, ast.Call) and ast.unparse(c.func) == "triton.jit" and c.args
+                        and isinstance(c.args[0], ast.Name) and c.args[0].id in {a.arg for a in node.args.args}
+                        for c in ast.walk(node))}
     jit: dict[str, Path] = {}
     bodies = []
-    for f in files:
-        tree = ast.parse(f.read_text(encoding="utf-8"))
+    for f, tree in trees.items():
         defs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         for node in defs.values():
-            if any("triton.jit" in ast.unparse(d) for d in node.decorator_list):
+            if any("triton.jit" in ast.unparse(d) or ast.unparse(d) in wrappers for d in node.decorator_list):
                 jit[node.name] = f
                 bodies.append(node)
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and ast.unparse(node.func) == "triton.jit" and node.args
-                    and isinstance(node.args[0], ast.Name)):
+                    and isinstance(node.args[0], ast.Name) and node.args[0].id in defs):
                 jit[node.args[0].id] = f
                 if node.args[0].id in defs:
                     bodies.append(defs[node.args[0].id])

@@ -30,27 +30,27 @@ def _run(tmp_path_factory, cache_dir, name, *args):
 
 
 @pytest.fixture(scope="session")
-def trainer_run(tmp_path_factory, cache_dir):
-    """Every CPU recipe through TRL's SFTTrainer (the default driver), one cell each."""
-    return _run(tmp_path_factory, cache_dir, "trainer", "--recipe", CPU_RECIPES, "--seq-len", "32", "--batch-size", "2")
+def trainer_run(three_recipe_run):
+    """Every CPU recipe through TRL's SFTTrainer (the default driver), s32 at batch 1 and 2 (conftest)."""
+    return three_recipe_run
 
 
 @pytest.fixture(scope="session")
 def loop_run(tmp_path_factory, cache_dir):
     """The same through the suite's plain loop."""
     return _run(tmp_path_factory, cache_dir, "loop", "--recipe", CPU_RECIPES, "--driver", "loop", "--seq-len", "32",
-                "--batch-size", "2")
+                "--batch-size", "1,2")
 
 
 @pytest.mark.parametrize("which", ["trainer_run", "loop_run"])
 def test_every_cpu_recipe_trains_and_the_recipes_match(which, request):
     out, proc = request.getfixturevalue(which)
     records = load([out], reference="hf-trl")
-    assert sorted(r.recipe for r in records) == sorted(CPU_RECIPES.split(","))
+    assert sorted(r.recipe for r in records) == sorted(CPU_RECIPES.split(",") * 2)  # batch 1 and 2
     driver = "trainer" if which == "trainer_run" else "loop"
     for r in records:
         assert r.ok and r.driver == driver and len(r.losses) == len(r.step_s) == 3, (r.recipe, r.error)
-        assert r.tokens_per_s > 0 and r.step_tokens == [64, 64, 64]  # 2 rows x 32 tokens, no padding
+        assert r.tokens_per_s > 0 and r.step_tokens == [32 * r.batch_size] * 3  # rows x 32 tokens, no padding
         fp = r.training_fingerprint
         assert fp["lora_scaling"] == 1.0 and fp["optimizer"]["bits"] == 8 and fp["lr_per_step"] == [2e-4] * 3
         assert fp["first_update_rms"] > 0

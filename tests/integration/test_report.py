@@ -463,15 +463,10 @@ THREE = ("hf-trl", "hf-kbit", "hf-lora16")
 
 
 @pytest.fixture(scope="session")
-def v2_results(tmp_path_factory, cache_dir) -> Path:
-    """A results file of schema version 2 written by a real `bench run --device cpu`: tiny-llama through
-    three recipes (hf-trl, hf-kbit, hf-lora16) and TRL's SFTTrainer, s32 at batch 1 and 2."""
-    out = tmp_path_factory.mktemp("v2-run") / "v2.jsonl"
-    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "32",
-                     "--batch-size", "1,2", "--recipe", ",".join(THREE), "--out", str(out),
-                     "--cache-dir", str(cache_dir), timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out
+def v2_results(three_recipe_run) -> Path:
+    """A results file written by a real `bench run --device cpu`: tiny-llama through three recipes
+    (hf-trl, hf-kbit, hf-lora16) and TRL's SFTTrainer, s32 at batch 1 and 2 (conftest)."""
+    return three_recipe_run[0]
 
 
 @pytest.fixture(scope="session")
@@ -499,7 +494,7 @@ def _header(text: str) -> list[str]:
 
 def test_report_of_three_recipes_has_a_column_group_per_recipe(v2_results, tmp_path):
     records = read_records(v2_results)
-    assert {r.recipe for r in records} == set(THREE) and all(r.schema_version == 2 for r in records)
+    assert {r.recipe for r in records} == set(THREE) and all(r.schema_version == SCHEMA_VERSION for r in records)
     text = render_md([v2_results], tmp_path / "r.md")
     header = _header(text)
     groups = [h.split(" ")[0] for h in header if " " in h and h.split(" ")[0] in THREE]
