@@ -105,3 +105,19 @@ def test_committed_estimator_report_is_current(gpu_results_files):
     expected = render_validation_markdown(rows, skipped, sources,
                                             E.fit_verdicts(records, lambda m: resolve_model(m).config))
     assert report.read_text() == expected
+
+
+def test_one_script_regenerates_every_committed_results_file():
+    """scripts/gpu/regen_all.sh names a part for every committed GPU results file (reports/results/**/*.jsonl,
+    reports/kernels/*.json, the kernel benchmark), so all evidence can be re-measured at one commit."""
+    import subprocess
+
+    listing = subprocess.run(["bash", str(REPO / "scripts" / "gpu" / "regen_all.sh"), "list"], capture_output=True,
+                             text=True, check=True).stdout
+    written = {w for line in listing.splitlines() if "-> " in line for w in line.split("-> ", 1)[1].split()}
+    committed = [p.relative_to(REPO / "reports").as_posix() for p in sorted((REPO / "reports").rglob("*"))
+                 if p.is_file() and (p.suffix == ".jsonl" and "results" in p.parts
+                                     or p.suffix == ".json" and "kernels" in p.parts or p.name == "kernels-benchmark.json")]
+    assert committed
+    missing = [c for c in committed if c not in written and not any(w.endswith("/") and c.startswith(w) for w in written)]
+    assert not missing, f"no regen_all.sh part writes {missing}"

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Regenerates every committed GPU results file at the current commit, in parts that each fit one
+# 10-minute command, then every report. From the repository root with .gpu-site carried (build it with
+# ../shared/tools/offline-gpu-site.sh .gpu-site; the GSM8K parts also need
+# .gpu-site/data/gsm8k-train-alpaca.json).
+#
+#   bash scripts/gpu/regen_all.sh list
+#       the parts: what each writes (paths under reports/), the GPU kind it needs, its time on an H200
+#   PART=<part> OUT=<folder> QLORA_BENCH_COMMIT=$(git rev-parse HEAD) bash scripts/gpu/regen_all.sh
+#       one part on the GPU machine; results land under <folder> with their reports/ paths; a part that
+#       runs out of time is resumable: run it again with the same <folder> contents copied back first
+#   bash scripts/gpu/regen_all.sh install <folder>...
+#       on the machine with the checkout (CPU): copy the parts' files into reports/, check that every
+#       record names a commit that exists here, then scripts/regen_reports.sh (every report)
+#   PART=all ...   every part in order, on a machine where one command may run for hours
+#
+# QLORA_BENCH_COMMIT must be the commit of the tree the GPU runs (the GPU copy has no .git); install
+# refuses records whose commit is not in this repository. A part needing a GPU this machine is not
+# (native-h100 on an H200, say) says so and writes nothing: an emulated tier is never a native one.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+# part | GPU kind (device tool) | about (minutes on an H200) | what it runs | files it writes (under reports/)
+PARTS=$(cat <<'EOF'
+default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
+native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
+fit-t4|nvidia-h200|9|scripts/gpu/fit.sh TIER=t4|results/fit-t4-emulated.jsonl
+fit-a10g|nvidia-h200|9|scripts/gpu/fit.sh TIER=a10g|results/fit-a10g-emulated.jsonl
+gate|nvidia-h200|8|scripts/gpu/gate_heavier.sh|results/gate/t4-rerun.jsonl results/gate/t4-heavier-r64.jsonl
+kernels-1|nvidia-h200|6|scripts/gpu/kernels.sh PART=1 (kernel tests, micro-benchmarks, 2 models)|kernels/llama-3.2-1b.json kernels/pythia-1b.json kernels-benchmark.json kernels/kernels-tests.txt
+kernels-2|nvidia-h200|6|scripts/gpu/kernels.sh PART=2|kernels/llama-3.2-3b.json kernels/phi-3-mini.json kernels/llama-3.1-8b.json
+kernels-3|nvidia-h200|7|scripts/gpu/kernels.sh PART=3|kernels/mistral-7b-v0.3.json kernels/qwen2.5-7b.json kernels/gemma-2-9b.json
+smoke|nvidia-h200|5|scripts/gpu/smoke_recipes.sh|results/smoke/smoke-native.jsonl results/smoke/smoke-t4.jsonl
+scale-default|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=default (1 GPU, then --gpus all)|results/scale-out/t4-default-1gpu.jsonl results/scale-out/t4-default-2gpu.jsonl
+scale-dask|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=dask, then the H200 ladder|results/scale-out/t4-default-dask.jsonl results/recipes/h200-ladder.jsonl
+ladder|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=ladder (continues the ladder)|results/recipes/h200-ladder.jsonl
+recipes-t4|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, emulated T4)|results/recipes/t4-every-recipe.jsonl
+recipes-a10g|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
+gsm8k|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
+articles|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles)|results/recipes/articles/
+EOF
+)
+
+field() { echo "$PARTS" | awk -F'|' -v p="$1" -v f="$2" '$1 == p {print $f}'; }
+
+list_parts() {
+    printf '%-14s %-15s %4s  %s\n' part "GPU kind" min "runs -> writes (under reports/)"
+    echo "$PARTS" | while IFS='|' read -r name kind minutes what files; do
+        printf '%-14s %-15s %4s  %s\n%35s-> %s\n' "$name" "$kind" "$minutes" "$what" "" "$files"
+    done
+}
+
+host_gpu() { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1; }
+
+run_default() {  # run_default NAME TIER: one resumable `bench run --gpu-tier TIER` into $OUT/results/NAME.jsonl
+    local name=$1 tier=$2
+    export PART=$name
+    . scripts/gpu/_lib.sh
+    mkdir -p "$OUT/results"
+    [ -f "$OUT/results/$name.jsonl" ] && cp "$OUT/results/$name.jsonl" "$WORK/"
+    bench_run "$name" "$(left)" --gpu-tier "$tier"
+    mv "$OUT/$name.jsonl" "$OUT/$name.console.txt" "$OUT/results/" 2>/dev/null
+}
+
+run_part() {  # run_part PART: one part on this GPU machine, files under $OUT with their reports/ paths
+    local part=$1 sub
+    case $part in
+        default-t4) run_default t4-emulated t4 ;;
+        native-h100)
+            if ! host_gpu | grep -q "H100"; then
+                echo "native-h100 needs an H100 (this GPU: $(host_gpu)); nothing written" >&2; return 3
+            fi
+            run_default h100-native h100 ;;
+        fit-t4|fit-a10g)
+            TIER=${part#fit-} bash scripts/gpu/fit.sh
+            mkdir -p "$OUT/results" && mv "$OUT"/fit-*-emulated.* "$OUT/results/" 2>/dev/null ;;
+        gate)
+            bash scripts/gpu/gate_heavier.sh
+            mkdir -p "$OUT/results/gate" && mv "$OUT"/t4-*.jsonl "$OUT/results/gate/" 2>/dev/null ;;
+        kernels-*)
+            sub=${part#kernels-}
+            PART=$sub bash scripts/gpu/kernels.sh
+            mkdir -p "$OUT/kernels"
+            for f in "$OUT"/*.json; do
+                case $(basename "$f") in kernels-benchmark.json) ;; *) mv "$f" "$OUT/kernels/" ;; esac
+            done
+            [ -f "$OUT/kernels-tests.txt" ] && mv "$OUT/kernels-tests.txt" "$OUT/kernels/" ;;
+        smoke)
+            bash scripts/gpu/smoke_recipes.sh
+            mkdir -p "$OUT/results/smoke" && mv "$OUT"/smoke* "$OUT/results/smoke/" 2>/dev/null ;;
+        scale-default|scale-dask|ladder)
+            PART=${part#scale-} bash scripts/gpu/evidence.sh
+            mkdir -p "$OUT/results/scale-out" "$OUT/results/recipes"
+            mv "$OUT"/h200-ladder.* "$OUT/results/recipes/" 2>/dev/null
+            mv "$OUT"/t4-default-* "$OUT"/evidence-* "$OUT"/logs-* "$OUT/results/scale-out/" 2>/dev/null ;;
+        recipes-t4|recipes-a10g|gsm8k|articles)
+            sub=${part#recipes-}
+            PART=$sub bash scripts/gpu/recipes_rest.sh
+            mkdir -p "$OUT/results/recipes"
+            mv "$OUT"/*-every-recipe.* "$OUT"/t4-gsm8k-* "$OUT"/articles* "$OUT/results/recipes/" 2>/dev/null ;;
+        *) echo "unknown part '$part'; the parts: bash scripts/gpu/regen_all.sh list" >&2; return 2 ;;
+    esac
+}
+
+COMMITS_PY='
+import json, sys
+commits = set()
+for path in sys.argv[1:]:
+    text = open(path, encoding="utf-8").read()
+    rows = [json.loads(l) for l in text.splitlines() if l.strip()] if path.endswith(".jsonl") else [json.loads(text)]
+    for row in rows:
+        info = row.get("commit_info") or {}
+        commits.add(str((row.get("env") or {}).get("git_commit") or info.get("id")))
+print("\n".join(sorted(commits)))
+'
+commits_of() {  # the suite commits the records (and benchmark files) under the given paths name
+    find "$@" \( -name '*.jsonl' -o -name '*.json' \) -print0 2>/dev/null | xargs -0 -r python3 -c "$COMMITS_PY"
+}
+
+install() {  # install FOLDER...: their reports/ paths into reports/, commits checked, reports regenerated
+    local folder bad
+    bad=$(commits_of "$@" | while IFS= read -r sha; do
+        if ! [[ $sha =~ ^[0-9a-f]{40}$ ]] || ! git cat-file -e "$sha^{commit}" 2>/dev/null; then
+            echo "records name commit '$sha', which is not in this repository: refused" >&2; echo bad
+        fi
+    done)
+    [ -z "$bad" ] || return 2
+    for folder in "$@"; do
+        (cd "$folder" && find . -type f \( -path './results/*' -o -path './kernels/*' -o -name kernels-benchmark.json \) \
+            -print) | while read -r f; do mkdir -p "reports/$(dirname "$f")"; cp "$folder/$f" "reports/$f"; done
+    done
+    bash scripts/regen_reports.sh
+}
+
+case ${1:-} in
+    list) list_parts; exit 0 ;;
+    install) shift; install "$@"; exit $? ;;
+esac
+OUT=${OUT:?set OUT (the folder results go to)}
+export OUT
+. scripts/gpu/_env.sh
+PART=${PART:?set PART (bash scripts/gpu/regen_all.sh list)}
+if [ "$PART" = all ]; then
+    rc=0
+    for p in $(echo "$PARTS" | cut -d'|' -f1); do run_part "$p" || rc=$?; done
+    exit $rc
+fi
+run_part "$PART"
