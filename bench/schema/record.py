@@ -3,9 +3,12 @@
 One record per cell (a recipe x model x seq_len x batch_size configuration). Memory fields are
 bytes, time fields seconds, throughput tokens per second. Storage is `bench.schema.store`.
 
-Schema versions: 2 (recipes, drivers, data) is written; 1 (before recipes) is still read, by
-`upgrade`: a version-1 record ran the hand-written loop on synthetic data, its `backend` names what it
-ran (hf: the hf-kbit recipe; unsloth: the unsloth recipe).
+Schema versions: 3 (repeats, the timed window's statistics, mfu / hfu, energy, the GPU's state) is
+written; 2 (recipes, drivers, data) and 1 (before recipes) are still read, by `upgrade`: a version-1
+record ran the hand-written loop on synthetic data, its `backend` names what it ran (hf: the hf-kbit
+recipe; unsloth: the unsloth recipe); a version-2 or -1 record is repeat 0 of 1, and its `mfu` and
+`flops_per_token` read as None: they counted the recompute and non-causal attention, today's `hfu`
+counts causal attention, so neither figure is today's (bench/analysis/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from dataclasses import MISSING as dataclass_missing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 STATUSES = ("ok", "oom", "error", "timeout", "skipped", "nan_loss")
 #: What a version-1 record's backend ran, as a recipe (bench.config.recipes).
 LEGACY_RECIPE = {"hf": "hf-kbit", "unsloth": "unsloth"}
@@ -56,12 +59,16 @@ class ResultRecord:
     gradient_checkpointing: str  # "none" | "standard" | "unsloth"
     dtype: str
     attn_implementation: str
-    steps: int  # timed optimizer steps
+    steps: int  # the timed window's minimum optimizer steps (--min-steps; it also runs --min-seconds)
     warmup_steps: int  # untimed optimizer steps before them (the first one is first_step_s)
     seed: int
     # outcome
     status: str
     error: Optional[str] = None
+    # repeats: this record is measurement `repeat` (0-based) of `repeats`, each in a fresh worker
+    repeat: int = 0
+    repeats: int = 1
+    min_seconds: Optional[float] = None  # the timed window's minimum seconds (--min-seconds); None: steps only
     # memory (bytes); GPU fields are None in cpu mode
     peak_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated over the cell
     peak_reserved_bytes: Optional[int] = None  # torch.cuda.max_memory_reserved over the cell
@@ -75,13 +82,25 @@ class ResultRecord:
     load_s: Optional[float] = None  # model load + quantise + LoRA wrap, once per worker
     first_step_s: Optional[float] = None  # first optimizer step, compilation included
     step_s: list[float] = field(default_factory=list)  # every optimizer step, warm-up included
+    timed_steps: Optional[int] = None  # optimizer steps in the timed window (>= steps)
+    step_s_median: Optional[float] = None  # median timed step (s)
+    step_s_p20: Optional[float] = None  # 20th percentile of the timed steps (s)
+    step_s_p80: Optional[float] = None  # 80th percentile of the timed steps (s)
+    step_s_cv: Optional[float] = None  # coefficient of variation of the timed steps (stdev / mean)
     tokens_per_step: Optional[int] = None  # batch_size * seq_len * grad_accum (the padded size with --data)
     tokens_per_s: Optional[float] = None  # timed steps only; non-padding tokens
     tokens_per_s_padded: Optional[float] = None  # timed steps, padding counted (= tokens_per_s on synthetic data)
     step_tokens: list[int] = field(default_factory=list)  # non-padding tokens of every optimizer step
     flops_per_token: Optional[float] = None  # model FLOPs per trained token (see bench/analysis/metrics.py)
+    hardware_flops_per_token: Optional[float] = None  # FLOPs the GPU executes per token, recompute included
     peak_tflops: Optional[float] = None  # the host GPU's dense peak for `dtype`
-    mfu: Optional[float] = None  # 0..1, against the host GPU's peak
+    mfu: Optional[float] = None  # 0..1: model FLOPs utilisation against the host GPU's peak
+    hfu: Optional[float] = None  # 0..1: hardware FLOPs utilisation (recompute counted)
+    energy_j: Optional[float] = None  # NVML energy counter over the timed window (J); None: unsupported
+    joules_per_1k_tokens: Optional[float] = None  # energy_j per 1,000 trained (non-padding) tokens
+    # the GPU while the cell ran (bench/run/device.py): SM clock, temperature, power limit, throttle
+    # reasons, other processes; None on a CPU
+    gpu_state: Optional[dict[str, Any]] = None
     # training
     losses: list[float] = field(default_factory=list)  # one per optimizer step
     loss_first: Optional[float] = None
@@ -160,8 +179,13 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     if version not in READABLE_VERSIONS:
         raise ResultsError(f"schema_version {version!r}, this qlora-bench reads {', '.join(map(str, READABLE_VERSIONS))}")
     out = dict(data)
-    out.setdefault("recipe", LEGACY_RECIPE.get(data.get("backend"), data.get("backend")))
-    out.setdefault("driver", LEGACY_DRIVER)
+    if version == 1:
+        out.setdefault("recipe", LEGACY_RECIPE.get(data.get("backend"), data.get("backend")))
+        out.setdefault("driver", LEGACY_DRIVER)
+    if version in (1, 2):
+        # before version 3, `mfu` counted the recompute and non-causal attention: neither today's mfu nor
+        # today's hfu (which counts causal attention), so both read as unknown until re-measured
+        out["mfu"] = out["flops_per_token"] = None
     out["schema_version"] = SCHEMA_VERSION
     return out
 

@@ -100,3 +100,17 @@ def test_parity_for_flags_a_loss_mismatch(gpu_results_files):
     tampered = ResultRecord.from_dict(dict(asdict(pair.unsloth), loss_first=pair.hf.loss_first * 1.01))
     verdict = parity_for(pair.hf, tampered)
     assert not verdict["matched"] and "first-step losses differ" in verdict["reasons"][0]
+
+
+def test_older_records_read_as_one_repeat_with_no_mfu(gpu_results_files):
+    """Frozen records of versions before 3: repeat 0 of 1; their mfu (recompute and non-causal attention counted) is
+    no longer today's mfu or hfu, so it reads as unknown."""
+    raw = [json.loads(line) for path in gpu_results_files for line in path.read_text().splitlines() if line.strip()]
+    v2 = [d for d in raw if d["schema_version"] < 3 and d.get("mfu") is not None]
+    assert v2, "frozen records of an older version with an mfu"
+    from bench.schema.record import upgrade
+    for d in v2[:20]:
+        up = ResultRecord.from_dict(upgrade(d))
+        assert up.schema_version == SCHEMA_VERSION == 3
+        assert (up.repeat, up.repeats, up.mfu, up.hfu, up.flops_per_token) == (0, 1, None, None, None)
+        assert (up.tokens_per_s, up.step_s) == (d["tokens_per_s"], d["step_s"])
