@@ -15,8 +15,12 @@ $BENCH report $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl --
 $BENCH scale-out $R/scale-out/t4-default-1gpu.jsonl $R/scale-out/t4-default-2gpu.jsonl \
     $R/scale-out/t4-default-dask.jsonl --out reports/scale-out.md > /dev/null
 $BENCH fit --from-results $R/fit-t4-emulated.jsonl $R/fit-a10g-emulated.jsonl --out reports/max-fit.md > /dev/null
+# The estimator: calibrated on the H100 loop-driver files (those bench/data/calibration.json is written
+# from), validated on the held-out H200 trainer-driver files (other recipes, seq 8192, batch 4, llama-3.2-1b).
 $BENCH estimate --validate $R/fit-a10g-emulated.jsonl $R/fit-t4-emulated.jsonl $R/h100-native.jsonl \
-    $R/t4-emulated.jsonl --out reports/estimator.md > /dev/null
+    $R/t4-emulated.jsonl --validate-on $R/recipes/h200-ladder.jsonl --validate-on $R/scale-out/t4-default-1gpu.jsonl \
+    --validate-on $R/smoke/smoke-native.jsonl --validate-on $R/smoke/smoke-t4.jsonl \
+    --out reports/estimator.md > /dev/null
 $BENCH kernels-check --from-results reports/kernels/ $(for f in $R/*.jsonl; do echo --results "$f"; done) \
     --benchmark reports/kernels-benchmark.json --test-log reports/kernels/kernels-tests.txt \
     --out reports/kernels.md > /dev/null || [ $? -eq 1 ]  # 1: a model's check failed (shown in the table)

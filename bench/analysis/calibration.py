@@ -42,9 +42,10 @@ CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "calibratio
 #: - unsloth: "affine", a least-squares line; its records keep a larger share of small transients
 #:   than of large ones, so a single ratio over- or under-shoots one end.
 SLACK_MODEL: dict[str, str] = {"hf": "proportional", "unsloth": "affine"}
-#: Cells whose reserved memory reached this share of an emulated tier's cap are left out of the slack
-#: fit: there the allocator frees its cache and retries, so they measure the cap.
-SLACK_CAP_PRESSURE = 0.97
+#: Cells whose reserved memory reached this share of an emulated tier's torch cap are pinned by the
+#: cap: there the allocator frees its cache and retries, so their peak measures the cap, not the need.
+#: They, and out-of-memory cells, are left out of calibration and of the estimator's error figures.
+CAP_PINNED_PRESSURE = 0.97
 #: Cells with less transient memory than this give no slack sample (the ratio is noise there).
 MIN_SLACK_TRANSIENT_BYTES = 256 * MiB
 #: Fewest samples for a least-squares slack line; with fewer the fit falls back to the median ratio.
@@ -140,6 +141,19 @@ def cap_pressure(record: ResultRecord) -> float:
     return record.peak_reserved_bytes / (record.torch_memory_fraction * total)
 
 
+def cap_pinned_reason(record: ResultRecord) -> Optional[str]:
+    """Why a GPU record's peak says "the cap" rather than what the cell needs, or None when it does not:
+    an out-of-memory cell (it stopped at the cap), or an ok cell of an emulated tier whose reserved
+    memory reached CAP_PINNED_PRESSURE of the torch cap. The one rule calibration and validation use."""
+    if record.status == "oom":
+        return "out of memory: its peak is where it stopped, not what it needs"
+    pressure = cap_pressure(record)
+    if record.status == "ok" and pressure >= CAP_PINNED_PRESSURE:
+        return (f"pinned by the emulated cap: reserved {pressure * 100:.1f} % of the torch cap "
+                f"(>= {CAP_PINNED_PRESSURE * 100:.0f} %), so its peak measures the cap")
+    return None
+
+
 def compute_capability_key(record: ResultRecord) -> Optional[str]:
     """The record's GPU generation "major.minor": as recorded in its env, else from the tier table."""
     env = record.env or {}
@@ -185,12 +199,12 @@ def calibration_from_records(records: Iterable[ResultRecord], predict: Predictor
     """The calibrated values as ok GPU records imply them, unrounded, with the cells used.
 
     Returns {"measured": values (the keys of `Calibration`, floats where a fit gives one),
-    "cells": cell ids per value and library family}. Memory outside torch: the median of
+    "cells": cell ids per value and library family, "left_out": {cell id: reason} of the cells
+    `cap_pinned_reason` leaves out (their peak is the cap)}. Memory outside torch: the median of
     peak_device_bytes - peak_reserved_bytes (hf cells per compute capability; unsloth's extra is
     its median minus hf's). Slack: (transient, peak_reserved - peak_allocated) pairs, transient =
     peak_allocated - the estimator's persistent bytes, over cells with more than
-    MIN_SLACK_TRANSIENT_BYTES of transient and under SLACK_CAP_PRESSURE of an emulated cap, fitted
-    as SLACK_MODEL says. Unsloth's backward tensor count: the least-squares slope through 0 of the
+    MIN_SLACK_TRANSIENT_BYTES of transient, fitted as SLACK_MODEL says. Unsloth's backward tensor count: the least-squares slope through 0 of the
     bytes the measured peak leaves for them on the bytes of one, over unsloth cells whose measured
     peak lies in the layer phase.
     """
@@ -198,7 +212,11 @@ def calibration_from_records(records: Iterable[ResultRecord], predict: Predictor
     outside_hf_by_cc: dict[str, list[int]] = {}
     slack: dict[str, list[tuple[str, tuple[float, float]]]] = {}
     backward: list[tuple[str, tuple[float, float]]] = []
+    left_out: dict[str, str] = {}
     for r in records:
+        if r.peak_device_bytes is not None and (reason := cap_pinned_reason(r)):
+            left_out[r.cell_id] = reason
+            continue
         if r.status != "ok" or None in (r.peak_device_bytes, r.peak_reserved_bytes, r.peak_allocated_bytes):
             continue
         outside.setdefault(r.backend, []).append((r.cell_id, r.peak_device_bytes - r.peak_reserved_bytes))
@@ -209,8 +227,6 @@ def calibration_from_records(records: Iterable[ResultRecord], predict: Predictor
             sample = _backward_sample(r, predict)
             if sample is not None:
                 backward.append((r.cell_id, sample))
-        if cap_pressure(r) >= SLACK_CAP_PRESSURE:
-            continue
         est = predict(r, 0)
         if est is None:
             continue
@@ -236,6 +252,7 @@ def calibration_from_records(records: Iterable[ResultRecord], predict: Predictor
             "allocator_slack": {b: [c for c, _ in pts] for b, pts in sorted(slack.items())},
             "unsloth_backward": [c for c, _ in backward],
         },
+        "left_out": left_out,
     }
 
 
@@ -272,13 +289,14 @@ def calibration_rule() -> dict[str, str]:
     """How each value is computed from the records, in words (recorded in the data file)."""
     slack_models = ", ".join(f"{b}: {m}" for b, m in SLACK_MODEL.items())
     return {
+        "left_out": f"out-of-memory cells and emulated cells whose reserved memory reached {CAP_PINNED_PRESSURE} "
+                    "of the torch cap: their peak is the cap, not the need",
         "non_torch_bytes_by_compute_capability": "hf cells: median of peak_device_bytes - peak_reserved_bytes per "
                                                  "compute capability, to whole MiB",
         "unsloth_extra_non_torch_bytes": "median of peak_device_bytes - peak_reserved_bytes over unsloth cells minus "
                                          "that over hf cells, to whole MiB",
         "allocator_slack": "per backend, (transient, peak_reserved_bytes - peak_allocated_bytes) over cells with "
-                           f"transient > {MIN_SLACK_TRANSIENT_BYTES // MiB} MiB and reserved under "
-                           f"{SLACK_CAP_PRESSURE} of an emulated cap (transient = peak_allocated_bytes - the "
+                           f"transient > {MIN_SLACK_TRANSIENT_BYTES // MiB} MiB (transient = peak_allocated_bytes - the "
                            f"estimator's persistent bytes); {slack_models} (proportional: median ratio, base 0; "
                            "affine: least-squares line); fraction and base (in MiB) to two significant figures",
         "unsloth_backward_i_elems": "least-squares slope through 0 of (peak_allocated_bytes - the predicted layer "
@@ -300,6 +318,7 @@ def calibration_document(result: dict[str, Any], sources: list[str]) -> dict[str
         "values": rounded_values(result["measured"]),
         "measured": result["measured"],
         "cells": result["cells"],
+        "left_out": result.get("left_out", {}),
     }
 
 

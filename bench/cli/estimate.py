@@ -26,14 +26,20 @@ from bench.analysis.calibration import (
 from bench.analysis.doctor import DEFAULT_MODEL
 from bench.analysis.estimate import (
     EstimateError,
+    SplitRuleError,
+    architecture_resolver,
     breakdown_by_component,
     calibration_predictor,
+    coverage,
+    coverage_gaps,
     estimate_grid,
     fit_verdicts,
     model_shape,
+    out_of_sample,
+    parse_split_rule,
     predicted_limits,
+    split_records,
     unmeasured_recipes,
-    validate_records,
     validation_summary,
 )
 from bench.cli.common import UsageFailure, check_writable, console, err_console, wide_console
@@ -42,7 +48,13 @@ from bench.config.recipes import DEFAULT_RECIPES, DRIVERS
 from bench.config.request import RunRequest, recipes_of
 from bench.config.settings import ConfigError, parse_int_list
 from bench.config.tiers import GpuTier, default_seq_len, get_tier
-from bench.render.estimate import estimate_tables, limits_table, render_validation_markdown, validation_table
+from bench.render.estimate import (
+    estimate_tables,
+    limits_table,
+    render_validation_markdown,
+    validation_console_lines,
+    validation_table,
+)
 from bench.run.device import detect_host_gpu
 from bench.schema.store import load
 from bench.units import GiB
@@ -127,7 +139,14 @@ def estimate_command(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16 | float16 (default: the tier's)."),
     max_fit: bool = typer.Option(False, "--max-fit", help="Largest seq (at each batch) and batch (at each seq) predicted to fit."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout (nothing else)."),
-    validate: bool = typer.Option(False, "--validate", help="Compare with every measured ok cell of RESULTS."),
+    validate: bool = typer.Option(False, "--validate", help="Calibrate on RESULTS and compare with every measured "
+                                  "cell; --validate-on / --hold-out hold cells out of the fit."),
+    validate_on: Optional[List[Path]] = typer.Option(None, "--validate-on", help="With --validate: a results file "
+                                                     "whose cells are held out (repeatable)."),
+    hold_out: Optional[List[str]] = typer.Option(None, "--hold-out", help="With --validate: hold out the cells of "
+                                                 "RESULTS matching KEY=V1,V2 | KEY>=N | KEY<=N (keys: model, "
+                                                 "architecture, recipe, family, tier, mode, driver, dtype, optimizer, "
+                                                 "gpu, seq_len, batch_size, tokens, lora_r; repeatable, any matches)."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Print the calibrated values RESULTS imply."),
     write: bool = typer.Option(False, "--write", help="With --calibrate: write them to bench/data/calibration.json."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --validate: write the markdown table here."),
@@ -135,7 +154,9 @@ def estimate_command(
 ):
     """Predict peak VRAM per recipe (no GPU needed), with a verdict against the tier's memory.
 
-    With --validate RESULTS...: compare with every measured ok GPU cell (--out writes the markdown).
+    With --validate RESULTS...: calibrate on RESULTS' cells and compare with every measured GPU cell; cells of
+    --validate-on files and cells matching --hold-out rules are held out of the fit, and their errors are
+    reported apart (--out writes the markdown). OOM and cap-pinned cells are left out, and said so.
     With --calibrate RESULTS...: the calibrated values they imply (--write makes them the estimator's).
     Exit codes: 0 done (something fits); 1 nothing fits (a verdict, not an error), or with --validate
     --strict a cell misses the accuracy bound; 2 bad input.
@@ -144,12 +165,14 @@ def estimate_command(
     try:
         if write and not calibrate:
             fail("--write goes with --calibrate")
+        if (validate_on or hold_out) and not validate:
+            fail("--validate-on / --hold-out go with --validate")
         if validate or calibrate:
             if not results:
                 fail("--validate / --calibrate need results JSONL files")
             if calibrate:
                 return _calibrate(results, write, json_out)
-            return _validate(results, out, strict, json_out)
+            return _validate(results, list(validate_on or []), list(hold_out or []), out, strict, json_out)
         if results:
             fail(f"unexpected argument {results[0]} (results files go with --validate)")
         if out is not None:
@@ -242,37 +265,66 @@ def _calibrate(results: list[Path], write: bool, json_out: bool) -> None:
                       "--write makes them the estimator's")
 
 
-def _validate(results: list[Path], out: Optional[Path], strict: bool, json_out: bool) -> None:
-    records = load(results)
-    rows, skipped = validate_records(records, _resolve_config)
-    if not rows:
-        fail("no measured ok GPU cell in these results (cpu-mode records have no device peak)")
-    sources = [str(p) for p in results]
+def validation_command(results: list[Path], validate_on: list[Path], hold_out: list[str]) -> str:
+    """The `bench estimate --validate ...` line that reproduces a validation (written into its report)."""
+    return " ".join(["bench estimate --validate", *map(str, results), *[f"--validate-on {p}" for p in validate_on],
+                     *[f"--hold-out {r}" for r in hold_out]])
+
+
+def _validate(results: list[Path], validate_on: list[Path], hold_out: list[str], out: Optional[Path], strict: bool,
+              json_out: bool) -> None:
+    try:
+        rules = [parse_split_rule(text) for text in hold_out]
+    except SplitRuleError as exc:
+        fail(str(exc))
+    calibration_records, held_out_records = load(results), load(validate_on) if validate_on else []
+    split = split_records(calibration_records, held_out_records, rules, architecture_resolver(_resolve_config))
+    if not split.calibration:
+        fail("no measured ok GPU cell to calibrate on in these results (cpu-mode records have no device peak; "
+             "OOM and cap-pinned cells are left out)")
+    try:
+        result = out_of_sample(split, _resolve_config)
+    except CalibrationError as exc:
+        fail(f"the calibration set cannot calibrate the estimator: {exc}")
     if out is not None:
         if out.suffix != ".md":
             fail(f"--out {out}: use a .md file name")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_validation_markdown(rows, skipped, sources, fit_verdicts(records, _resolve_config)))
-    summary = validation_summary(rows)
+        verdicts = fit_verdicts(calibration_records + held_out_records, _resolve_config, result.calibration)
+        out.write_text(render_validation_markdown(result, validation_command(results, validate_on, hold_out),
+                                                  verdicts))
     if json_out:
-        payload = {"summary": summary, "cells": [
-            dict(vars(r), error_bytes=r.error_bytes, bound_bytes=r.bound_bytes, within=r.within) for r in rows],
-            "unmeasured_recipes": unmeasured_recipes(rows), "skipped": skipped}
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.write(json.dumps(_validation_payload(result), indent=2) + "\n")
     else:
-        wide_console(console).print(validation_table(rows))
-        for b, s in summary.items():
-            console.print(f"{b}: {s['within']}/{s['cells']} cells within max(10 %, 0.5 GiB); "
-                          f"max |error| {s['max_abs_error_bytes'] / GiB:.2f} GiB ({s['max_abs_error_pct']:.1f} %)")
-        missing = unmeasured_recipes(rows)
-        if missing:
-            console.print(f"[yellow]no measured cell yet:[/] {', '.join(missing)} (predicted from the sources only)")
-        for s in skipped:
-            console.print(f"[yellow]left out:[/] {s}")
+        wide = wide_console(console)
+        for name, rows in (("in-sample (calibration set)", result.in_sample), ("held-out", result.held_out)):
+            if rows:
+                wide.print(validation_table(rows, f"{name}: estimator vs measured peak_device_bytes (GiB)"))
+        for line in validation_console_lines(result):
+            console.print(line)
         if out is not None:
             console.print(f"report: {out}")
-    if strict and any(not r.within for r in rows):
+    if strict and any(not r.within for r in result.in_sample + result.held_out):
         raise SystemExit(1)
+
+
+def _validation_payload(result) -> dict:
+    """`bench estimate --validate --json`: the split, the calibration fitted, the errors per set."""
+    def cells(rows):
+        return [dict(vars(r), error_bytes=r.error_bytes, error_pct=r.error_pct, errs_low=r.errs_low,
+                     bound_bytes=r.bound_bytes, within=r.within) for r in rows]
+
+    return {"calibration": result.calibration.to_values(),
+            "rules": [str(r) for r in result.split.rules],
+            "summary": {"in_sample": validation_summary(result.in_sample),
+                        "held_out": validation_summary(result.held_out)},
+            "in_sample": cells(result.in_sample), "held_out": cells(result.held_out),
+            "left_out": [vars(x) for x in result.split.left_out],
+            "left_out_counts": result.split.left_out_counts(),
+            "coverage": {"in_sample": coverage(result.in_sample), "held_out": coverage(result.held_out),
+                         "not_covered": coverage_gaps(result)},
+            "unmeasured_recipes": unmeasured_recipes(result.in_sample + result.held_out),
+            "skipped": result.skipped}
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,6 @@
 """The VRAM estimator's output: console tables of `bench estimate`, and reports/estimator.md
-(its predictions beside every measured cell, per recipe, markdown). Sizes are bytes, printed as GiB."""
+(calibrated on one set of measured cells, validated on a held-out set, per recipe family, markdown).
+Sizes are bytes, printed as GiB."""
 
 from __future__ import annotations
 
@@ -7,18 +8,23 @@ from typing import Any, Optional
 
 from rich.table import Table
 
-from bench.analysis.calibration import Calibration, calibrated
+from bench.analysis.calibration import Calibration, CalibrationError, calibrated
 from bench.analysis.estimate import (
     ASSUMPTIONS,
     COMPONENTS,
     TERM_COMPONENT,
     Estimate,
+    OutOfSample,
     ValidationRow,
     Verdict,
     breakdown_by_component,
+    coverage,
+    coverage_gaps,
+    error_stats,
     unmeasured_recipes,
     validation_summary,
 )
+from bench.analysis.estimate.heldout import MIN_ARCHITECTURES, UNSLOTH_RECIPE, UNSLOTH_SEQ_SPAN
 from bench.config.recipes import RECIPES
 from bench.config.tiers import GpuTier
 from bench.render.text import gib
@@ -71,23 +77,79 @@ def limits_table(model: str, tier: GpuTier, settings: dict[str, Any], rows: list
     return t
 
 
-def validation_table(rows: list[ValidationRow]) -> Table:
-    """`bench estimate --validate`: predicted vs measured per cell."""
-    t = Table(title="estimator vs measured peak_device_bytes (GiB)")
-    for col in ("recipe", "driver", "model", "tier", "seq", "batch", "predicted", "measured", "error", "bound",
-                "within"):
-        t.add_column(col, justify="left" if col in ("recipe", "driver", "model", "tier", "within") else "right")
+def validation_table(rows: list[ValidationRow], title: str) -> Table:
+    """`bench estimate --validate`: predicted vs measured per cell; low errors (prediction < measured)
+    marked apart from high ones."""
+    t = Table(title=title)
+    for col in ("recipe", "driver", "model", "tier", "seq", "batch", "predicted", "measured", "error", "side",
+                "bound", "within"):
+        t.add_column(col, justify="left" if col in ("recipe", "driver", "model", "tier", "side", "within") else "right")
     for r in rows:
         t.add_row(r.recipe, r.driver, r.model, f"{r.tier} ({r.mode})", str(r.seq_len), str(r.batch_size),
                   gib(r.predicted_bytes), gib(r.measured_bytes), f"{r.error_bytes / GiB:+.2f}",
-                  gib(r.bound_bytes), "yes" if r.within else "[bold red]NO[/]")
+                  _side(r, "[yellow]LOW[/]"), gib(r.bound_bytes), "yes" if r.within else "[bold red]NO[/]")
     return t
+
+
+def _side(r: ValidationRow, low_mark: str) -> str:
+    return "exact" if r.error_bytes == 0 else (low_mark if r.errs_low else "high")
+
+
+def _worst_text(side: dict[str, Any]) -> str:
+    if side["worst_cell"] is None:
+        return "-"
+    return f"{side['worst_error_bytes'] / GiB:+.2f} GiB ({side['worst_error_pct']:+.1f} %)"
+
+
+def low_error_lines(result: OutOfSample) -> list[str]:
+    """One sentence per set: how many predictions err low (the unsafe side for "fits"), how many of
+    them beyond the bound, and the worst."""
+    lines = []
+    for name, rows in (("in-sample", result.in_sample), ("held-out", result.held_out)):
+        low = error_stats(rows)["low"] if rows else None
+        if not rows:
+            lines.append(f"{name}: no cell")
+        elif not low["cells"]:
+            lines.append(f"{name}: no prediction below the measured peak ({len(rows)} cells)")
+        else:
+            lines.append(f"{name}: {low['cells']} of {len(rows)} predictions below the measured peak "
+                         f"({low['beyond_bound']} beyond the bound); worst {_worst_text(low)} at {low['worst_cell']}")
+    return lines
+
+
+def split_lines(result: OutOfSample) -> list[str]:
+    """How many cells calibrate, are held out and are left out (per reason)."""
+    counts = result.split.left_out_counts()
+    why = {"oom": "out of memory", "cap": "pinned by the emulated cap", "in calibration set":
+           "held-out configurations also in the calibration set"}
+    left = ", ".join(f"{n} {why.get(k, k)}" for k, n in counts.items()) or "none"
+    return [f"{len(result.in_sample)} cells calibrate, {len(result.held_out)} are held out; "
+            f"{sum(counts.values())} left out ({left})"]
+
+
+def validation_console_lines(result: OutOfSample) -> list[str]:
+    """What `bench estimate --validate` prints below its tables (rich markup)."""
+    lines = [f"split: {s}" for s in split_lines(result)]
+    for name, rows in (("in-sample", result.in_sample), ("held-out", result.held_out)):
+        for group, s in validation_summary(rows).items():
+            lines.append(f"{name} {group}: {s['within']}/{s['cells']} within max(10 %, 0.5 GiB); |error| median "
+                         f"{s['median_abs_error_pct']:.1f} %, max {s['max_abs_error_pct']:.1f} %; "
+                         f"low {s['low']['cells']} (worst {_worst_text(s['low'])}), "
+                         f"high {s['high']['cells']} (worst {_worst_text(s['high'])})")
+    lines += [f"[yellow]errs low (unsafe side):[/] {s}" for s in low_error_lines(result)]
+    lines += [f"[yellow]{g}[/]" for g in coverage_gaps(result)]
+    missing = unmeasured_recipes(result.in_sample + result.held_out)
+    if missing:
+        lines.append(f"[yellow]no measured cell yet:[/] {', '.join(missing)} (predicted from the sources only)")
+    lines += [f"[yellow]left out:[/] {x.cell_id} ({x.set}): {x.reason}" for x in result.split.left_out]
+    lines += [f"[yellow]not modelled:[/] {s}" for s in result.skipped]
+    return lines
 
 
 def _calibration_line(cal: Calibration) -> str:
     """The calibrated values in one sentence (memory in MiB, slack fractions to three decimals)."""
     return (
-        "`bench/analysis/estimate/`, the calibrated ones from `bench/data/calibration.json`): memory outside torch "
+        "memory outside torch "
         + ", ".join(f"{k} {v / MiB:.0f} MiB" for k, v in cal.non_torch_bytes_by_compute_capability.items())
         + f" (+{cal.unsloth_extra_non_torch_bytes / MiB:.0f} MiB with Unsloth's recipes), allocator slack "
         + ", ".join(f"{k} {cal.allocator_slack_base_bytes[k] / MiB:.0f} MiB + {v:.3f}"
@@ -102,7 +164,8 @@ def _verdict_lines(verdicts: list[dict[str, Any]]) -> list[str]:
         "",
         "## Fit verdicts against measured outcomes",
         "",
-        "Every measured cell (ok or out of memory) with the estimator's verdict against the tier's memory.",
+        "Every measured cell (ok or out of memory, cap-pinned ones included: a verdict is about them) with the",
+        "estimator's verdict against the tier's memory, under the calibration fitted above.",
         "A disagreement is only a miss where the prediction is further from the tier's memory than the",
         "accuracy target (max(10 %, 0.5 GiB)); closer than that, either verdict is within the stated error.",
         "",
@@ -140,57 +203,136 @@ def _recipe_order(recipe: str) -> int:
     return order.index(recipe) if recipe in order else len(order)
 
 
-def render_validation_markdown(rows: list[ValidationRow], skipped: list[str], sources: list[str],
-                               verdicts: Optional[list[dict[str, Any]]] = None,
-                               calibration: Optional[Calibration] = None) -> str:
-    """reports/estimator.md: predicted vs measured peak device memory for every measured ok cell
-    (`bench.analysis.estimate.validate_records` rows), per recipe, with the fit verdicts, the
-    calibrated values the predictions used (default: bench/data/calibration.json) and the recipes
-    no cell measures yet."""
+def _summary_lines(result: OutOfSample) -> list[str]:
     lines = [
-        "# VRAM estimator vs measurement",
-        "",
-        "Generated by `bench estimate --validate " + " ".join(sources) + "`; do not edit by hand.",
-        "",
-        "`predicted` is `bench.analysis.estimate.estimate_recipe` for the cell's exact settings (model config,",
-        "recipe and driver, seq_len, batch_size, LoRA rank and targets, optimizer, checkpointing, dtype) and the",
-        "host GPU it ran on. `measured` is the cell's `peak_device_bytes`: NVML's reading of the worker",
-        "process's device memory (CUDA context included), sampled during the cell. Target: |error| <=",
-        "max(10 % of measured, 0.5 GiB) on every cell. Emulated tiers ran on a larger GPU with the",
-        "allocator capped at the tier's memory; their memory use is measured, not projected. Records",
-        "written before recipes existed read as hf-kbit / unsloth with the loop driver.",
-        "",
-        "Calibrated constants (all others are formulas from the libraries' source, see",
-        _calibration_line(calibration or calibrated()),
-        "",
-        "## Summary",
-        "",
-        "| recipe | cells | within bound | max abs error | max abs error % | mean abs error % |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| set | recipe | cells | within bound | median abs error % | max abs error % | low: cells (beyond bound) "
+        "| worst low | high: cells (beyond bound) | worst high |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
-    for b, s in validation_summary(rows).items():
-        lines.append(f"| {b} | {s['cells']} | {s['within']} | {gib(s['max_abs_error_bytes'])} GiB | "
-                     f"{s['max_abs_error_pct']:.1f} % | {s['mean_abs_error_pct']:.1f} % |")
-    if not rows:
-        lines.append("| - | 0 | 0 | - | - | - |")
-    lines += [
-        "",
-        "## Cells",
-        "",
+    for name, rows in (("in-sample", result.in_sample), ("held-out", result.held_out)):
+        for group, s in validation_summary(rows).items():
+            label = f"**{group}**" if group.endswith("(all)") else group
+            lines.append(f"| {name} | {label} | {s['cells']} | {s['within']} | {s['median_abs_error_pct']:.1f} % | "
+                         f"{s['max_abs_error_pct']:.1f} % | {s['low']['cells']} ({s['low']['beyond_bound']}) | "
+                         f"{_worst_text(s['low'])} | {s['high']['cells']} ({s['high']['beyond_bound']}) | "
+                         f"{_worst_text(s['high'])} |")
+        if not rows:
+            lines.append(f"| {name} | - | 0 | 0 | - | - | - | - | - | - |")
+    return lines
+
+
+def _coverage_lines(result: OutOfSample) -> list[str]:
+    lines = []
+    for name, rows in (("in-sample", result.in_sample), ("held-out", result.held_out)):
+        archs = "; ".join(f"{a} ({', '.join(m)})" for a, m in coverage(rows)["architectures"].items())
+        lines.append(f"- {name} architectures (models): {archs or 'none'}")
+    lines += ["", "| set | recipe | cells | architectures | seq_len | batch_size |", "|---|---|---:|---|---|---|"]
+    for name, rows in (("in-sample", result.in_sample), ("held-out", result.held_out)):
+        for recipe, c in sorted(coverage(rows)["recipes"].items(), key=lambda kv: _recipe_order(kv[0])):
+            lines.append(f"| {name} | {recipe} | {c['cells']} | {', '.join(c['architectures'])} | "
+                         f"{c['seq_len'][0]}..{c['seq_len'][1]} | {c['batch_size'][0]}..{c['batch_size'][1]} |")
+    gaps = coverage_gaps(result)
+    lines += ["", f"Requirement (issue 11): at least {MIN_ARCHITECTURES} architectures, and `{UNSLOTH_RECIPE}` "
+              f"measured from {UNSLOTH_SEQ_SPAN[0]} to {UNSLOTH_SEQ_SPAN[1]:,} tokens per sequence on each; a GPU run fills "
+              "what is not covered.", ""]
+    return lines + ([f"- {g}" for g in gaps] if gaps else ["- covered, in sample and out of sample"])
+
+
+def _cell_lines(rows: list[ValidationRow]) -> list[str]:
+    lines = [
         "| recipe | driver | model | tier (mode) | GPU | seq_len | batch | dtype | checkpointing | predicted GiB | "
-        "measured GiB | error GiB | error % | bound GiB | within | peak phase |",
-        "|---|---|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|",
+        "measured GiB | error GiB | error % | side | bound GiB | within | peak phase |",
+        "|---|---|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (_recipe_order(r.recipe), r.driver, r.model, r.tier, r.mode, r.batch_size,
                                          r.seq_len)):
         lines.append(
             f"| {r.recipe} | {r.driver} | {r.model} | {r.tier} ({r.mode}) | {r.gpu_name or '-'} | {r.seq_len} | "
             f"{r.batch_size} | {r.dtype} | {r.gradient_checkpointing} | {gib(r.predicted_bytes)} | "
-            f"{gib(r.measured_bytes)} | {r.error_bytes / GiB:+.2f} | {r.error_bytes / r.measured_bytes * 100:+.1f} | "
+            f"{gib(r.measured_bytes)} | {r.error_bytes / GiB:+.2f} | {r.error_pct:+.1f} | {_side(r, '**low**')} | "
             f"{gib(r.bound_bytes)} | {'yes' if r.within else '**NO**'} | {r.peak_phase} |")
-    lines += _unmeasured_lines(rows)
+    return lines if rows else lines + ["| - | | | | | | | | | | | | | | | | |"]
+
+
+def _split_text(result: OutOfSample) -> list[str]:
+    rules = " or ".join(f"`{rule}`" for rule in result.split.rules)
+    return [
+        "The calibration set is the cells of the files after `--validate`"
+        + (f" that match none of {rules}" if rules else "") + "; the held-out set is the cells of the "
+        "`--validate-on` files" + (f" and those of the calibration files matching {rules}" if rules else "")
+        + ". A cell's set depends only on its file and its own fields (deterministic). The calibrated constants "
+        "are fitted on the calibration set alone, so the held-out cells never enter the fit; in-sample errors show "
+        "the fit, held-out errors what to expect on cells it never saw. Out-of-memory cells and cells whose "
+        "reserved memory reached the emulated tier's cap are left out of both sets (their peak says the cap, not "
+        "the need), and so is a held-out cell whose memory configuration the calibration set also measured.",
+        "",
+        "Cells: " + split_lines(result)[0] + ".",
+    ]
+
+
+def render_validation_markdown(result: OutOfSample, command: str,
+                               verdicts: Optional[list[dict[str, Any]]] = None) -> str:
+    """reports/estimator.md: the estimator calibrated on one set of measured cells and validated on a
+    held-out set (`bench.analysis.estimate.out_of_sample`): the split, the errors per recipe family with
+    low errors apart, the coverage and what it lacks, every cell, the fit verdicts and what was left
+    out. `command`: the `bench estimate --validate ...` line that generated it."""
+    cal = result.calibration
+    try:
+        same = cal == calibrated()
+    except CalibrationError:
+        same = False
+    lines = [
+        "# VRAM estimator: calibrated on one set, validated on another",
+        "",
+        f"Generated by `{command}`; do not edit by hand.",
+        "",
+        "`predicted` is `bench.analysis.estimate.estimate_recipe` for the cell's exact settings (model config,",
+        "recipe and driver, seq_len, batch_size, LoRA rank and targets, optimizer, checkpointing, dtype) and the",
+        "host GPU it ran on. `measured` is the cell's `peak_device_bytes`: NVML's reading of the worker",
+        "process's device memory (CUDA context included), sampled during the cell. Target: |error| <=",
+        "max(10 % of measured, 0.5 GiB) on every cell. A **low** error (predicted < measured) is the unsafe side:",
+        "a \"fits\" verdict may then be wrong. Emulated tiers ran on a larger GPU with the allocator capped at the",
+        "tier's memory; their memory use is measured, not projected. Records written before recipes existed read",
+        "as hf-kbit / unsloth with the loop driver.",
+        "",
+        "## How the cells are split",
+        "",
+        *_split_text(result),
+        "",
+        "Calibrated constants, fitted on the calibration set by the rule of `bench/data/calibration.json` (all",
+        "others are formulas from the libraries' source, `bench/analysis/estimate/`): " + _calibration_line(cal)
+        + (" The same values as `bench/data/calibration.json`." if same else
+           " **Not** the values of `bench/data/calibration.json` (`bench estimate --calibrate FILES --write` "
+           "writes those)."),
+        "",
+        "## Errors per recipe family",
+        "",
+        "`low` counts predictions below the measured peak, `high` those above; `worst` is the largest of each side.",
+        "",
+        *_summary_lines(result),
+        "",
+        "## Predictions that err low",
+        "",
+        *[f"- {line}" for line in low_error_lines(result)],
+        "",
+        "## Coverage",
+        "",
+        *_coverage_lines(result),
+        "",
+        "## Held-out cells",
+        "",
+        *_cell_lines(result.held_out),
+        "",
+        "## In-sample cells (the calibration set)",
+        "",
+        *_cell_lines(result.in_sample),
+    ]
+    lines += _unmeasured_lines(result.in_sample + result.held_out)
     if verdicts:
         lines += _verdict_lines(verdicts)
-    if skipped:
-        lines += ["", "## Records left out", ""] + [f"- {s}" for s in skipped]
+    if result.split.left_out:
+        lines += ["", "## Cells left out", ""] + [f"- {x.cell_id} ({x.set} set): {x.reason}"
+                                                   for x in result.split.left_out]
+    if result.skipped:
+        lines += ["", "## Cells the estimator cannot model", ""] + [f"- {s}" for s in result.skipped]
     return "\n".join(lines) + "\n"

@@ -18,7 +18,8 @@
 # /tmp/qb-work while the machine is still warm, else from the committed copy in reports/results/.
 # Then, on the CPU machine:
 #   cp <OUT>/estimator-sweep-h100-part*.jsonl reports/results/   (and the .console.txt / .logs)
-#   python -m bench estimate --validate reports/results/*.jsonl --out reports/estimator.md
+#   add the new files to the `bench estimate --validate` line of scripts/regen_reports.sh (as
+#   --validate-on FILE to hold them out of the calibration), then bash scripts/regen_reports.sh
 #   python -m pytest tests/integration/test_estimate.py        # the bound, on every committed cell
 set -uo pipefail
 . scripts/gpu/_env.sh

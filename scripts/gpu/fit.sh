@@ -21,7 +21,8 @@
 #   cp <OUT>/fit-*-emulated.jsonl reports/results/            (and the .console.txt / .logs)
 #   python -m bench fit --from-results reports/results/fit-t4-emulated.jsonl \
 #       reports/results/fit-a10g-emulated.jsonl --out reports/max-fit.md
-#   python -m bench estimate --validate reports/results/*.jsonl --out reports/estimator.md
+#   add the new files to the `bench estimate --validate` line of scripts/regen_reports.sh (as
+#   --validate-on FILE to hold them out of the calibration), then bash scripts/regen_reports.sh
 #   (the probes are measured cells too: the estimator is validated on them)
 set -uo pipefail
 . scripts/gpu/_env.sh

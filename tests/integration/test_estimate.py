@@ -432,16 +432,29 @@ def test_cli_validate_writes_the_report(gpu_results_files, tmp_path):
     if not _gpu_records(gpu_results_files):
         pytest.skip("no committed GPU results")
     out = tmp_path / "estimator.md"
-    proc = run_bench("estimate", "--validate", *map(str, gpu_results_files), "--out", str(out), "--strict")
+    files = list(map(str, gpu_results_files))
+    proc = run_bench("estimate", "--validate", *files[1:], "--validate-on", files[0], "--hold-out", "seq_len>=30000",
+                     "--out", str(out), "--strict")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = out.read_text()
-    assert "| recipe | cells | within bound |" in text and "**NO**" not in text
+    assert text.startswith("# VRAM estimator: calibrated on one set, validated on another")
+    assert f"`bench estimate --validate {' '.join(files[1:])} --validate-on {files[0]} --hold-out seq_len>=30000`" in text
+    assert "| set | recipe | cells | within bound | median abs error % |" in text and "**NO**" not in text
+    assert "| held-out | **unsloth (all)** |" in text and "| in-sample | **hf (all)** |" in text
     assert "| hf-kbit | loop | llama-3.1-8b |" in text  # version-1 records: hf-kbit / unsloth, loop driver
+    assert "## Predictions that err low" in text and "- not covered: 3 architectures (measured 1: llama)" in text
+    assert "## Cells left out" in text and "out of memory" in text and "pinned by the emulated cap" in text
     assert "## Recipes without measured cells" in text and "`hf-trl`" in text
-    n_cells = len(E.validate_records(_gpu_records(gpu_results_files), lambda m: resolve_model(m).config)[0])
-    assert text.count("| yes |") >= n_cells
-    cpu_only = run_bench("estimate", "--validate")
-    assert cpu_only.returncode == 2
+    assert "errs low (unsafe side): held-out:" in proc.stdout and "not covered:" in proc.stdout
+    payload = json.loads(run_bench("estimate", "--validate", *files[1:], "--validate-on", files[0], "--json").stdout)
+    assert payload["held_out"] and payload["in_sample"] and payload["left_out_counts"]["oom"] >= 1
+    assert {c["cell_id"] for c in payload["held_out"]}.isdisjoint(c["cell_id"] for c in payload["in_sample"])
+    assert run_bench("estimate", "--validate").returncode == 2
+    bad = run_bench("estimate", "--validate", *files, "--hold-out", "colour=red")
+    assert bad.returncode == 2 and "unknown key" in bad.stderr
+    one_family = run_bench("estimate", "--validate", *files, "--hold-out", "recipe=unsloth")
+    assert one_family.returncode == 2 and "cannot calibrate" in one_family.stderr
+    assert run_bench("estimate", "--hold-out", "tier=t4", "--gpu-tier", "t4").returncode == 2
 
 
 def test_error_bound():

@@ -8,7 +8,8 @@ Modules: `shapes` (the config dict's shapes), `formulas` (each memory term in by
 (what each recipe and driver changes: upcast, LoRA dtype, loss, kernels), `model` (the phases of a
 step and the estimate: `estimate_recipe`, and `estimate` for a recipe or a library family),
 `limits` (verdicts, the largest predicted fit), `components` (the breakdown grouped for comparing
-recipes), `validate` (against measured records). The few measured numbers are in
+recipes), `validate` (against measured records), `heldout` (the calibration-set / held-out split,
+the calibration fitted on the first, the errors on both, the coverage the validation lacks). The few measured numbers are in
 bench/data/calibration.json (bench.analysis.calibration), per library family; what neither a
 source nor a record fixes is listed in `recipes.ASSUMPTIONS`.
 
@@ -33,8 +34,9 @@ saving only `X, e, g` (`unsloth/kernels/fast_lora.py`).
 The per-token activation coefficients of the Hugging Face recipes (hf-kbit's fp32 upcast, TRL's bf16
 adapters, 16-bit LoRA) were checked against the tensors a real transformers + peft (+ bitsandbytes)
 decoder layer saves for backward (see
-`tests/integration/test_estimate.py::test_hf_layer_coefficients_match_saved_tensors`). Only hf-kbit
-and unsloth have measured GPU cells so far (reports/estimator.md says which recipes have none).
+`tests/integration/test_estimate.py::test_hf_layer_coefficients_match_saved_tensors`).
+reports/estimator.md says which recipes, architectures and sequence lengths have measured cells, in
+the calibration set and held out of it.
 
 Known limits (said, not hidden): the calibrated values come from H100 runs (native and
 emulated tiers); on a real pre-Ampere card (T4) SDPA has no flash kernel and, for GQA models, may
@@ -48,6 +50,19 @@ the error of a tier's memory is not a verdict: `bench fit` settles it by measuri
 """
 
 from bench.analysis.estimate.components import COMPONENTS, TERM_COMPONENT, breakdown_by_component
+from bench.analysis.estimate.heldout import (
+    LeftOut,
+    OutOfSample,
+    Split,
+    SplitRule,
+    SplitRuleError,
+    architecture_resolver,
+    coverage,
+    coverage_gaps,
+    out_of_sample,
+    parse_split_rule,
+    split_records,
+)
 from bench.analysis.estimate.limits import (
     Verdict,
     estimate_grid,
@@ -65,6 +80,7 @@ from bench.analysis.estimate.validate import (
     calibration_predictor,
     compute_capability_of,
     error_bound_bytes,
+    error_stats,
     estimate_for_record,
     fit_verdicts,
     unmeasured_recipes,
@@ -73,7 +89,9 @@ from bench.analysis.estimate.validate import (
 )
 
 __all__ = [
-    "ASSUMPTIONS", "COMPONENTS", "Estimate", "EstimateError", "LinearShape", "ModelShape", "RecipeProfile",
+    "ASSUMPTIONS", "COMPONENTS", "Estimate", "EstimateError", "LeftOut", "LinearShape", "ModelShape", "OutOfSample",
+    "RecipeProfile", "Split", "SplitRule", "SplitRuleError", "architecture_resolver", "coverage", "coverage_gaps",
+    "error_stats", "out_of_sample", "parse_split_rule", "split_records",
     "TERM_COMPONENT", "ValidationRow", "Verdict", "breakdown_by_component", "calibration_predictor",
     "compute_capability_of", "error_bound_bytes", "estimate", "estimate_for_record", "estimate_grid",
     "estimate_recipe", "fit_verdicts", "largest_true", "max_fit_batch_size", "max_fit_seq_len", "model_shape",
