@@ -2,16 +2,21 @@
 measured recipe per size, what fits per recipe. Structured values (entries, pairs, figures); the
 report's summary bullets and decision matrix (bench.render.report) put them in words.
 
-A cell *fits* when it ran ok within the tier's memory (`ResultRecord.fits_tier`). A *candidate*
+A cell *fits* when it ran ok within the tier's memory and is not *borderline* (an emulated cell whose
+peak is within BORDERLINE_MARGIN of the cap: bench.analysis.borderline). A borderline cell is tried, but
+neither fits nor is known not to fit: no recommendation rests on it and no "does not fit" either. A *candidate*
 fits and is not a side of a pair whose sides both ran but did not match (the one comparable rule,
 bench.schema.pairs); a cell whose partner did not finish has no parity verdict and still counts.
 
 Untried is untried. At a size (seq_len x batch) a recipe of the view is *tried* when a cell of it
 was measured there; *known not to fit* when a cell of it at a size no larger in both seq_len and
-batch did not fit (out of memory, skipped, or over the tier's memory: what `bench run
+batch did not fit (not borderline) (out of memory, skipped, or over the tier's memory: what `bench run
 --skip-dominated` concludes itself); *untried* otherwise. A recipe is preferred at a size only when
 no recipe of the view is untried there, and the best measured configuration is read only from such
 sizes. Among equal keys the first cell in report order (the reference first) wins.
+
+Cost per token is only for native runs (`measured_cost_per_million_tokens`): an emulated cell's tokens/s
+are the host GPU's, so at the tier's price they would be neither the tier's cost nor the host's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Optional
 
 import pandas as pd
 
+from bench.analysis.borderline import fits_clearly, is_borderline, memory_cap_bytes
 from bench.analysis.frame import items_at, pairs_frame, records_frame
 from bench.analysis.results import Entry, Group, ordered_recipes
 from bench.config.tiers import TIERS
@@ -40,9 +46,23 @@ def cost_per_million_tokens(price_per_hour_usd: float, tokens_per_s: Optional[fl
     return price_per_hour_usd / (tokens_per_s * 3600.0) * 1e6
 
 
+def measured_cost_per_million_tokens(r: ResultRecord) -> Optional[float]:
+    """USD per 1M trained tokens of a native cell at its tier's indicative price; None for an emulated
+    or CPU cell (its tokens/s are not the tier's), an unknown tier, or no tokens/s."""
+    tier = TIERS.get(r.tier)
+    if r.mode != "native" or tier is None:
+        return None
+    return cost_per_million_tokens(tier.price_per_hour_usd, r.tokens_per_s)
+
+
 def fits(r: ResultRecord) -> bool:
-    """The cell ran and stayed within the tier's memory (`ResultRecord.fits_tier`)."""
-    return r.fits_tier
+    """The cell ran within the tier's memory and is not borderline (bench.analysis.borderline.fits_clearly)."""
+    return fits_clearly(r)
+
+
+def borderline(r: ResultRecord) -> bool:
+    """An emulated cell that ran within its cap but with a peak within the margin of it (bench.analysis.borderline)."""
+    return is_borderline(r)
 
 
 def _first(frame: pd.DataFrame, by: list[str], ascending) -> Optional[int]:
@@ -68,7 +88,7 @@ def unmatched_cell_ids(group: Group) -> set[str]:
 
 
 def fitting_cells(group: Group, model: str) -> pd.DataFrame:
-    """Cells of `model` that ran within the tier's memory (the fit verdict; parity aside), as
+    """Cells of `model` that fit (within the tier's memory, not borderline; parity aside), as
     records_frame(group.entries) rows."""
     cells = _model_cells(group, model)
     return cells[cells["fits"]]
@@ -86,13 +106,13 @@ def memory_saving(p: Pair) -> Optional[float]:
     return p.memory_reduction("peak_allocated_bytes") if red is None else red
 
 
-def headroom_left(r: ResultRecord, tier_name: str, fraction: float = HEADROOM_FRACTION) -> Optional[int]:
-    """Bytes of the tier's memory left above the device peak, when the peak is at least `fraction`
-    of it (little headroom); None otherwise or when unknown."""
-    tier = TIERS.get(tier_name)
-    if tier is None or r.peak_device_bytes is None or r.peak_device_bytes < fraction * tier.usable_vram_bytes:
+def headroom_left(r: ResultRecord, fraction: float = HEADROOM_FRACTION) -> Optional[int]:
+    """Bytes of the cell's memory cap (bench.analysis.borderline.memory_cap_bytes) left above its device
+    peak, when the peak is at least `fraction` of the cap (little headroom); None otherwise or when unknown."""
+    cap = memory_cap_bytes(r)
+    if cap is None or r.peak_device_bytes is None or r.peak_device_bytes < fraction * cap:
         return None
-    return tier.usable_vram_bytes - r.peak_device_bytes
+    return cap - r.peak_device_bytes
 
 
 # -- what fits per recipe (the summary) ---------------------------------------------------------
@@ -106,6 +126,7 @@ class RecipeFit:
     largest_measured: bool  # `largest` is also the largest size measured (larger ones not tried)
     first_failure: Optional[Entry]  # the smallest that did not fit (over memory, OOM, or skipped)
     errors: list[Entry]  # cells that failed with an error, a NaN loss, or timed out
+    borderline: list[Entry] = field(default_factory=list)  # ran within the cap, peak within the margin of it
 
 
 def recipe_fit(group: Group, model: str, recipe: str) -> RecipeFit:
@@ -115,12 +136,13 @@ def recipe_fit(group: Group, model: str, recipe: str) -> RecipeFit:
     top = _first(fit, SIZE_COLUMNS, ascending=False)
     largest_measured = top is not None and \
         tuple(mine.loc[top, SIZE_COLUMNS]) == max(mine[SIZE_COLUMNS].itertuples(index=False, name=None))
-    failed = mine[~mine["fits"] & mine["status"].isin(("ok", "oom", "skipped"))]
+    failed = mine[~mine["fits"] & ~mine["borderline"] & mine["status"].isin(("ok", "oom", "skipped"))]
     first_failure = _first(failed, SIZE_COLUMNS, ascending=True)
     entries = group.entries
     return RecipeFit(recipe, items_at(entries, mine), None if top is None else entries[top], largest_measured,
                      None if first_failure is None else entries[first_failure],
-                     items_at(entries, mine[mine["status"].isin(("error", "timeout", "nan_loss"))]))
+                     items_at(entries, mine[mine["status"].isin(("error", "timeout", "nan_loss"))]),
+                     items_at(entries, mine[mine["borderline"]].sort_values(SIZE_COLUMNS, kind="stable")))
 
 
 def model_recipes(group: Group, model: str) -> list[str]:
@@ -175,6 +197,7 @@ class SizeChoice:
     untried: list[str]  # recipes of the view neither measured here nor known not to fit
     fitting: list[Entry]  # cells that fit (parity aside)
     candidates: list[Entry]  # fitting and not in a pair that is not matched; highest tokens/s first
+    borderline: list[Entry] = field(default_factory=list)  # cells here within the margin of the cap
 
     @property
     def best(self) -> Optional[Entry]:
@@ -188,7 +211,8 @@ class SizeChoice:
 
 def _known_unfit(cells: pd.DataFrame, recipe: str, seq_len: int, batch: int) -> Optional[int]:
     """Index of the smallest cell of `recipe` at a size no larger than (seq_len, batch) that did not fit."""
-    failed = cells[(cells["recipe"] == recipe) & ~cells["fits"] & cells["status"].isin(("ok", "oom", "skipped"))
+    failed = cells[(cells["recipe"] == recipe) & ~cells["fits"] & ~cells["borderline"]
+                   & cells["status"].isin(("ok", "oom", "skipped"))
                    & (cells["seq_len"] <= seq_len) & (cells["batch_size"] <= batch)]
     return _first(failed, SIZE_COLUMNS, ascending=True)
 
@@ -210,7 +234,8 @@ def size_choices(group: Group, model: str) -> list[SizeChoice]:
         ranked = at.sort_values("tokens", ascending=False, kind="stable")
         out.append(SizeChoice(int(seq), int(batch), items_at(entries, here), unfit,
                               [r for r in recipes if r not in tried and r not in unfit],
-                              items_at(entries, here[here["fits"]]), items_at(entries, ranked)))
+                              items_at(entries, here[here["fits"]]), items_at(entries, ranked),
+                              items_at(entries, here[here["borderline"]])))
     return out
 
 
@@ -231,6 +256,7 @@ class Shortfall:
     fitting: list[Entry]  # fitting, all in unmatched pairs (empty: nothing fits)
     smallest: Entry  # the smallest size tried (the reference first on a tie)
     sizes_tried: int  # distinct (seq_len, batch) among `cells`
+    borderline: list[Entry] = field(default_factory=list)  # cells within the margin of the cap (none fits)
 
 
 @dataclass
@@ -249,7 +275,7 @@ def shortfall_of(group: Group, cells: list[Entry]) -> Shortfall:
     frame = records_frame(cells)
     smallest = _first(frame, SIZE_COLUMNS, ascending=True)
     return Shortfall(cells, [e for e in cells if fits(e.record)], cells[smallest],
-                     len(frame[["seq_len", "batch_size"]].drop_duplicates()))
+                     len(frame[["seq_len", "batch_size"]].drop_duplicates()), [e for e in cells if borderline(e.record)])
 
 
 def _size_key(c: SizeChoice) -> tuple[int, int, int]:

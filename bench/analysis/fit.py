@@ -1,7 +1,8 @@
 """The "longest context and largest batch per tier" table, read from recorded max-fit probes.
 
 `bench fit` (bench.run.fit) records one training cell per probe; `max_fit_rows` reads the largest
-fitting and smallest failing sizes off those records (monotone reading), and `estimator_seeds`
+fitting and smallest failing sizes off those records (monotone reading; a largest fitting size whose
+cell is borderline, bench.analysis.borderline, is flagged so), and `estimator_seeds`
 gives the estimator's answer for the same settings: the search's starting points and the
 table's "predicted" columns. Memory is bytes, sizes are tokens (seq_len) and sequences (batch).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from bench.analysis.borderline import is_borderline
 from bench.analysis.estimate import EstimateError, compute_capability_of, max_fit_batch_size, max_fit_seq_len
 from bench.config.models import ModelError, resolve_model
 from bench.config.settings import FIT_SEQ_MULTIPLE
@@ -56,6 +58,8 @@ class MaxFitRow:
     probes: int
     predicted_max_seq_len: Optional[int] = None
     predicted_max_batch_size: Optional[int] = None
+    max_seq_borderline: bool = False  # the max_seq_len cell is borderline (emulated, peak within the margin)
+    max_batch_borderline: bool = False
 
 
 def _bracket(points: list[tuple[int, bool, str]]) -> tuple[Optional[int], Optional[int], Optional[str]]:
@@ -87,6 +91,8 @@ def max_fit_rows(records: list[ResultRecord], batch_size_for: Callable[[str], in
         mb, bf, bst = _bracket(batch_pts)
         host = next(((r.env or {}).get("gpu_name") for r in recs if (r.env or {}).get("gpu_name")), None)
         row = MaxFitRow(tier, mode, host, recipe, driver, model, b0, ms, sf, sst, s0, mb, bf, bst, len(recs))
+        row.max_seq_borderline = any(is_borderline(r) for r in recs if (r.seq_len, r.batch_size) == (ms, b0))
+        row.max_batch_borderline = any(is_borderline(r) for r in recs if (r.seq_len, r.batch_size) == (s0, mb))
         if predict and mode != "cpu":  # the estimator predicts GPU memory; cpu smoke runs have none
             row.predicted_max_seq_len, row.predicted_max_batch_size = _predict_for(recs[0], host, b0, s0)
         rows.append(row)
@@ -100,7 +106,7 @@ def _predict_for(template: ResultRecord, host_gpu_name: Optional[str], batch_siz
         ref = resolve_model(template.model)
         max_seq = ref.max_positions or PREDICT_MAX_SEQ
         cc = compute_capability_of(host_gpu_name) or tier.compute_capability
-        return estimator_seeds(ref.config, template.recipe, tier.usable_vram_bytes, batch_size, seq_len,
+        return estimator_seeds(ref.config, template.recipe, tier.memory_cap_bytes, batch_size, seq_len,
                                max_seq, PREDICT_MAX_BATCH, driver=template.driver, lora_r=template.lora_r,
                                target_modules=template.target_modules, optimizer=template.optimizer,
                                gradient_checkpointing=template.gradient_checkpointing, compute_capability=cc,

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from bench.analysis.borderline import fits_clearly, is_borderline
 from bench.schema.key import IDENTITY_FIELDS, CellKey
 from bench.schema.pairs import Pair, record_of
 from bench.schema.store import hosts_of
@@ -23,8 +24,8 @@ from bench.schema.store import hosts_of
 #: Per-record figures copied into the frame (bytes, seconds, tokens/s, MFU 0..1).
 METRIC_FIELDS = ("peak_allocated_bytes", "peak_device_bytes", "peak_rss_bytes", "tokens_per_s", "tokens_per_s_padded",
                  "first_step_s", "mfu")
-RECORD_COLUMNS = IDENTITY_FIELDS + ("cell_id", "pair_key", "run_id", "status", "ok", "fits", "over_tier_memory",
-                                    "matched", "total_params", "trainable_params") + METRIC_FIELDS \
+RECORD_COLUMNS = IDENTITY_FIELDS + ("cell_id", "pair_key", "run_id", "status", "ok", "fits", "borderline",
+                                    "over_tier_memory", "matched", "total_params", "trainable_params") + METRIC_FIELDS \
     + ("size", "host", "ref")
 #: The columns of each side in `pairs_frame` (prefixed reference_ / candidate_).
 SIDE_COLUMNS = ("recipe", "ref", "status") + METRIC_FIELDS
@@ -39,7 +40,8 @@ def records_frame(items: Sequence[Any]) -> pd.DataFrame:
     """One row per item (a ResultRecord, or an entry with `.record` and optionally `.host`, `.ref`).
 
     Columns: the identity fields (target_modules as a tuple), cell_id, pair_key, run_id, status,
-    ok, fits (ok and within the tier's memory: ResultRecord.fits_tier), over_tier_memory, matched
+    ok, fits (ok within the tier's memory and not borderline: bench.analysis.borderline.fits_clearly),
+    borderline (bench.analysis.borderline.is_borderline), over_tier_memory, matched
     (the parity verdict), parameter counts, METRIC_FIELDS, size (seq_len x batch_size, tokens per
     micro-batch), host (the entry's host GPU, else bench.schema.store.hosts_of) and ref.
     """
@@ -52,7 +54,7 @@ def records_frame(items: Sequence[Any]) -> pd.DataFrame:
     for it, r, host in zip(items, records, hosts):
         row = dict(zip(IDENTITY_FIELDS, CellKey.of(r).values(IDENTITY_FIELDS)))
         row.update(cell_id=r.cell_id, pair_key=r.pair_key, run_id=r.run_id, status=r.status, ok=r.ok,
-                   fits=r.fits_tier, over_tier_memory=r.over_tier_memory, matched=r.matched,
+                   fits=fits_clearly(r), borderline=is_borderline(r), over_tier_memory=r.over_tier_memory, matched=r.matched,
                    total_params=r.total_params, trainable_params=r.trainable_params,
                    size=r.seq_len * r.batch_size, host=host, ref=getattr(it, "ref", None))
         row.update({f: getattr(r, f) for f in METRIC_FIELDS})

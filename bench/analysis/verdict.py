@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from bench.analysis.against import Side, pairs_against
+from bench.analysis.borderline import fits_clearly
 from bench.analysis.results import Group
 from bench.schema.pairs import Pair
 
@@ -49,7 +50,14 @@ class TierVerdict:
 
 
 def _fits(side: Optional[Side]) -> bool:
-    return side is not None and side.record.fits_tier
+    """Fits and is not borderline (bench.analysis.borderline.fits_clearly)."""
+    return side is not None and fits_clearly(side.record)
+
+
+def _does_not_fit(side: Optional[Side]) -> bool:
+    """Finished without fitting: out of memory, skipped, or over the tier's memory (a borderline cell fits
+    neither way, so a size where one side is borderline is said by neither list)."""
+    return side is not None and not side.record.fits_tier
 
 
 def tier_verdict(group: Group, baseline: str = BASELINE, candidate: str = CANDIDATE,
@@ -72,5 +80,5 @@ def tier_verdict(group: Group, baseline: str = BASELINE, candidate: str = CANDID
         group, MEASURED if len(comparable) >= min_pairs else INCONCLUSIVE, baseline, candidate, comparable,
         [p for p in pairs if p.not_matched], [v for p in comparable if (v := p.speedup) is not None], savings,
         saving_field,
-        [p for p in finished if _fits(p.candidate) and not _fits(p.reference)],
-        [p for p in finished if _fits(p.reference) and not _fits(p.candidate)])
+        [p for p in finished if _fits(p.candidate) and _does_not_fit(p.reference)],
+        [p for p in finished if _fits(p.reference) and _does_not_fit(p.candidate)])

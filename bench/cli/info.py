@@ -23,7 +23,7 @@ def tiers():
             if host.tier is not None and host.tier.name == tier.name:
                 here = "native"
             else:
-                here = "emulated" if host.total_memory_bytes >= tier.usable_vram_bytes else "too large"
+                here = "emulated" if host.total_memory_bytes >= tier.memory_cap_bytes else "too large"
         rows.append([tier.name, tier.marketing_name, f"{tier.usable_vram_bytes / GiB:.1f}",
                      f"{tier.memory_bandwidth_gbps:.0f}", f"{tier.fp16_tflops:g}",
                      "-" if tier.bf16_tflops is None else f"{tier.bf16_tflops:g}",

@@ -25,6 +25,12 @@ class GpuTier:
     marketing_name: str
     vram_bytes: int  # memory on the card as sold (e.g. 16 GB)
     usable_vram_bytes: int  # total the driver reports (nvidia-smi "Total"), context included
+    # torch's total on a real card of the tier (get_device_properties(0).total_memory, CUDA context
+    # included): what a process there can have at most, and an emulated tier's memory cap. From public
+    # reports (torch_total_memory_source); basis "torch", or "driver-usable-fallback" (= usable_vram_bytes)
+    torch_total_memory_bytes: int
+    torch_total_memory_basis: str
+    torch_total_memory_source: tuple[str, ...]
     memory_bandwidth_gbps: float  # GB/s
     fp16_tflops: float  # dense fp16 tensor-core TFLOP/s with fp32 accumulate
     bf16_tflops: Optional[float]  # dense bf16 tensor TFLOP/s; None where the chip has no bf16
@@ -39,6 +45,19 @@ class GpuTier:
     def dtype(self) -> str:
         """Training dtype a user of this card would use: bf16 where the chip has it, else fp16."""
         return "bfloat16" if self.supports_bf16 else "float16"
+
+    @property
+    def memory_cap_bytes(self) -> int:
+        """The memory a process on a real card of this tier can have at most (bytes): torch's total
+        there (CUDA context included). An emulated run is capped at it; fit verdicts read against it."""
+        return self.torch_total_memory_bytes
+
+    @property
+    def memory_cap_text(self) -> str:
+        """Where the cap comes from, in words."""
+        if self.torch_total_memory_basis == "torch":
+            return f"torch's total on a real {self.name} (public reports, bench/data/tiers.json)"
+        return f"the {self.name}'s driver-reported total (no public report of torch's total found; may be generous)"
 
     def peak_tflops(self, dtype: str) -> float:
         """Dense tensor-core peak for `dtype` in TFLOP/s."""
@@ -60,7 +79,9 @@ def _load_tiers(path: Path = TIERS_PATH) -> dict[str, GpuTier]:
         major, minor = (int(x) for x in t["compute_capability"].split("."))
         out[t["name"]] = GpuTier(
             name=t["name"], marketing_name=t["marketing_name"], vram_bytes=int(t["vram_gb"] * 1e9),
-            usable_vram_bytes=t["usable_mib"] * MiB, memory_bandwidth_gbps=t["memory_bandwidth_gbps"],
+            usable_vram_bytes=t["usable_mib"] * MiB, torch_total_memory_bytes=t["torch_total_memory_mib"] * MiB,
+            torch_total_memory_basis=t["torch_total_memory_basis"],
+            torch_total_memory_source=tuple(t["torch_total_memory_source"]), memory_bandwidth_gbps=t["memory_bandwidth_gbps"],
             fp16_tflops=t["fp16_tflops"], bf16_tflops=t["bf16_tflops"], compute_capability=(major, minor),
             supports_bf16=t["bf16_tflops"] is not None, supports_fp8=t["supports_fp8"],
             supports_flash_attention_2=t["supports_flash_attention_2"],
@@ -120,7 +141,7 @@ class TierPlan:
     host_gpu_name: Optional[str]
     host_total_memory_bytes: Optional[int]
     dtype: str
-    memory_limit_bytes: Optional[int]  # device bytes the tier offers; None when native / cpu
+    memory_limit_bytes: Optional[int]  # the emulation cap (GpuTier.memory_cap_bytes); None when native / cpu
     emulated: tuple[str, ...]  # what emulation imposes, for the record and the report
 
     def to_dict(self) -> dict:
@@ -147,34 +168,38 @@ def plan_tier(tier: GpuTier, host: Optional[HostGpu], device: str = "cuda") -> T
     host_tier = host.tier
     if host_tier is not None and host_tier.name == tier.name:
         return TierPlan(tier, "native", host.name, host.total_memory_bytes, tier.dtype, None, ())
-    if host.total_memory_bytes < tier.usable_vram_bytes:
-        smaller = [t.name for t in TIERS.values() if t.usable_vram_bytes <= host.total_memory_bytes]
+    cap = tier.memory_cap_bytes
+    if host.total_memory_bytes < cap:
+        smaller = [t.name for t in TIERS.values() if t.memory_cap_bytes <= host.total_memory_bytes]
         hint = f" or a smaller tier ({', '.join(smaller)})" if smaller else ""
         raise TierError(
-            f"tier {tier.name!r} needs {tier.usable_vram_bytes / GiB:.1f} GiB but the present GPU "
+            f"tier {tier.name!r} needs {cap / GiB:.1f} GiB but the present GPU "
             f"({host.name}) has {host.total_memory_bytes / GiB:.1f} GiB: it cannot be emulated here. "
             f"Use `bench estimate --gpu-tier {tier.name}`{hint}."
         )
     if tier.supports_bf16 and not host.supports_bf16:
         raise TierError(f"tier {tier.name!r} trains in bf16 but the present GPU ({host.name}) has no bf16")
-    emulated = [f"memory capped at {tier.usable_vram_bytes / GiB:.2f} GiB (device total incl. CUDA context)"]
+    emulated = [f"memory capped at {cap / GiB:.2f} GiB, {tier.memory_cap_text} (CUDA context included)"]
     emulated.append(f"dtype {tier.dtype}")
     if not tier.supports_fp8:
         emulated.append("no fp8")
     if not tier.supports_flash_attention_2:
         emulated.append("no flash-attention 2 (SDPA)")
     emulated.append("speed is the host GPU's, not the tier's")
-    return TierPlan(
-        tier, "emulated", host.name, host.total_memory_bytes, tier.dtype, tier.usable_vram_bytes, tuple(emulated)
-    )
+    return TierPlan(tier, "emulated", host.name, host.total_memory_bytes, tier.dtype, cap, tuple(emulated))
 
 
 def torch_memory_fraction(limit_bytes: int, non_torch_bytes: int, host_total_bytes: int) -> float:
     """Fraction for torch.cuda.set_per_process_memory_fraction that emulates a card of `limit_bytes`.
 
-    The torch cap only covers the caching allocator, so the CUDA context and other allocations
-    made outside it (`non_torch_bytes`, measured on the host) are taken off first, as they would
-    be on the real card.
+    `limit_bytes` is torch's total on a real card of the tier (GpuTier.memory_cap_bytes): on that card
+    the CUDA context, cuBLAS / bitsandbytes buffers and the caching allocator all live inside it. The
+    torch cap covers the caching allocator only, so what this process holds outside it at start-up
+    (`non_torch_bytes`, measured on the host through NVML: the host's CUDA context and libraries) is
+    taken off first. The host's context stands in for the real card's, which cannot be measured here;
+    a context on a larger GPU is usually no smaller, so the cap errs on the side of less memory.
+    Allocations outside torch made later are caught after the cell by NVML's peak (over_tier_memory).
+    `host_total_bytes` is torch's total on the host GPU, the base the fraction is taken of.
     """
     torch_bytes = limit_bytes - non_torch_bytes
     if torch_bytes <= 0:

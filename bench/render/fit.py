@@ -6,6 +6,7 @@ from typing import Optional
 
 from rich.table import Table
 
+from bench.analysis.borderline import BORDERLINE_MARGIN
 from bench.analysis.fit import MaxFitRow
 from bench.config.settings import FIT_SEQ_MULTIPLE
 from bench.render.text import fmt
@@ -13,6 +14,10 @@ from bench.render.text import fmt
 
 def _num(x: Optional[int]) -> str:
     return fmt(x, ",")
+
+
+def _max(x: Optional[int], borderline: bool) -> str:
+    return _num(x) + (" (borderline)" if borderline and x is not None else "")
 
 
 def _fail(x: Optional[int], status: Optional[str]) -> str:
@@ -39,15 +44,18 @@ def render_max_fit_markdown(rows: list[MaxFitRow], sources: list[str]) -> str:
     for r in rows:
         mode = r.mode + (f" on {r.host_gpu_name}" if r.mode == "emulated" and r.host_gpu_name else "")
         lines.append(
-            f"| {r.tier} | {mode} | {r.recipe} | {r.driver} | {r.model} | {r.batch_size} | {_num(r.max_seq_len)} | "
+            f"| {r.tier} | {mode} | {r.recipe} | {r.driver} | {r.model} | {r.batch_size} | "
+            f"{_max(r.max_seq_len, r.max_seq_borderline)} | "
             f"{_fail(r.seq_fail, r.seq_fail_status)} | {_num(r.predicted_max_seq_len)} | {r.seq_len:,} | "
-            f"{_num(r.max_batch_size)} | {_fail(r.batch_fail, r.batch_fail_status)} | "
+            f"{_max(r.max_batch_size, r.max_batch_borderline)} | {_fail(r.batch_fail, r.batch_fail_status)} | "
             f"{_num(r.predicted_max_batch_size)} | {r.probes} |")
     lines += ["", "A \"-\" max means even the smallest probe failed; \"none found\" means no probe failed up to "
               "the search's maximum (`--max-seq-len` / `--max-batch-size`): the true limit is higher. "
               "\"over tier memory\" means the step ran under the torch allocator's cap but NVML's device peak "
               "(CUDA context and non-torch memory included) exceeded the tier's memory: on the real card "
-              "it would not fit, so it counts as a failure."]
+              "it would not fit, so it counts as a failure. \"(borderline)\": that cell's peak was within "
+              f"{BORDERLINE_MARGIN * 100:.0f} % of what a real card of the tier gives a process (torch's total there): "
+              "it may not fit on one."]
     return "\n".join(lines) + "\n"
 
 
@@ -58,9 +66,10 @@ def max_fit_table(rows: list[MaxFitRow]) -> Table:
                 "first failing batch", "predicted", "probes"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r.tier, r.mode, r.recipe, r.driver, r.model, f"{_num(r.max_seq_len)} @b{r.batch_size}",
+        t.add_row(r.tier, r.mode, r.recipe, r.driver, r.model,
+                  f"{_max(r.max_seq_len, r.max_seq_borderline)} @b{r.batch_size}",
                   "none" if r.seq_fail is None else f"{r.seq_fail:,} ({r.seq_fail_status})",
-                  _num(r.predicted_max_seq_len), f"{_num(r.max_batch_size)} @s{r.seq_len}",
+                  _num(r.predicted_max_seq_len), f"{_max(r.max_batch_size, r.max_batch_borderline)} @s{r.seq_len}",
                   "none" if r.batch_fail is None else f"{r.batch_fail:,} ({r.batch_fail_status})",
                   _num(r.predicted_max_batch_size), str(r.probes))
     return t

@@ -88,8 +88,10 @@ def visible_gpu_uuid() -> Optional[str]:
 
 
 def setup_device(device: str, memory_limit_bytes: Optional[int], sampler: Optional["NvmlPeakSampler"] = None) -> dict:
-    """Start CUDA; when emulating a tier (`memory_limit_bytes`), cap the torch allocator so that
-    allocator + memory outside torch fit the tier's memory. Returns what it measured and set:
+    """Start CUDA; when emulating a tier (`memory_limit_bytes`: torch's total on a real card of the tier,
+    bench.config.tiers.GpuTier.memory_cap_bytes), cap the torch allocator so that allocator + what this
+    process holds outside torch at start-up (the host's CUDA context, standing in for the real card's)
+    fit in it (bench.config.tiers.torch_memory_fraction). Returns what it measured and set:
     context_bytes (NVML, after start-up), torch_memory_fraction, non_torch_bytes_at_start."""
     import torch
 

@@ -401,7 +401,7 @@ def run_fit(
         host_tier = tier_for_gpu_name(tp.host_gpu_name) if tp.host_gpu_name else None
         train = config.train
         start = (None, None) if seeds is None else seeds(
-            ref.config, recipe, tier.usable_vram_bytes, batch_size, seq_len, max_seq_len, max_batch_size,
+            ref.config, recipe, tier.memory_cap_bytes, batch_size, seq_len, max_seq_len, max_batch_size,
             driver=train.driver, lora_r=train.lora_r, target_modules=train.target_modules, optimizer=train.optimizer,
             gradient_checkpointing=train.gradient_checkpointing,
             compute_capability=(host_tier or tier).compute_capability, dtype=tp.dtype)

@@ -74,7 +74,7 @@ class ResultRecord:
     peak_reserved_bytes: Optional[int] = None  # torch.cuda.max_memory_reserved over the cell
     peak_device_bytes: Optional[int] = None  # NVML used memory, sampled in a thread (context incl.)
     device_memory_source: Optional[str] = None  # "nvml-process" | "nvml-device" | None
-    memory_limit_bytes: Optional[int] = None  # the emulated tier's device memory, None if native
+    memory_limit_bytes: Optional[int] = None  # emulation cap: torch's total on a real card of the tier; None if native
     torch_memory_fraction: Optional[float] = None  # cap handed to torch when emulating
     over_tier_memory: Optional[bool] = None  # device peak above the tier's memory (emulated only)
     peak_rss_bytes: Optional[int] = None  # process peak RSS (all modes)

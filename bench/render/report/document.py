@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench import __version__
+from bench.analysis.borderline import BORDERLINE_MARGIN
 from bench.analysis.claims import claims_results
 from bench.analysis.results import Results, load_results, table_specs, tier_rank
 from bench.render import plots
@@ -75,8 +76,11 @@ def _decision_blocks(results: Results) -> list[Block]:
         blocks.append(Para("Derived only from measured cells that ran within the tier's memory and are not part "
                            "of a pair that failed the parity check. Per size, the recommended recipe is the fastest "
                            "that fits, and only where every recipe was tried (or is known not to fit because a "
-                           "smaller size did not): untried is untried. Cost per 1M training tokens = $/hour / "
-                           "(tokens/s x 3600) x 10^6 with the tier's indicative price."))
+                           "smaller size did not): untried is untried. On an emulated tier a cell whose peak is "
+                           f"within {BORDERLINE_MARGIN * 100:.0f} % of what a real card gives a process is *borderline*: never "
+                           "recommended, never read as not fitting. Cost per 1M training tokens = $/hour / "
+                           "(tokens/s x 3600) x 10^6 with the tier's indicative price, for native runs only: an "
+                           "emulated tier's tokens/s are the host GPU's, so it has no cost figure."))
         blocks.append(Table(MATRIX_HEADER, [row for g in gpu_groups for row in decision_rows(g)]))
     else:
         blocks.append(Para("No GPU cells: no recommendation (CPU smoke cells measure no GPU)."))

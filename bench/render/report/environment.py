@@ -32,8 +32,20 @@ def _joined(values: list[str]) -> str:
     return values[0] if len(values) == 1 else " / ".join(values) + " (differs between records)"
 
 
+def _with_records_cap(items: list[str], group: Group, tier) -> list[str]:
+    """`items` with the first (the plan's cap) replaced by the cap the records ran under where that differs
+    (records from before the table carried torch's figure), and the real card's figure they are read against."""
+    caps = sorted({e.record.memory_limit_bytes for e in group.entries if e.record.memory_limit_bytes})
+    if not caps or caps == [tier.memory_cap_bytes]:
+        return items
+    run = " / ".join(f"{gib(c)} GiB" for c in caps)
+    return [f"memory capped at {run} (CUDA context included); a real {tier.name} gives a process "
+            f"{gib(tier.memory_cap_bytes)} GiB ({tier.memory_cap_text}): fit is read against the smaller"] + items[1:]
+
+
 def emulation_items(group: Group) -> list[str]:
-    """What emulation imposed, as the runner's tier plan states it (bench.config.tiers.plan_tier)."""
+    """What emulation imposed, as the runner's tier plan states it (bench.config.tiers.plan_tier), and the
+    records' own cap where it differs from the plan's (records from before the table's torch figures)."""
     tier = TIERS.get(group.tier)
     if tier is None:
         return []
@@ -42,11 +54,11 @@ def emulation_items(group: Group) -> list[str]:
     try:
         plan = plan_tier(tier, HostGpu(group.host, int(env.get("gpu_memory_bytes") or 0), cc))  # type: ignore[arg-type]
         if plan.mode == "emulated":
-            return list(plan.emulated)
+            return _with_records_cap(list(plan.emulated), group, tier)
     except (TierError, ValueError):
         pass
-    return [f"memory capped at {gib(tier.usable_vram_bytes)} GiB", f"dtype {tier.dtype}",
-            "speed is the host GPU's, not the tier's"]
+    return _with_records_cap([f"memory capped at {gib(tier.memory_cap_bytes)} GiB", f"dtype {tier.dtype}",
+                              "speed is the host GPU's, not the tier's"], group, tier)
 
 
 def _commit(r: ResultRecord) -> Optional[str]:
@@ -72,8 +84,8 @@ def environment_rows(group: Group, results_dir: Path) -> list[list[str]]:
         rows.append(["host GPU", f"{md_escape(group.host)} ({_joined(mem)}, compute capability {_joined(cc)}, "
                                  f"{_joined(count)} visible)"])
     if tier:
-        rows.append(["tier", f"{group.tier}: {tier.marketing_name}, usable {gib(tier.usable_vram_bytes)} GiB, "
-                             f"{tier.fp16_tflops:g} dense fp16 TFLOP/s, ${tier.price_per_hour_usd:.2f}/h "
+        rows.append(["tier", f"{group.tier}: {tier.marketing_name}, usable {gib(tier.usable_vram_bytes)} GiB "
+                             f"(driver total; torch's total {gib(tier.memory_cap_bytes)} GiB), {tier.fp16_tflops:g} dense fp16 TFLOP/s, ${tier.price_per_hour_usd:.2f}/h "
                              f"(datasheet and indicative price)"])
     else:
         rows.append(["tier", group.tier])
@@ -121,17 +133,19 @@ def environment_blocks(group: Group, results_dir: Path) -> list[Block]:
 def emulation_note(group: Group) -> list[str]:
     tier = TIERS.get(group.tier)
     host_tier = tier_for_gpu_name(group.host)
-    usable = f"{gib(tier.usable_vram_bytes)} GiB" if tier else "the tier's memory"
+    caps = sorted({e.record.memory_limit_bytes for e in group.entries if e.record.memory_limit_bytes})
+    usable = " / ".join(f"{gib(c)} GiB" for c in caps) if caps else "the tier's memory"
     lines = [f"**Emulated tier: memory fit is real; speed is the host GPU's.** These cells ran on an "
              f"{md_escape(group.host)} with the allocator capped so that the process could use at most {usable} "
              f"of device memory (CUDA context included), in the {group.tier}'s training dtype. Whether a "
              f"configuration fits a {group.tier} is measured; a cell whose device peak went over the tier's memory "
              f"outside the cap is flagged in its status."]
-    speed = (f"Tokens/s, first-step time, MFU and cost are the {short_gpu(group.host)}'s, not a "
+    speed = (f"Tokens/s, first-step time and MFU are the {short_gpu(group.host)}'s, not a "
              f"{group.tier}'s")
     if tier and host_tier:
         speed += (f" (datasheet dense fp16 throughput: {group.tier} {tier.fp16_tflops:g} TFLOP/s, "
                   f"{host_tier.name} {host_tier.fp16_tflops:g} TFLOP/s): a real {group.tier} is slower, and the "
                   f"speed-ups between recipes there may differ")
-    lines.append(speed + ". They are labelled \"host-GPU speed\" wherever they appear.")
+    lines.append(speed + ". They are labelled \"host-GPU speed\" wherever they appear, and no cost per token is "
+                 "given for this tier.")
     return lines

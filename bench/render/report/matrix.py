@@ -1,7 +1,8 @@
 """The decision matrix: per GPU group and model (settings view), the largest size that fits and the best
 measured recipe per size, as table rows (scenario, recommended approach, why, cost) from
 bench.analysis.decisions. Untried is untried: no recipe is recommended at a size where another recipe
-of the view was not tried."""
+of the view was not tried, and "X fits at most" is said only where X's next larger size did not fit.
+A borderline cell (bench.analysis.borderline) is never recommended and never read as not fitting."""
 
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ from bench.render.text import link, md_escape, plural
 MATRIX_HEADER = ["Scenario", "Recommended approach", "Why (measured)", "Cost impact"]
 
 
+def _borderline_text(cells) -> str:
+    return "; ".join(f"{e.record.recipe} s{e.record.seq_len} b{e.record.batch_size}: "
+                     f"{md_escape(status_text(e.record))} ({link(e.ref)})" for e in cells)
+
+
 def shortfall_row(scenario: str, shortfall: Shortfall, what: str) -> list[str]:
-    """No recommendation: every fitting cell is in an unmatched pair, or nothing fits at any `what`."""
+    """No recommendation: every fitting cell is in an unmatched pair, only borderline cells, or nothing fits."""
     if shortfall.fitting:
         refs = ", ".join(link(e.ref) for e in shortfall.fitting)
         return [scenario, "**No recommendation**: every cell that fits belongs to a pair that is NOT MATCHED "
                 "(parity check failed or missing): fix the mismatch and measure again",
                 f"fitting cells, all excluded: {refs}", "-"]
+    if shortfall.borderline:
+        return [scenario, f"**Borderline at every measured {what} that ran**: no recommendation; on a real card it "
+                "may or may not fit: measure on one, or try a smaller size", _borderline_text(shortfall.borderline), "-"]
     first = shortfall.smallest.record
     return [scenario, f"**Does not fit at any measured {what}**: try `bench estimate`, a shorter seq_len, "
             "batch 1, or a larger tier",
@@ -32,6 +41,8 @@ def shortfall_row(scenario: str, shortfall: Shortfall, what: str) -> list[str]:
 def _not_run_text(choice: SizeChoice) -> list[str]:
     """Recipes known not to fit here (a smaller size did not) and recipes not tried here."""
     out = [f"{r} does not fit: a smaller size did not ({link(e.ref)})" for r, e in choice.known_unfit.items()]
+    if choice.borderline:
+        out.append(f"borderline, not recommended: {_borderline_text(choice.borderline)}")
     if choice.untried:
         out.append(f"{', '.join(choice.untried)} not tried at this size")
     return out
@@ -63,6 +74,11 @@ def size_row(scenario: str, choice: SizeChoice, view: Group, speed: str) -> list
         return _no_preference_row(scenario, choice, view)
     if choice.fitting:
         return shortfall_row(scenario, Shortfall(choice.cells, choice.fitting, choice.cells[0], 1), "size")
+    if choice.borderline:
+        others = [e for e in choice.cells if e not in choice.borderline]
+        tried = [f"{e.record.recipe}: {md_escape(status_text(e.record))} ({link(e.ref)})" for e in others]
+        return [scenario, "**Borderline**: no recommendation at this size; on a real card it may or may not fit",
+                "; ".join(tried + _not_run_text(choice)), "-"]
     tried = "; ".join(f"{e.record.recipe}: {md_escape(status_text(e.record))} ({link(e.ref)})" for e in choice.cells)
     verdict = (f"**Not settled**: no recipe tried here fits; {', '.join(choice.untried)} not tried" if choice.untried
                else "**Does not fit at this size**: no recipe tried here fits")
@@ -80,9 +96,10 @@ def largest_row(scenario: str, decision: ModelDecision, view: Group) -> list[str
     why = [f"{peak_text(top.record, view)} ({link(top.ref)})"]
     for name, e in decision.per_recipe.items():
         if e.record.recipe != top.record.recipe:
-            why.append(f"{name} fits at most s{e.record.seq_len} b{e.record.batch_size} ({link(e.ref)})")
+            why.append(f"{name}'s largest measured size that fits: s{e.record.seq_len} b{e.record.batch_size} "
+                       f"({link(e.ref)})")
     for name in decision.unfit_recipes:
-        why.append(f"{name} fits at no measured size (or only in unmatched pairs)")
+        why.append(f"{name} fits at no measured size (or only borderline, or in unmatched pairs)")
     why += _versus(view, choice, top) + _not_run_text(choice)
     return [f"{scenario}: largest measured size that fits", approach_text(top.record), "; ".join(why),
             cost_text(view, top.record)]

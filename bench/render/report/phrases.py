@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from bench.analysis.against import pair_between
-from bench.analysis.decisions import cost_per_million_tokens, headroom_left, memory_saving
+from bench.analysis.borderline import BORDERLINE_MARGIN, is_borderline, memory_cap_bytes, peak_bytes
+from bench.analysis.decisions import headroom_left, measured_cost_per_million_tokens, memory_saving
 from bench.analysis.results import Entry, Group
 from bench.config.recipes import RECIPES
 from bench.config.tiers import TIERS
@@ -16,7 +17,10 @@ from bench.schema.record import LEGACY_RECIPE, ResultRecord
 
 
 def status_text(r: ResultRecord) -> str:
-    """A cell's outcome in words: 'ok', 'OOM at 15.00 GiB cap', 'skipped: ...', 'error: ...'."""
+    """A cell's outcome in words: 'ok', 'ok, borderline: ...', 'OOM at 15.00 GiB cap', 'skipped: ...', 'error: ...'."""
+    if is_borderline(r):
+        return (f"ok, borderline: peak {gib(peak_bytes(r))} of {gib(memory_cap_bytes(r))} GiB, within "
+                f"{BORDERLINE_MARGIN * 100:.0f} % of what a real {r.tier} gives a process: it may not fit there")
     if r.status == "ok":
         if r.over_tier_memory:
             return (f"ok, but device peak {gib(r.peak_device_bytes)} GiB exceeded the {r.tier} memory: "
@@ -28,7 +32,7 @@ def status_text(r: ResultRecord) -> str:
             return f"OOM at {gib(r.memory_limit_bytes)} GiB cap{where}"
         if r.mode == "native":
             tier = TIERS.get(r.tier)
-            size = f" on the {gib(tier.usable_vram_bytes)} GiB card" if tier else ""
+            size = f" on the {gib(tier.memory_cap_bytes)} GiB card" if tier else ""
             return f"OOM{size}{where}"
         return f"OOM{where}"
     if r.status == "skipped":
@@ -73,30 +77,36 @@ def approach_text(r: ResultRecord) -> str:
 
 
 def peak_text(r: ResultRecord, group: Group) -> str:
-    """'device peak 14.41 of 15.00 GiB', else the allocated peak."""
-    tier = TIERS.get(group.tier)
-    if r.peak_device_bytes is not None and tier:
-        return f"device peak {gib(r.peak_device_bytes)} of {gib(tier.usable_vram_bytes)} GiB"
+    """'device peak 14.41 of 14.55 GiB' (of the cell's cap: bench.analysis.borderline.memory_cap_bytes),
+    else the allocated peak."""
+    cap = memory_cap_bytes(r)
+    if r.peak_device_bytes is not None and cap:
+        return f"device peak {gib(r.peak_device_bytes)} of {gib(cap)} GiB"
     if r.peak_allocated_bytes is not None:
         return f"peak allocated {gib(r.peak_allocated_bytes)} GiB"
     return "memory not recorded"
 
 
 def headroom_text(r: ResultRecord, group: Group) -> str:
-    """', little headroom: 0.58 GiB left' when the device peak is within 10 % of the tier's memory."""
-    left = headroom_left(r, group.tier)
+    """', little headroom: 0.58 GiB left' when the device peak is within 10 % of the cell's cap."""
+    left = headroom_left(r)
     return "" if left is None else f", little headroom: {gib(left)} GiB left"
 
 
+#: The cost column of an emulated cell: no figure (bench.analysis.decisions.measured_cost_per_million_tokens).
+EMULATED_COST = "not measured: emulated tier (host-GPU speed)"
+
+
 def cost_text(group: Group, r: ResultRecord) -> str:
+    """'$0.04 per 1M training tokens at $0.35/h and 2,519 tokens/s' for a native cell; no figure for an
+    emulated one (its tokens/s are the host GPU's)."""
+    if group.mode == "emulated":
+        return EMULATED_COST
+    cost = measured_cost_per_million_tokens(r)
     tier = TIERS.get(group.tier)
-    if tier is None or not r.tokens_per_s:
+    if cost is None or tier is None:
         return "-"
-    cost = cost_per_million_tokens(tier.price_per_hour_usd, r.tokens_per_s)
-    label = (f" (host-GPU speed: a real {group.tier} is slower, so it costs more)" if group.mode == "emulated"
-             else "")
-    return (f"{usd(cost)} per 1M training tokens at ${tier.price_per_hour_usd:.2f}/h and "
-            f"{r.tokens_per_s:,.0f} tokens/s{label}")
+    return f"{usd(cost)} per 1M training tokens at ${tier.price_per_hour_usd:.2f}/h and {r.tokens_per_s:,.0f} tokens/s"
 
 
 def saving_text(fraction, name: str) -> str:

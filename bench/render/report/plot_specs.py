@@ -44,8 +44,8 @@ def plot_specs(spec: TableSpec, stem: str) -> list:
             series=_series(measured, lambda rows: rows[field] / GiB),
             ooms={recipe: sorted(zip(rows["seq_len"].tolist(), rows["batch_size"].tolist()))
                   for recipe, rows in ooms.groupby("recipe", sort=False)},
-            limit_gib=tier.usable_vram_bytes / GiB if tier else None,
-            limit_label=f"{g.tier} usable memory ({gib(tier.usable_vram_bytes)} GiB)" if tier else "",
+            limit_gib=tier.memory_cap_bytes / GiB if tier else None,
+            limit_label=f"{g.tier}: torch's total on the card ({gib(tier.memory_cap_bytes)} GiB)" if tier else "",
             seq_lens=seq_lens,
         ))
     fast = cells[cells["ok"] & (cells["tokens_per_s"].fillna(0) != 0)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from bench.analysis.decisions import (PairFigures, RecipeFit, SizeChoice, best_configuration, model_recipes,
+from bench.analysis.decisions import (PairFigures, RecipeFit, SizeChoice, best_configuration, fits, model_recipes,
                                       pair_figures, recipe_fit, size_choices)
 from bench.analysis.results import Group, Results
 from bench.analysis.verdict import INCONCLUSIVE, MIN_PAIRS, NOT_MEASURED, TierVerdict, tier_verdict
@@ -35,6 +35,10 @@ def recipe_fit_text(fit: RecipeFit, group: Group) -> str:
         f0 = fit.first_failure
         text += (f"; does not fit at s{f0.record.seq_len} b{f0.record.batch_size} "
                  f"({md_escape(status_text(f0.record))}, {link(f0.ref)})")
+    if fit.borderline:
+        text += "; borderline (not counted as fitting) at " + ", ".join(
+            f"s{e.record.seq_len} b{e.record.batch_size} ({md_escape(status_text(e.record))}, {link(e.ref)})"
+            for e in fit.borderline)
     if fit.errors:
         text += f"; {len(fit.errors)} cell(s) failed with an error ({', '.join(link(e.ref) for e in fit.errors)})"
     return text
@@ -64,6 +68,8 @@ def _fit_verdict(fits: list[RecipeFit]) -> str:
             tops.append(f"{fit.recipe} at no measured size")
     if any(fit.largest is not None for fit in fits):
         return f"**fits** ({'; '.join(tops)})"
+    if any(fit.borderline for fit in fits):
+        return "**borderline**: no cell fits clearly, some ran within the margin of the tier's memory"
     return "**does not fit at any measured size**"
 
 
@@ -95,13 +101,15 @@ def size_text(choice: SizeChoice) -> str:
     unfit = [f"{r} does not fit (a smaller size did not: {link(e.ref)})" for r, e in choice.known_unfit.items()]
     if choice.best is not None:
         rest = [f"{e.record.recipe}: {md_escape(status_text(e.record))}" for e in choice.cells
-                if e is not choice.best and not e.record.fits_tier] + unfit
+                if e is not choice.best and not fits(e.record)] + unfit
         return f"{size}: **{choice.best.record.recipe}** ({'; '.join([link(choice.best.ref)] + rest)})"
     if choice.candidates:
         fitting = ", ".join(f"{e.record.recipe} ({link(e.ref)})" for e in choice.candidates)
         return f"{size}: no preference, {untried} (fits: {fitting})"
     if choice.fitting:
         return f"{size}: no recommendation, the cells that fit are in pairs that are NOT MATCHED"
+    if choice.borderline:
+        return f"{size}: no recommendation, borderline ({', '.join(link(e.ref) for e in choice.borderline)})"
     tried = "; ".join(f"{e.record.recipe}: {md_escape(status_text(e.record))}" for e in choice.cells)
     if untried:
         return f"{size}: not settled, no recipe tried here fits ({tried}), {untried}"
@@ -156,17 +164,22 @@ def _view_items(model: str, label: str, g: Group) -> tuple[str, list[str]]:
     best = best_configuration(g, model)
     if best is not None:
         details.append(f"Best measured configuration (highest tokens/s among fitting cells, at sizes where every "
-                       f"recipe was tried): {approach_text(best.record)} ({link(best.ref)}): {cost_text(g, best.record)}.")
+                       f"recipe was tried): {approach_text(best.record)} ({link(best.ref)})"
+                       + (f": {cost_text(g, best.record)}." if g.mode == "native" else "."))
     elif any(c.candidates for c in sizes):
         details.append("No best configuration: the cells that fit are at sizes where another recipe was not tried.")
     elif any(fit.largest is not None for fit in fits):
         details.append("No recommendation: the cells that fit are all in pairs that are NOT MATCHED.")
+    elif any(fit.borderline for fit in fits):
+        details.append("No recommendation: the cells that ran are borderline (within the margin of the tier's "
+                       "memory); measure on a real card, or try a smaller size.")
     else:
         details.append("Try `bench estimate` for a prediction at smaller sizes, a shorter seq_len, batch 1, "
                        "or a larger tier.")
     if g.mode == "emulated":
         details.append(f"Caveat: emulated on {md_escape(g.host)}: the memory verdicts hold for a real "
-                       f"{g.tier}; speeds and costs are the host GPU's, and a real {g.tier} is slower.")
+                       f"{g.tier}; speeds are the host GPU's, a real {g.tier} is slower, and no cost per token is "
+                       f"given for an emulated tier.")
     return f"{head}: {_fit_verdict(fits)}.", details
 
 

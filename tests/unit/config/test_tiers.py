@@ -1,6 +1,12 @@
+import json
+import math
+import re
+
 import pytest
 
-from bench.config.tiers import GiB, TIERS, HostGpu, TierError, get_tier, plan_tier, tier_for_gpu_name, torch_memory_fraction
+from bench.config.tiers import (TIERS, TIERS_PATH, GiB, HostGpu, TierError, get_tier, plan_tier, tier_for_gpu_name,
+                                torch_memory_fraction)
+from bench.units import MiB
 
 H100 = HostGpu("NVIDIA H100 80GB HBM3", 85017493504, (9, 0))
 T4 = HostGpu("Tesla T4", 15828320256, (7, 5))
@@ -33,7 +39,7 @@ def test_native_when_the_tier_is_the_gpu():
 def test_t4_emulated_on_h100_takes_t4_memory_and_fp16():
     plan = plan_tier(get_tier("t4"), H100)
     assert plan.mode == "emulated"
-    assert plan.memory_limit_bytes == TIERS["t4"].usable_vram_bytes
+    assert plan.memory_limit_bytes == TIERS["t4"].torch_total_memory_bytes < TIERS["t4"].usable_vram_bytes
     assert plan.dtype == "float16"  # the T4 has no bf16
     assert any("speed is the host GPU's" in e for e in plan.emulated)
     assert plan.host_gpu_name == H100.name
@@ -66,3 +72,50 @@ def test_memory_fraction_leaves_room_for_the_context():
     assert frac == pytest.approx(14 / 80)
     with pytest.raises(TierError):
         torch_memory_fraction(limit_bytes=GiB, non_torch_bytes=2 * GiB, host_total_bytes=80 * GiB)
+
+
+TABLE = {t["name"]: t for t in json.loads(TIERS_PATH.read_text(encoding="utf-8"))["tiers"]}
+H200 = HostGpu("NVIDIA H200", TABLE["h200"]["usable_mib"] * MiB, (9, 0))
+
+
+@pytest.mark.parametrize("name", [n for n in TABLE if n != "h200"])
+def test_emulation_caps_at_torchs_total_on_the_real_card(name):
+    """The cap handed to an emulated run is the table's torch figure for the tier (context included),
+    never the larger driver total; the plan says where the figure comes from."""
+    plan = plan_tier(get_tier(name), H200)
+    assert plan.mode == "emulated"
+    assert plan.memory_limit_bytes == TABLE[name]["torch_total_memory_mib"] * MiB
+    assert plan.memory_limit_bytes <= TABLE[name]["usable_mib"] * MiB
+    basis = "torch's total on a real" if TABLE[name]["torch_total_memory_basis"] == "torch" else "driver-reported"
+    assert basis in plan.emulated[0]
+
+
+def _quoted_gib(source: str) -> list[float]:
+    return [float(x) for x in re.findall(r"total capacity of ([0-9.]+) GiB|([0-9.]+) GiB total capacity", source)
+            for x in x if x]
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_every_torch_figure_cites_its_public_sources(name):
+    """Each tier's torch figure is the smallest cited report, read as the lower bound of its two-decimal GiB
+    figure (or a deviceQuery byte count); a tier without one falls back to the driver total and says so."""
+    row = TABLE[name]
+    sources = row["torch_total_memory_source"]
+    assert sources and all(isinstance(s, str) and s for s in sources)
+    if row["torch_total_memory_basis"] == "driver-usable-fallback":
+        assert row["torch_total_memory_mib"] == row["usable_mib"] and "falls back" in sources[0]
+        return
+    assert row["torch_total_memory_basis"] == "torch"
+    assert all(s.startswith("https://") for s in sources)
+    bounds = [math.floor((g - 0.005) * 1024) for s in sources for g in _quoted_gib(s)]
+    bounds += [int(b) // MiB for s in sources for b in re.findall(r"\(([0-9]+) bytes\)", s)]
+    assert bounds and row["torch_total_memory_mib"] == min(bounds)
+
+
+def test_t4_on_an_h200_leaves_the_hosts_context_out_of_the_torch_cap():
+    """The fraction handed to torch: the real T4's torch total less what the process holds outside torch
+    on the host (its CUDA context), over the host's total."""
+    t4 = plan_tier(get_tier("t4"), H200)
+    context = 512 * MiB
+    frac = torch_memory_fraction(t4.memory_limit_bytes, context, H200.total_memory_bytes)
+    assert frac * H200.total_memory_bytes == pytest.approx(TABLE["t4"]["torch_total_memory_mib"] * MiB - context)
