@@ -6,22 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FROZEN_RESULTS, run_bench
+from tests.helpers import FROZEN_RESULTS, run_bench, run_once, session_root
 
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("qbcache")
+    """The synthetic-checkpoint cache, shared by the session's xdist workers (checkpoints are written atomically)."""
+    path = session_root(tmp_path_factory) / "qbcache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
 def cpu_results(tmp_path_factory, cache_dir) -> Path:
     """A results file written by a real `bench run --device cpu` (tiny-llama, hf, 2x2 cells)."""
-    out = tmp_path_factory.mktemp("cpu-run") / "cpu.jsonl"
-    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "16,32",
-                     "--batch-size", "1,2", "--backend", "hf", "--steps", "2", "--warmup-steps", "1",
-                     "--out", str(out), "--cache-dir", str(cache_dir))
+    out, proc = run_once(tmp_path_factory, "cpu", "run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama",
+                         "--seq-len", "16,32", "--batch-size", "1,2", "--backend", "hf", "--steps", "2",
+                         "--warmup-steps", "1", "--cache-dir", str(cache_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -30,10 +32,9 @@ def cpu_results(tmp_path_factory, cache_dir) -> Path:
 def three_recipe_run(tmp_path_factory, cache_dir):
     """(results file, completed process) of a real `bench run --device cpu`: tiny-llama through the three
     recipes a CPU runs (hf-trl, hf-kbit, hf-lora16) and TRL's SFTTrainer, s32 at batch 1 and 2, 1 + 2 steps."""
-    out = tmp_path_factory.mktemp("three-recipes") / "r.jsonl"
-    proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "32",
-                     "--batch-size", "1,2", "--recipe", "hf-trl,hf-kbit,hf-lora16", "--steps", "2",
-                     "--warmup-steps", "1", "--out", str(out), "--cache-dir", str(cache_dir), timeout=600)
+    out, proc = run_once(tmp_path_factory, "three-recipes", "run", "--gpu-tier", "t4", "--device", "cpu", "--model",
+                         "tiny-llama", "--seq-len", "32", "--batch-size", "1,2", "--recipe", "hf-trl,hf-kbit,hf-lora16",
+                         "--steps", "2", "--warmup-steps", "1", "--cache-dir", str(cache_dir))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
 
