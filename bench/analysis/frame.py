@@ -21,9 +21,9 @@ from bench.schema.key import IDENTITY_FIELDS, CellKey
 from bench.schema.pairs import Pair, record_of
 from bench.schema.store import hosts_of
 
-#: Per-record figures copied into the frame (bytes, seconds, tokens/s, MFU 0..1).
+#: Per-record figures copied into the frame (bytes, seconds, tokens/s, MFU and HFU 0..1, joules per 1,000 tokens).
 METRIC_FIELDS = ("peak_allocated_bytes", "peak_device_bytes", "peak_rss_bytes", "tokens_per_s", "tokens_per_s_padded",
-                 "first_step_s", "mfu")
+                 "first_step_s", "mfu", "hfu", "joules_per_1k_tokens")
 RECORD_COLUMNS = IDENTITY_FIELDS + ("cell_id", "pair_key", "run_id", "status", "ok", "fits", "borderline",
                                     "over_tier_memory", "matched", "total_params", "trainable_params") + METRIC_FIELDS \
     + ("size", "host", "ref")

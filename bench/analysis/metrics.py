@@ -1,15 +1,31 @@
 """Metric math: pure functions of measured numbers (no imports from the suite; every stage may use them).
 
-FLOPs convention (documented here, used for MFU):
-  N = weights taking part in a matrix product per token (decoder Linears + lm_head).
-  Frozen 4-bit base + LoRA: forward 2N; backward needs activation gradients only (2N, the base
-  weights get no gradient); gradient checkpointing recomputes the forward once more (2N).
-  So dense FLOPs/token = 6N with checkpointing, 4N without ("~6N" of the usual 6N rule, for a
-  different reason: recompute instead of weight gradients). LoRA's own FLOPs (<1 %) are ignored.
-  Attention scores and the weighted sum: forward A = 4 * n_layers * seq_len * n_heads * head_dim
-  per token (causal masking not discounted, as in PaLM's MFU); backward 2A (gradients for both
-  operands); recompute A. So attention FLOPs/token = 4A with checkpointing, 3A without.
-  MFU = FLOPs/token * tokens/s / the host GPU's dense peak in the training dtype.
+FLOPs convention (used for MFU and HFU; per trained token):
+  N = weights taking part in a matrix product per token (decoder Linears + lm_head), H = lm_head's
+  weights (part of N), L = decoder layers, d = n_heads * head_dim, s = the cell's sequence length.
+  Attention (scores and weighted sum), causal: A = 2 * L * s * d per token forward, half of the
+  non-causal 4 * L * s * d (each position attends to the positions before it).
+  Model FLOPs, `flops_per_token`, for QLoRA on a frozen base (the usual MFU convention: recompute not counted):
+      forward 2N + A, backward activation gradients only 2N + 2A (the frozen 4-bit base gets no weight
+      gradients), no recompute:                     model = 4N + 3A
+  Hardware FLOPs, `hardware_flops_per_token`: the model FLOPs plus what gradient checkpointing
+  recomputes: the decoder layers' forward once more (HF and Unsloth checkpoint per decoder layer; the
+  lm_head is not recomputed):
+      with checkpointing:  hardware = 4N + 3A + 2(N - H) + A;   without:  hardware = model
+  Attention is counted causal in both: FlashAttention and SDPA's fused kernels skip the fully masked
+  blocks (the eager path computes them and masks: its HFU is understated). The kernels' own recompute
+  (FlashAttention's backward recomputes the scores) is not counted. LoRA's own FLOPs (the adapters'
+  products and their weight gradients: r x (in + out) per adapted Linear against its in x out) are
+  ignored in both.
+  MFU = model FLOPs/token x trained (non-padding) tokens/s / the host GPU's dense peak in the training
+  dtype; HFU = hardware FLOPs/token x tokens/s with padding counted (the GPU computes padded positions)
+  / the same peak. MFU <= HFU; equal without checkpointing on unpadded data. Records before schema 3
+  counted 6N + 4 * (4 * L * s * d) with checkpointing (recompute and non-causal attention) as MFU:
+  about 1.5x today's MFU.
+
+Energy: NVML's total energy counter (millijoules since the driver loaded) read at the end of the last
+warm-up step and at the end of the last timed step; `joules_per_1k_tokens` = the joules between the
+two reads per 1,000 trained (non-padding) tokens of the timed steps.
 """
 
 from __future__ import annotations
@@ -33,18 +49,61 @@ def attention_dims(config: dict[str, Any]) -> tuple[int, int]:
     return layers, heads * int(head_dim)
 
 
-def flops_per_token(matmul_params: int, n_layers: int, attn_width: int, seq_len: int, checkpointing: bool) -> float:
-    """Model FLOPs per trained token for QLoRA (frozen base), see the module docstring."""
-    dense = (6 if checkpointing else 4) * matmul_params
-    attention_fwd = 4 * n_layers * seq_len * attn_width
-    return float(dense + (4 if checkpointing else 3) * attention_fwd)
+def causal_attention_flops(n_layers: int, attn_width: int, seq_len: int) -> float:
+    """Forward FLOPs per token of the attention scores and weighted sum under a causal mask:
+    2 * n_layers * seq_len * attn_width (half the non-causal 4 * L * s * d)."""
+    return float(2 * n_layers * seq_len * attn_width)
 
 
-def mfu(flops_per_tok: float, tokens_per_s: Optional[float], peak_tflops: Optional[float]) -> Optional[float]:
-    """Model FLOPs utilisation in [0, 1], or None when something is unknown."""
-    if not tokens_per_s or not peak_tflops:
+def flops_per_token(matmul_params: int, n_layers: int, attn_width: int, seq_len: int) -> float:
+    """Model FLOPs per trained token for QLoRA (frozen base): 4N + 3A, no recompute, causal
+    attention (module docstring)."""
+    return float(4 * matmul_params + 3 * causal_attention_flops(n_layers, attn_width, seq_len))
+
+
+def hardware_flops_per_token(matmul_params: int, head_params: int, n_layers: int, attn_width: int, seq_len: int,
+                             checkpointing: bool) -> float:
+    """FLOPs the GPU executes per token: the model FLOPs plus, with gradient checkpointing, the decoder
+    layers' forward again (2 * (N - lm_head) + A); causal attention (module docstring)."""
+    model = flops_per_token(matmul_params, n_layers, attn_width, seq_len)
+    if not checkpointing:
+        return model
+    return model + 2 * (matmul_params - head_params) + causal_attention_flops(n_layers, attn_width, seq_len)
+
+
+def _utilisation(flops_per_tok: Optional[float], tokens_per_s: Optional[float],
+                 peak_tflops: Optional[float]) -> Optional[float]:
+    if not flops_per_tok or not tokens_per_s or not peak_tflops:
         return None
     return flops_per_tok * tokens_per_s / (peak_tflops * 1e12)
+
+
+def mfu(flops_per_tok: Optional[float], tokens_per_s: Optional[float], peak_tflops: Optional[float]) -> Optional[float]:
+    """Model FLOPs utilisation in [0, 1]: model FLOPs/token x trained (non-padding) tokens/s / peak
+    (TFLOP/s); None when something is unknown."""
+    return _utilisation(flops_per_tok, tokens_per_s, peak_tflops)
+
+
+def hfu(hardware_flops_per_tok: Optional[float], tokens_per_s_padded: Optional[float],
+        peak_tflops: Optional[float]) -> Optional[float]:
+    """Hardware FLOPs utilisation in [0, 1]: hardware FLOPs/token x tokens/s with padding counted / peak
+    (TFLOP/s); None when something is unknown."""
+    return _utilisation(hardware_flops_per_tok, tokens_per_s_padded, peak_tflops)
+
+
+def energy_between(start_mj: Optional[int], end_mj: Optional[int]) -> Optional[float]:
+    """Joules between two reads of NVML's total energy counter (millijoules); None when a read is
+    missing or the counter went backwards (the driver reloaded)."""
+    if start_mj is None or end_mj is None or end_mj < start_mj:
+        return None
+    return (end_mj - start_mj) / 1000.0
+
+
+def joules_per_1k_tokens(energy_j: Optional[float], tokens: Optional[int]) -> Optional[float]:
+    """Joules per 1,000 trained tokens; None without energy or tokens."""
+    if energy_j is None or not tokens or tokens <= 0:
+        return None
+    return energy_j * 1000.0 / tokens
 
 
 def speedup(baseline_tokens_per_s: Optional[float], candidate_tokens_per_s: Optional[float]) -> Optional[float]:

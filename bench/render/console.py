@@ -2,7 +2,7 @@
 table at the end.
 
 Readable at 80 columns: below NARROW_WIDTH columns the per-cell line drops the allocated peak and the
-first step, and the comparison table drops its low-priority columns (first step, MFU, fast paths; the
+first step, and the comparison table drops its low-priority columns (first step, MFU / HFU, fast paths; the
 allocated peak beside the device peak), shortens its headers and draws no vertical rules. CPU cells
 have no GPU figures: their line and table show the process's peak RSS instead.
 """
@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.config.settings import Cell
-from bench.render.text import fmt, gib
+from bench.render.text import fmt, gib, mfu_hfu
 from bench.schema.pairs import DEFAULT_REFERENCE, Pair, pair_records, reference_for
 from bench.schema.record import ResultRecord
 
@@ -139,7 +139,7 @@ class ComparisonTable:
         memory = ["peak RSS GiB"] if cpu else (["peak device GiB"] if narrow else ["peak alloc GiB", "peak device GiB"])
         fast = any(r.fast_paths for r in self.records) and not narrow
         columns = ["seq", "batch", "recipe", "status", *memory, "tokens/s"] \
-            + ([] if narrow else ["first step s"]) + ([] if (narrow or cpu) else ["MFU"]) \
+            + ([] if narrow else ["first step s"]) + ([] if (narrow or cpu) else ["MFU / HFU"]) \
             + ["speed-up"] + ([] if cpu else ["mem saved"]) + ["parity"] + (["fast paths"] if fast else [])
         for col in columns:
             t.add_column(SHORT_HEADERS.get(col, col) if narrow else col, no_wrap=col == "recipe",
@@ -160,7 +160,7 @@ class ComparisonTable:
             "peak RSS GiB": gib(r.peak_rss_bytes), "peak alloc GiB": gib(r.peak_allocated_bytes),
             "peak device GiB": gib(r.peak_device_bytes), "tokens/s": fmt(r.tokens_per_s, ",.0f"),
             "first step s": fmt(r.first_step_s, ".1f"),
-            "MFU": fmt(r.mfu * 100 if r.mfu is not None else None, ".1f", " %"),
+            "MFU / HFU": mfu_hfu(r.mfu, r.hfu),
             "speed-up": fmt(p.speedup, ".2f", "x") if p else "",
             "mem saved": fmt(None if saved is None else saved * 100, ".0f", " %") if p else "",
             "parity": _parity(r), "fast paths": _fast_paths(r),

@@ -21,6 +21,15 @@ def fmt(x: Optional[float], spec: str, suffix: str = "") -> str:
     return "-" if x is None else f"{x:{spec}}{suffix}"
 
 
+def mfu_hfu(mfu: Optional[float], hfu: Optional[float]) -> str:
+    """MFU and HFU (fractions) in percent as one figure pair ('12.5 / 18.0 %' for
+    0.125 and 0.18), '-' where neither is known
+    (records before schema 3 have neither)."""
+    if mfu is None and hfu is None:
+        return "-"
+    return f"{fmt(None if mfu is None else mfu * 100, '.1f')} / {fmt(None if hfu is None else hfu * 100, '.1f')} %"
+
+
 def pct(x: Optional[float]) -> str:
     """A fraction as a whole percentage ('60 %'), '-' for None."""
     return "-" if x is None else f"{x * 100:.0f} %"

@@ -171,7 +171,8 @@ def parameter_counts(config: dict[str, Any]) -> dict[str, int]:
     """Parameter counts of an architecture, from a meta-device instance (no memory used).
 
     `matmul` counts the weights that take part in a matrix product per token: every Linear in
-    the decoder plus lm_head (the embedding lookup is not a product; a tied lm_head counts once).
+    the decoder plus lm_head (the embedding lookup is not a product; a tied lm_head counts once);
+    `head` is lm_head's share of it (not recomputed by gradient checkpointing).
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -182,4 +183,6 @@ def parameter_counts(config: dict[str, Any]) -> dict[str, int]:
         model = AutoModelForCausalLM.from_config(config_obj)
     total = sum(p.numel() for p in model.parameters())
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    return {"total": int(total), "matmul": int(matmul)}
+    head = model.get_output_embeddings()
+    head_params = head.weight.numel() if isinstance(head, torch.nn.Linear) else 0
+    return {"total": int(total), "matmul": int(matmul), "head": int(head_params)}

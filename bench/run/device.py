@@ -1,5 +1,7 @@
 """The GPU a worker runs on: detection (NVML), CUDA start-up with the emulated tier's memory cap,
-and the samplers and timers used while a cell trains.
+and the samplers and timers used while a cell trains: the memory sampler, the step timer, and the
+NVML probe (energy counter, clocks, temperature, power, clock-event reasons, other processes) read
+around each cell's timed window (`TimedWindow`; the record's `gpu_state`, bench.schema.gpu_state).
 
 Nothing here is imported by the launcher's process except `detect_host_gpu` (NVML only, no CUDA
 context): CUDA belongs to the worker subprocesses.
@@ -11,9 +13,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from bench.analysis.metrics import energy_between
 from bench.config.tiers import HostGpu, torch_memory_fraction
+from bench.schema.gpu_state import add_to_span, clock_event_names
 
 
 def detect_host_gpu(index: int = 0, allow_torch: bool = False) -> Optional[HostGpu]:
@@ -229,3 +233,150 @@ class StepTimer:
         if self.synchronize:
             self.synchronize()
         self.seconds = time.perf_counter() - self.start
+
+
+def _watts(milliwatts: Optional[int]) -> Optional[float]:
+    return None if milliwatts is None else milliwatts / 1000.0
+
+
+class GpuProbe:
+    """NVML reads of the GPU this worker's CUDA uses: the total energy counter (millijoules since the driver
+    loaded) and the GPU's state (the snapshot and reading of bench.schema.gpu_state). Every read is guarded:
+    None where pynvml, the GPU or the call is missing or NVML answers an error (NVMLError_NotSupported: the
+    energy counter needs Volta or newer; some figures are missing on some boards)."""
+
+    def __init__(self) -> None:
+        self._nvml: Any = None
+        self._handle: Any = None
+
+    def open(self, uuid: Optional[str] = None, index: int = 0, nvml: Any = None) -> bool:
+        """Attach to the GPU named by `uuid` (the one this process's CUDA uses), else by NVML index; `nvml` is the
+        pynvml module (imported here unless given: a test gives a stand-in for a GPU it does not have)."""
+        try:
+            if nvml is None:
+                import pynvml as nvml
+
+            pynvml = nvml
+            pynvml.nvmlInit()
+            handle = None
+            if uuid:
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+                except Exception:
+                    handle = None
+            self._handle = handle or pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._nvml = pynvml
+        except Exception:
+            self._nvml = self._handle = None
+        return self.is_open
+
+    @property
+    def is_open(self) -> bool:
+        return self._nvml is not None and self._handle is not None
+
+    def _call(self, name: str, *args: Any) -> Any:
+        """pynvml.`name`(handle, *args), or None where it is missing or raises (NVMLError_NotSupported included)."""
+        fn = getattr(self._nvml, name, None) if self.is_open else None
+        if fn is None:
+            return None
+        try:
+            return fn(self._handle, *args)
+        except Exception:
+            return None
+
+    def energy_mj(self) -> Optional[int]:
+        """The GPU's total energy counter (millijoules), or None."""
+        value = self._call("nvmlDeviceGetTotalEnergyConsumption")
+        return None if value is None else int(value)
+
+    def clock_event_bits(self) -> Optional[int]:
+        """The current clock-event (throttle) reason bits (the newer call, else the deprecated one), or None."""
+        for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+            value = self._call(name)
+            if value is not None:
+                return int(value)
+        return None
+
+    def processes(self) -> Optional[list[dict]]:
+        """The compute processes on the GPU ([{pid, used_memory_bytes}], NVML's pids), or None."""
+        for name in ("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses"):
+            procs = self._call(name)
+            if procs is not None:
+                return [{"pid": int(p.pid), "used_memory_bytes": None if p.usedGpuMemory is None else int(p.usedGpuMemory)}
+                        for p in procs]
+        return None
+
+    def reading(self) -> dict:
+        """What is cheap to read after every step: SM clock (MHz), temperature (C), power draw (W), reasons."""
+        nvml = self._nvml
+        sm, gpu = (nvml.NVML_CLOCK_SM, nvml.NVML_TEMPERATURE_GPU) if self.is_open else (None, None)
+        return {"sm_clock_mhz": self._call("nvmlDeviceGetClockInfo", sm),
+                "temperature_c": self._call("nvmlDeviceGetTemperature", gpu),
+                "power_draw_w": _watts(self._call("nvmlDeviceGetPowerUsage")),
+                "clock_event_reasons": clock_event_names(self.clock_event_bits())}
+
+    def snapshot(self) -> dict:
+        """The reading plus the max SM clock, the power limits (W), the compute processes and our pid."""
+        sm = self._nvml.NVML_CLOCK_SM if self.is_open else None
+        return {**self.reading(),
+                "sm_clock_max_mhz": self._call("nvmlDeviceGetMaxClockInfo", sm),
+                "power_limit_w": _watts(self._call("nvmlDeviceGetEnforcedPowerLimit")),
+                "power_limit_default_w": _watts(self._call("nvmlDeviceGetPowerManagementDefaultLimit")),
+                "processes": self.processes(), "own_pid": os.getpid()}
+
+
+class TimedWindow:
+    """NVML around one cell: the GPU's state before its first step and after its last (`begin`, `finish`), a
+    reading after each timed step, and the energy counter at the end of the last warm-up step (before the first
+    step when there is none) and at the end of every timed step (the last read stands: the timed window may run
+    any number of steps). Without an open probe (a CPU, no NVML) it reads nothing and reports None."""
+
+    def __init__(self, probe: Optional[GpuProbe], warmup_steps: int):
+        self.probe = probe if probe is not None and probe.is_open else None
+        self.warmup_steps = warmup_steps
+        self.start: Optional[dict] = None
+        self.end: Optional[dict] = None
+        self.timed: dict = {}
+        self.energy_start_mj: Optional[int] = None
+        self.energy_end_mj: Optional[int] = None
+        self.energy_end_step: Optional[int] = None  # the step index (warm-up counted) of the last end read
+
+    def begin(self) -> None:
+        if self.probe is None:
+            return
+        self.start = self.probe.snapshot()
+        if self.warmup_steps <= 0:
+            self.energy_start_mj = self.probe.energy_mj()
+
+    def after_step(self, index: int) -> None:
+        """Step `index` (0-based, warm-up counted) finished, synchronised with the device."""
+        if self.probe is None:
+            return
+        if index == self.warmup_steps - 1:
+            self.energy_start_mj = self.probe.energy_mj()
+        elif index >= self.warmup_steps:
+            self.energy_end_mj, self.energy_end_step = self.probe.energy_mj(), index
+            self.timed = add_to_span(self.timed, self.probe.reading())
+
+    def wrap(self, on_step: Optional[Callable[[int, float, float], None]]) -> Callable[[int, float, float], None]:
+        """The driver's step callback (step index, seconds, loss) with this window's reads before `on_step`."""
+        def callback(index: int, seconds: float, loss: float) -> None:
+            self.after_step(index)
+            if on_step is not None:
+                on_step(index, seconds, loss)
+        return callback
+
+    def finish(self) -> None:
+        if self.probe is not None:
+            self.end = self.probe.snapshot()
+
+    @property
+    def energy_j(self) -> Optional[float]:
+        """Joules from the end of the warm-up to the last timed step's end, or None."""
+        return energy_between(self.energy_start_mj, self.energy_end_mj)
+
+    def state(self) -> Optional[dict]:
+        """The record's gpu_state (bench.schema.gpu_state), or None without a probe."""
+        if self.probe is None:
+            return None
+        return {"start": self.start, "end": self.end, "timed": self.timed or None}

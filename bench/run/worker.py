@@ -25,12 +25,13 @@ from bench.run.checkpoint import parameter_counts
 from bench.config.settings import Cell
 from bench.config.tiers import tier_for_gpu_name
 from bench.run.recipes import RecipeSettings
-from bench.run.device import NvmlPeakSampler, peak_rss_bytes, setup_device
+from bench.run.device import GpuProbe, NvmlPeakSampler, TimedWindow, peak_rss_bytes, setup_device
 from bench.run.env import collect_env
 from bench.run.loading import load_model
 from bench.run.dataset import load_tokenized
 from bench.run.drivers import TrainResult, TrainSpec, restore_trainable, snapshot_trainable, train
 from bench.run.drivers.loop import train_loop
+from bench.schema.gpu_state import state_warnings
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from bench.units import GiB
 from kernels_check import summarize_fast_paths
@@ -165,20 +166,23 @@ class Worker:
         self.sampler.start()
         result, failure = None, None
         total = cell.train.warmup_steps + cell.train.steps
+        window = self.timed_window(cell)
         try:
             result = train(cell.train.driver, self.loaded.model, self.loaded.tokenizer, self.spec(cell),
                            initial=self.snapshot,
-                           on_step=lambda i, s, loss: self.ev.emit("step", cell_id=cell.cell_id, step=i, of=total,
-                                                                   seconds=s, loss=loss))
+                           on_step=window.wrap(lambda i, s, loss: self.ev.emit("step", cell_id=cell.cell_id, step=i,
+                                                                               of=total, seconds=s, loss=loss)))
         except Exception as exc:  # noqa: BLE001 - every failure becomes this cell's status
             failure = ("oom" if self.on_cuda and is_oom(exc) else "error", short_error(exc), traceback.format_exc())
             del exc
+        window.finish()
         self.read_memory(rec)
         if failure:
             self.record_failure(rec, *failure)
         if result is not None:
             self.record_result(rec, cell, result)
         self.record_speed(rec, cell)
+        self.record_gpu_state(rec, cell, window)
         self.record_fast_paths(rec, cell)
         rec.finished_at = now_iso()
         self.loaded.model.zero_grad(set_to_none=True)
@@ -231,14 +235,38 @@ class Worker:
             rec.status, rec.error = "error", f"only {len(result.step_s)} optimizer steps ran"
 
     def record_speed(self, rec: ResultRecord, cell: Cell) -> None:
+        """Model and hardware FLOPs per token, and MFU / HFU against the host GPU's peak (bench/analysis/metrics.py)."""
         if self.counts:
             layers, width = measure.attention_dims(self.ref.config)
-            rec.flops_per_token = measure.flops_per_token(
-                self.counts["matmul"], layers, width, cell.seq_len, cell.gradient_checkpointing != "none")
+            matmul, head = self.counts["matmul"], self.counts.get("head", 0)
+            rec.flops_per_token = measure.flops_per_token(matmul, layers, width, cell.seq_len)
+            rec.hardware_flops_per_token = measure.hardware_flops_per_token(
+                matmul, head, layers, width, cell.seq_len, checkpointing=cell.gradient_checkpointing != "none")
         if self.on_cuda:
             host_tier = tier_for_gpu_name(self.env.get("gpu_name") or "")
             rec.peak_tflops = host_tier.peak_tflops(cell.dtype) if host_tier else None
-            rec.mfu = measure.mfu(rec.flops_per_token or 0, rec.tokens_per_s, rec.peak_tflops)
+            rec.mfu = measure.mfu(rec.flops_per_token, rec.tokens_per_s, rec.peak_tflops)
+            rec.hfu = measure.hfu(rec.hardware_flops_per_token, rec.tokens_per_s_padded or rec.tokens_per_s,
+                                  rec.peak_tflops)
+
+    def timed_window(self, cell: Cell) -> TimedWindow:
+        """The NVML reads around this cell (energy, the GPU's state), begun: nothing is read on a CPU or without NVML."""
+        if self.on_cuda and getattr(self, "gpu_probe", None) is None:
+            self.gpu_probe = GpuProbe()
+            self.gpu_probe.open(uuid=self.device_info.get("gpu_uuid"))
+        window = TimedWindow(getattr(self, "gpu_probe", None), cell.train.warmup_steps)
+        window.begin()
+        return window
+
+    def record_gpu_state(self, rec: ResultRecord, cell: Cell, window: TimedWindow) -> None:
+        """The GPU's state, its warnings (another process, throttling), and the energy of the timed steps: joules
+        from the end of the warm-up to the last timed step's end, per 1,000 non-padding tokens of those steps."""
+        rec.gpu_state = window.state()
+        rec.warnings += state_warnings(rec.gpu_state)
+        rec.energy_j = window.energy_j
+        if rec.energy_j is not None and window.energy_end_step is not None:
+            tokens = sum(rec.step_tokens[cell.train.warmup_steps:window.energy_end_step + 1])
+            rec.joules_per_1k_tokens = measure.joules_per_1k_tokens(rec.energy_j, tokens)
 
     def record_fast_paths(self, rec: ResultRecord, cell: Cell) -> None:
         """Which kernels a loaded model runs is the model's, not the cell size's: profile the first ok cell

@@ -24,6 +24,10 @@ def test_cpu_run_writes_complete_records(cpu_results):
         assert r.quantization["bnb_4bit_quant_type"] == "nf4" and r.quantization["bnb_4bit_use_double_quant"]
         assert r.backend_info["linear4bit_modules"] == 14  # 7 projections x 2 layers quantised
         assert r.env["packages"]["bitsandbytes"] and r.env["python"]
+        # FLOPs per token are the model's (known on a CPU); utilisation, energy and the GPU's state are not
+        assert r.flops_per_token > 0 and r.hardware_flops_per_token >= r.flops_per_token
+        assert (r.hardware_flops_per_token > r.flops_per_token) == (r.gradient_checkpointing != "none")
+        assert r.mfu is r.hfu is r.energy_j is r.joules_per_1k_tokens is r.gpu_state is None
     assert (cpu_results.with_suffix(".logs") / "hf-kbit-tiny-llama.log").is_file()
 
 

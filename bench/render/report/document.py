@@ -110,7 +110,10 @@ def _appendix_blocks(results: Results, results_dir: Path) -> list[Block]:
     blocks.append(Para("Metrics: peak alloc = torch.cuda.max_memory_allocated over the cell; peak device = the "
                        "process's GPU memory sampled through NVML (CUDA context and allocations outside torch "
                        "included); tokens/s over the timed steps; first step = the first optimizer step, "
-                       "compilation included; MFU = model FLOPs per token x tokens/s / the host GPU's dense peak "
+                       "compilation included; MFU = model FLOPs per token (forward and activation gradients, causal "
+                       "attention, no recompute) x tokens/s / the host GPU's dense peak; HFU = the same with the "
+                       "gradient checkpointing's recompute counted and padded tokens/s; J / 1k tokens = NVML's "
+                       "energy counter over the timed steps per 1,000 trained tokens, where the GPU reports it "
                        "(bench/analysis/metrics.py)."))
     return blocks
 

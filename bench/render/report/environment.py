@@ -10,6 +10,7 @@ from bench.config.tiers import TIERS, HostGpu, TierError, plan_tier, tier_for_gp
 from bench.render.blocks import Block, Note, Table
 from bench.render.report.labels import file_link
 from bench.render.text import gib, md_escape, short_gpu
+from bench.schema.gpu_state import GpuStateSpan, gpu_state_span
 from bench.schema.record import ResultRecord
 
 CORE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "unsloth", "unsloth_zoo",
@@ -113,11 +114,34 @@ def environment_rows(group: Group, results_dir: Path) -> list[list[str]]:
     if starts or ends:
         rows.append(["measured", f"{min(starts or ends)} to {max(ends or starts)} (UTC, from the records)"])
     rows.append(["runs", ", ".join(_values(es, lambda r: r.run_id))])
+    state = gpu_state_text(es)
+    if state:
+        rows.append(["GPU state", state])
     files = sorted({e.path for e in es}, key=str)
     rows.append(["results files", ", ".join(file_link(p, results_dir) for p in files)])
     n_ok = sum(1 for e in es if e.record.ok)
     rows.append(["cells", f"{len(es)} ({n_ok} ok, {len(es) - n_ok} not: see the tables)"])
     return rows
+
+
+def _span_text(span: GpuStateSpan) -> str:
+    clock = "-" if span.sm_clock_mhz_min is None else (
+        f"{span.sm_clock_mhz_min}" + ("" if span.sm_clock_mhz_max == span.sm_clock_mhz_min else f"-{span.sm_clock_mhz_max}"))
+    parts = [f"SM clock {clock} MHz" + ("" if span.sm_clock_max_mhz is None else f" (max {span.sm_clock_max_mhz})"),
+             "up to " + ("-" if span.temperature_c_max is None else f"{span.temperature_c_max} C"),
+             "power limit " + (" / ".join(f"{w:.0f}" for w in span.power_limits_w) + " W" if span.power_limits_w else "-")]
+    return ", ".join(parts) + f" ({span.cells} cell{'s' if span.cells != 1 else ''})"
+
+
+def gpu_state_text(entries: Sequence[Entry]) -> Optional[str]:
+    """Per run, the GPU's state while its cells ran (bench.schema.gpu_state: SM clock range while training, its
+    max, the highest temperature, the power limit); None when no record has one (before schema 3, or a CPU)."""
+    runs: dict[str, list] = {}
+    for e in entries:
+        runs.setdefault(e.record.run_id, []).append(e.record.gpu_state)
+    texts = [f"{md_escape(run)}: {_span_text(span)}" for run, states in runs.items()
+             if (span := gpu_state_span(states)) is not None]
+    return "; ".join(texts) or None
 
 
 def environment_blocks(group: Group, results_dir: Path) -> list[Block]:
@@ -140,7 +164,7 @@ def emulation_note(group: Group) -> list[str]:
              f"of device memory (CUDA context included), in the {group.tier}'s training dtype. Whether a "
              f"configuration fits a {group.tier} is measured; a cell whose device peak went over the tier's memory "
              f"outside the cap is flagged in its status."]
-    speed = (f"Tokens/s, first-step time and MFU are the {short_gpu(group.host)}'s, not a "
+    speed = (f"Tokens/s, first-step time, MFU / HFU and energy are the {short_gpu(group.host)}'s, not a "
              f"{group.tier}'s")
     if tier and host_tier:
         speed += (f" (datasheet dense fp16 throughput: {group.tier} {tier.fp16_tflops:g} TFLOP/s, "

@@ -10,7 +10,7 @@ from bench.analysis.results import Results, TableSpec
 from bench.render.blocks import Table
 from bench.render.report.labels import file_link, group_title
 from bench.render.report.phrases import parity_text, status_text
-from bench.render.text import first_line, fmt, gib, link, md_escape, pct
+from bench.render.text import first_line, fmt, gib, link, md_escape, mfu_hfu, pct
 from bench.schema.pairs import REFERENCE_FALLBACK
 
 DRIVER_TEXT = {"trainer": "trainer (TRL's SFTTrainer)", "loop": "loop (the suite's plain training loop)"}
@@ -63,10 +63,22 @@ def _metrics(spec: TableSpec) -> list[tuple]:
     metrics.append(("tokens_per_s", "tokens/s (non-padding)" if data else "tokens/s", lambda x: fmt(x, ",.0f")))
     if data:
         metrics.append(("tokens_per_s_padded", "tokens/s padded", lambda x: fmt(x, ",.0f")))
+    if any(r.joules_per_1k_tokens is not None for r in spec.records):
+        metrics.append(("joules_per_1k_tokens", "J / 1k tokens", energy_text))
     metrics.append(("first_step_s", "first step s", lambda x: fmt(x, ".1f")))
     if not cpu:
-        metrics.append(("mfu", "MFU", lambda x: fmt(None if x is None else x * 100, ".1f", " %")))
+        metrics.append((lambda r: (r.mfu, r.hfu), "MFU / HFU", lambda pair: mfu_hfu(*pair)))
     return metrics
+
+
+def energy_text(joules_per_1k_tokens) -> str:
+    """Joules per 1,000 trained tokens, '-' where not measured."""
+    return fmt(joules_per_1k_tokens, ".1f")
+
+
+def _value(record, field):
+    """A metric's value: the record field named `field`, or `field(record)` for a derived one."""
+    return field(record) if callable(field) else getattr(record, field)
 
 
 def _pair_columns(p) -> list[str]:
@@ -101,7 +113,7 @@ def comparison_table(spec: TableSpec) -> Table:
         line = [str(r.seq_len), str(r.batch_size), status]
         for name in spec.recipes:
             e = row.cells.get(name)
-            line += [format_value(getattr(e.record, field)) if e and e.record.ok else "-"
+            line += [format_value(_value(e.record, field)) if e and e.record.ok else "-"
                      for field, _, format_value in metrics]
             if spec.reference is not None and name != spec.reference:
                 line += _pair_columns(row.pairs.get(name))
@@ -131,8 +143,10 @@ def lora_cast_notes(spec: TableSpec) -> list[str]:
 
 def appendix_table(results: Results, results_dir: Path) -> Table:
     """Every cell: its reference (the anchor figures link to), cell id, results file, outcome, figures."""
+    energy = any(e.record.joules_per_1k_tokens is not None for e in results.entries)
     header = ["ref", "cell id", "results file", "status", "peak alloc GiB", "peak device GiB", "peak RSS GiB",
-              "tokens/s", "first step s", "parity", "finished (UTC)", "message"]
+              "tokens/s"] + (["J / 1k tokens"] if energy else []) + ["first step s", "parity", "finished (UTC)",
+                                                                     "message"]
     rows = []
     for e in results.entries:
         r = e.record
@@ -140,9 +154,9 @@ def appendix_table(results: Results, results_dir: Path) -> Table:
         msg = "; ".join(([first_line(r.error, 200)] if r.error else []) + list(r.warnings))
         rows.append([f'<a id="{e.ref}"></a>{e.ref}', f"`{r.cell_id}`", file_link(e.path, results_dir),
                      r.status, gib(r.peak_allocated_bytes), gib(r.peak_device_bytes), gib(r.peak_rss_bytes),
-                     fmt(r.tokens_per_s, ",.0f"), fmt(r.first_step_s, ".2f"), parity, r.finished_at or "-",
-                     md_escape(msg) if msg else ""])
-    return Table(header, rows, {4, 5, 6, 7, 8})
+                     fmt(r.tokens_per_s, ",.0f")] + ([energy_text(r.joules_per_1k_tokens)] if energy else [])
+                    + [fmt(r.first_step_s, ".2f"), parity, r.finished_at or "-", md_escape(msg) if msg else ""])
+    return Table(header, rows, set(range(4, 10 if energy else 9)))
 
 
 def fast_path_table(results: Results) -> Optional[Table]:
