@@ -181,3 +181,17 @@ def test_baseline_refuses_malformed_step_rates():
     data["cells"][0]["step_rates"] = [[1.0, -2.0]]
     with pytest.raises(baseline_file.BaselineError, match="step_rates"):
         baseline_file.baseline_from_dict(data, "bad.json")
+
+
+def test_report_entries_carry_every_repeat_and_repeats_are_not_superseded(tmp_path):
+    from bench.analysis.results import load_results
+    from bench.schema.store import append_record
+
+    path = tmp_path / "r.jsonl"
+    for r in [record([2.0, 2.0]), *repeats(NOISY_BASE, run_id="run-b"), *repeats(NOISY_AGAIN, recipe="hf-kbit")]:
+        append_record(path, r)
+    loaded = load_results([path])
+    assert loaded.superseded == 1  # run-a's record; run-b's repeats are the cell's measurement
+    entry = next(e for e in loaded.entries if e.record.recipe == "hf-trl")
+    assert [r.repeat for r in entry.repeat_records] == [0, 1]
+    assert speed.side_speed(entry) == speed.cell_speed(repeats(NOISY_BASE))
