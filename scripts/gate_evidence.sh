@@ -39,10 +39,22 @@ if [ -f "$RERUN" ]; then
 
 The baseline's hf-kbit cells run again on the GPU in a new process (same recipe and steps), gated on
 VRAM (the default; the speed gate is off unless `--max-slowdown` is given). The same run against
-a 10 % speed gate is in `reports/gate-fail.md`, under "Speed noise".
+a 10 % speed gate follows, under "Speed noise".
 MD
     gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
         --max-vram-increase 5%
+    cat >> "$pass" <<'MD'
+
+## Speed noise: the unchanged recipe against a 10 % speed gate
+
+The same re-run, now with `--max-slowdown 10%`. Nothing changed, so any difference in tokens/s is
+run-to-run noise on one GPU. As a point figure a cell can read more than 10 % slower (a point rule
+failed it, which is why the speed gate used to be off); the gate reads the 95 % interval of new /
+baseline median per-step tokens/s and fails only when the whole interval lies below 0.9, so the noise
+passes, noted as such (docs/ci/README.md, "Speed").
+MD
+    gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
+        --max-vram-increase 5% --max-slowdown 10%
 fi
 
 fail=reports/gate-fail.md
@@ -69,19 +81,5 @@ The same hf-kbit cells (llama-3.1-8b, t4 emulated, seq 1024, batch 1 and 2) run 
 `--ignore-key lora_r`, as a team does when it bumps the rank in its recipe.
 MD
     gate "$fail" "$HEAVIER" --baseline baselines/t4.json --ignore-key lora_r --only recipe=hf-kbit --only seq_len=1024 \
-        --max-vram-increase 5% --max-slowdown 10%
-fi
-if [ -f "$RERUN" ]; then
-    cat >> "$fail" <<'MD'
-
-## Speed noise: the unchanged recipe against a 10 % speed gate
-
-The same independent re-run as in `reports/gate-pass.md` (an unchanged recipe, the timed steps
-its records state), now with `--max-slowdown 10%`. Whatever the gate says here is run-to-run
-noise of tokens/s on one GPU, since nothing changed: where it fails, that noise is larger than the
-tolerance. This is why `--max-slowdown` is off by default: turn it on only with enough timed
-steps (`--steps`) for the tolerance asked, and check it with a re-run like this one.
-MD
-    gate "$fail" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%
 fi

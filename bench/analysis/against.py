@@ -42,6 +42,11 @@ class Side:
     def path(self):
         return getattr(self.entry, "path", None)
 
+    @property
+    def repeat_records(self) -> list[ResultRecord]:
+        """The records of every repeat of the entry's cell (bench.analysis.speed reads its speed from them)."""
+        return list(getattr(self.entry, "repeat_records", None) or [])
+
 
 def verdict_between(a: ResultRecord, b: ResultRecord) -> dict:
     """The parity verdict between two ok records of one configuration (`a` the baseline): the verdict

@@ -2,8 +2,9 @@
 
 Records are grouped by environment (tier, mode, host GPU): records from different GPUs are never
 merged into one group or one pair. Within one host the latest record of a cell wins (the one rule,
-bench.schema.store.latest_indexes). Every entry gets a cell reference (c1, c2, ...) in report
-order, which every figure of the report cites. No text here: bench.render.report writes it.
+bench.schema.store.latest_indexes); its entry also holds the records of every repeat of the cell's
+latest run (bench.schema.store.latest_repeats), which its speed is read from (bench.analysis.speed).
+Every entry gets a cell reference (c1, c2, ...) in report order, which every figure of the report cites. No text here: bench.render.report writes it.
 
 Recipes: every configuration (pair_key) may hold a cell of several recipes; each candidate recipe is
 compared with the *reference* recipe (the requested one, default hf-trl, else the first of
@@ -22,7 +23,7 @@ from bench.config.tiers import TIERS
 from bench.schema.key import MEMORY_FIELDS, TABLE_FIELDS, CellKey
 from bench.schema.pairs import DEFAULT_REFERENCE, Pair, annotate_parity, pair_records, reference_for
 from bench.schema.record import ResultRecord, ResultsError
-from bench.schema.store import hosts_of, latest_indexes, read_records
+from bench.schema.store import hosts_of, latest_indexes, latest_repeats, read_records
 
 MODE_ORDER = {"native": 0, "emulated": 1, "cpu": 2}
 #: The order recipes appear in (after the reference): bench.config.recipes order.
@@ -49,6 +50,9 @@ class Entry:
     order: int  # position over all inputs (files in argument order, lines in order)
     host: str  # host GPU name; "CPU" in cpu mode
     ref: str = ""  # "c1", "c2", ... (assigned after sorting)
+    # the records of every repeat of this cell's latest run on this host (bench.schema.store.latest_repeats),
+    # what its speed and interval are read from (bench.analysis.speed); empty: the record is the only one
+    repeat_records: list[ResultRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +85,7 @@ class Group:
 class Results:
     paths: list[Path]
     groups: list[Group]
-    superseded: int  # records replaced by a later record of the same cell on the same host
+    superseded: int  # records replaced by a later record of the same cell on the same host (not its repeats)
     split_pairs: list[str]  # pair keys whose recipes were measured on different hosts
     reference: str = DEFAULT_REFERENCE  # the requested reference recipe
 
@@ -115,7 +119,9 @@ def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REF
 
     records = [r for r, _ in raw]
     hosts = hosts_of(records)
-    latest = [Entry(raw[i][0], raw[i][1], i, hosts[i]) for i in latest_indexes(records)]
+    repeats = {host: latest_repeats([r for r, h in zip(records, hosts) if h == host]) for host in set(hosts)}
+    latest = [Entry(raw[i][0], raw[i][1], i, hosts[i], repeat_records=repeats[hosts[i]].get(raw[i][0].cell_id, []))
+              for i in latest_indexes(records)]
     groups: dict[tuple, Group] = {}
     for e in latest:
         key = (e.record.tier, e.record.mode, e.host)
@@ -128,7 +134,8 @@ def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REF
         g.pairs = pair_records(g.entries, reference)
     for n, e in enumerate((e for g in ordered for e in g.entries), 1):
         e.ref = f"c{n}"
-    return Results(unique, ordered, len(raw) - len(latest), split_pair_keys([e for g in ordered for e in g.entries]),
+    kept = sum(max(len(e.repeat_records), 1) for e in latest)  # the repeats of a cell's latest run are not superseded
+    return Results(unique, ordered, len(raw) - kept, split_pair_keys([e for g in ordered for e in g.entries]),
                    reference)
 
 

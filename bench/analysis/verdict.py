@@ -3,8 +3,9 @@
 Read from the comparable pairs of the unsloth and hf-trl cells of one environment group
 (bench.analysis.against: exactly hf-trl, never a fallback, so records from before recipes give no
 verdict), with the sizes where only one of the two fits beside them. Fewer than MIN_PAIRS comparable
-pairs: inconclusive. Speed-ups are candidate tokens/s over the baseline's; savings are fractions
-of the baseline's peak memory (device, else allocated).
+pairs: inconclusive. Speed-ups and savings are bench.analysis.speed's (median per-step tokens/s of the
+candidate over the baseline's, with their intervals; fractions of the baseline's peak memory, device
+else allocated).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Optional
 
 from bench.analysis.against import Side, pairs_against
 from bench.analysis.borderline import fits_clearly
+from bench.analysis.speed import INCONCLUSIVE as SPEEDUP_INCONCLUSIVE
+from bench.analysis.speed import pair_memory_saving, pair_speedup, speedup_verdict
+from bench.analysis.stats import Interval
 from bench.analysis.results import Group
 from bench.schema.pairs import Pair
 
@@ -34,6 +38,7 @@ class TierVerdict:
     comparable: list[Pair[Side]] = field(default_factory=list)
     unmatched: list[Pair[Side]] = field(default_factory=list)
     speedups: list[float] = field(default_factory=list)
+    speedup_intervals: list[Interval] = field(default_factory=list)  # of the comparable pairs with a speed-up
     savings: list[float] = field(default_factory=list)
     saving_field: str = "peak_device_bytes"
     only_candidate_fits: list[Pair[Side]] = field(default_factory=list)  # both tried, only the candidate fits
@@ -43,6 +48,11 @@ class TierVerdict:
     @property
     def median_speedup(self) -> Optional[float]:
         return statistics.median(self.speedups) if self.speedups else None
+
+    @property
+    def inconclusive_speedups(self) -> int:
+        """Speed-ups whose 95 % interval contains 1.0 (or that have none)."""
+        return sum(1 for i in self.speedup_intervals if speedup_verdict(i) == SPEEDUP_INCONCLUSIVE)
 
     @property
     def median_saving(self) -> Optional[float]:
@@ -60,6 +70,10 @@ def _does_not_fit(side: Optional[Side]) -> bool:
     return side is not None and not side.record.fits_tier
 
 
+def _savings(pairs: list[Pair[Side]], metric: str) -> list[float]:
+    return [i.estimate for p in pairs if (i := pair_memory_saving(p, metric)) is not None]
+
+
 def tier_verdict(group: Group, baseline: str = BASELINE, candidate: str = CANDIDATE,
                  min_pairs: int = MIN_PAIRS) -> TierVerdict:
     """The verdict of `candidate` against `baseline` on one group (a tier on one host)."""
@@ -69,16 +83,14 @@ def tier_verdict(group: Group, baseline: str = BASELINE, candidate: str = CANDID
         return TierVerdict(group, NOT_MEASURED, baseline, candidate, missing=missing)
     pairs = pairs_against(group.entries, baseline, candidate)
     comparable = [p for p in pairs if p.comparable]
-    device = [p.memory_reduction("peak_device_bytes") for p in comparable]
-    saving_field, savings = "peak_device_bytes", [v for v in device if v is not None]
+    saving_field, savings = "peak_device_bytes", _savings(comparable, "peak_device_bytes")
     if not savings:
-        saving_field = "peak_allocated_bytes"
-        savings = [v for p in comparable if (v := p.memory_reduction("peak_allocated_bytes")) is not None]
+        saving_field, savings = "peak_allocated_bytes", _savings(comparable, "peak_allocated_bytes")
+    intervals = [i for p in comparable if (i := pair_speedup(p)) is not None and i.estimate is not None]
     finished = [p for p in pairs if p.reference and p.candidate
                 and {p.reference.record.status, p.candidate.record.status} <= {"ok", "oom", "skipped"}]
     return TierVerdict(
         group, MEASURED if len(comparable) >= min_pairs else INCONCLUSIVE, baseline, candidate, comparable,
-        [p for p in pairs if p.not_matched], [v for p in comparable if (v := p.speedup) is not None], savings,
-        saving_field,
+        [p for p in pairs if p.not_matched], [i.estimate for i in intervals], intervals, savings, saving_field,
         [p for p in finished if _fits(p.candidate) and _does_not_fit(p.reference)],
         [p for p in finished if _fits(p.reference) and _does_not_fit(p.candidate)])

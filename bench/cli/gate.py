@@ -21,9 +21,14 @@ from bench.cli.common import UsageFailure, check_writable, console, err_console,
 from bench.render import gate as render
 from bench.schema import baseline as baseline_file
 from bench.schema.pairs import DEFAULT_REFERENCE
-from bench.schema.store import load
+from bench.schema.store import latest_repeats, load, read_records
 
 baseline_app = typer.Typer(no_args_is_help=True, help="Save or inspect gate baselines (explicit; never implicit).")
+
+
+def _repeats(results: List[Path]) -> dict:
+    """cell_id -> the records of every repeat of its latest run in these files (the speed gate's samples)."""
+    return latest_repeats([r for p in results for r in read_records(p)])
 
 
 def _now_utc() -> str:
@@ -45,7 +50,7 @@ def baseline_save(
     filters = gate.parse_filters(only or [])
     ref = gate.parse_reference(reference)
     snap = baseline_file.baseline_from_records(load(results, reference=ref), [str(p) for p in results],
-                                               created_at=_now_utc(), reference=ref)
+                                               created_at=_now_utc(), reference=ref, repeats=_repeats(results))
     if filters:
         snap.cells = gate.filter_cells(snap.cells, filters)
         if not snap.cells:
@@ -90,7 +95,9 @@ def gate_command(
                                           help="Per-cell memory growth allowed: a percentage (5%) or a size "
                                                "(512MiB); off to disable."),
     max_slowdown: str = typer.Option("off", "--max-slowdown",
-                                     help="Per-cell tokens/s drop allowed, e.g. 10%; off (default) to not gate speed."),
+                                     help="Per-cell tokens/s drop allowed, e.g. 10%: fails when the 95 % interval of new / "
+                                          "baseline median per-step tokens/s lies below 1 - it; off (default) "
+                                          "to not gate speed."),
     metric: str = typer.Option("device", "--metric",
                                help="device (NVML, context incl.) | reserved | allocated | rss (host RSS, CPU proxy)."),
     vram_budget: Optional[str] = typer.Option(None, "--vram-budget",
@@ -133,7 +140,7 @@ def gate_command(
         raise gate.GateError("--ignore-key needs --baseline (it changes how cells are matched)")
     base = baseline_file.load_baseline(baseline) if baseline is not None else None
     new = baseline_file.snapshot_from_records(load(results, reference=settings.reference), [str(p) for p in results],
-                                              settings.reference)
+                                              settings.reference, _repeats(results))
     report = gate.run_gate(new, base, settings)
 
     if summary_md is not None:

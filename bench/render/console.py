@@ -18,10 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from bench.analysis.speed import INCONCLUSIVE, pair_memory_saving, pair_speedup, side_speed, speedup_verdict
+from bench.analysis.stats import NOISY_CV
 from bench.config.settings import Cell
-from bench.render.text import fmt, gib, mfu_hfu
+from bench.render.text import fmt, fmt_interval, gib, mfu_hfu
 from bench.schema.pairs import DEFAULT_REFERENCE, Pair, pair_records, reference_for
 from bench.schema.record import ResultRecord
+from bench.schema.store import latest_per_cell, latest_repeats
 
 #: Below this console width, lines and tables leave out their low-priority figures.
 NARROW_WIDTH = 100
@@ -35,9 +38,10 @@ def short(cell_or_record) -> str:
 
 
 def figures_text(r: ResultRecord, narrow: bool = False) -> str:
-    """An ok cell's figures in one line: tokens/s, memory (peak RSS on CPU, else device and allocated
+    """An ok cell's figures in one line: median tokens/s (bench.analysis.speed; 'noisy' past the CV threshold), memory (peak RSS on CPU, else device and allocated
     peaks) and the first step; narrow: tokens/s and one memory figure."""
-    text = f"{fmt(r.tokens_per_s, ',.0f')} tok/s"
+    speed = side_speed(r)
+    text = f"{fmt(speed.tokens_per_s.estimate, ',.0f')} tok/s" + (" noisy" if speed.noisy else "")
     if r.mode == "cpu":
         text += f"  peak RSS {gib(r.peak_rss_bytes)} GiB"
     elif narrow:
@@ -116,6 +120,39 @@ def _fast_paths(r: ResultRecord) -> str:
     return format_fast_paths(r.fast_paths)
 
 
+#: The markers of the comparison table and their legend (its caption).
+NOISY_MARK, INCONCLUSIVE_MARK = "*", "?"
+SPEED_LEGEND = (f"tokens/s: median per-step rate over the timed steps of every repeat [95 % interval]; "
+                f"{NOISY_MARK} noisy (CV > {NOISY_CV * 100:g} %); speed-up {INCONCLUSIVE_MARK}: inconclusive "
+                f"(its interval contains 1.0)")
+
+
+@dataclass
+class _Cell:
+    """A cell's latest record and the records of every repeat of its latest run."""
+
+    record: ResultRecord
+    repeat_records: list[ResultRecord]
+
+
+def speed_cell_text(side, narrow: bool = False) -> str:
+    """'1,883 [1,672–2,029]*' (narrow: '1,883*'): median tokens/s, its interval, the noisy marker."""
+    speed = side_speed(side)
+    shown = fmt(speed.tokens_per_s.estimate, ",.0f") if narrow else fmt_interval(speed.tokens_per_s, ",.0f")
+    return shown + (NOISY_MARK if speed.noisy else "")
+
+
+def speedup_cell_text(p: Optional[Pair], narrow: bool = False) -> str:
+    """'1.34x [1.20–1.52]' (narrow: '1.34x'), '?' added when inconclusive; '' without a pair."""
+    if p is None:
+        return ""
+    ratio = pair_speedup(p)
+    if ratio is None or ratio.estimate is None:
+        return "-"
+    shown = fmt(ratio.estimate, ".2f", "x") if narrow else fmt_interval(ratio, ".2f", "x")
+    return shown + (INCONCLUSIVE_MARK if speedup_verdict(ratio) == INCONCLUSIVE else "")
+
+
 @dataclass
 class ComparisonTable:
     """One (tier, mode, model) of a run: a row per recipe and size, the reference recipe first, then each
@@ -135,7 +172,8 @@ class ComparisonTable:
         cpu = self.mode == "cpu"
         ref = reference_for({r.recipe for r in self.records}, self.reference)
         t = Table(title=f"{self.model} on {self.tier} ({self.mode}); against {ref or 'no reference recipe'}",
-                  title_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, show_edge=not narrow)
+                  title_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, show_edge=not narrow,
+                  caption=SPEED_LEGEND + ("; intervals at 100+ columns" if narrow else ""), caption_justify="left")
         memory = ["peak RSS GiB"] if cpu else (["peak device GiB"] if narrow else ["peak alloc GiB", "peak device GiB"])
         fast = any(r.fast_paths for r in self.records) and not narrow
         columns = ["seq", "batch", "recipe", "status", *memory, "tokens/s"] \
@@ -144,24 +182,29 @@ class ComparisonTable:
         for col in columns:
             t.add_column(SHORT_HEADERS.get(col, col) if narrow else col, no_wrap=col == "recipe",
                          justify="left" if col in ("recipe", "status", "parity", "fast paths") else "right")
-        pairs = {id(p.candidate): p for p in pair_records(self.records, self.reference) if p.candidate is not None}
+        repeats = latest_repeats(self.records)
+        cells = [_Cell(r, repeats.get(r.cell_id, [])) for r in latest_per_cell(self.records)]
+        pairs = {id(p.candidate): p for p in pair_records(cells, self.reference) if p.candidate is not None}
         references = {id(p.reference) for p in pairs.values() if p.reference is not None}
-        for r in sorted(self.records, key=lambda r: (r.seq_len, r.batch_size, r.pair_key, id(r) not in references)):
-            t.add_row(*self._row(r, pairs.get(id(r)), columns, narrow))
+        for c in sorted(cells, key=lambda c: (c.record.seq_len, c.record.batch_size, c.record.pair_key,
+                                              id(c) not in references)):
+            t.add_row(*self._row(c, pairs.get(id(c)), columns, narrow))
         return t
 
     @staticmethod
-    def _row(r: ResultRecord, p: Optional[Pair], columns: list[str], narrow: bool) -> list[str]:
-        saved = p.memory_reduction() if p else None
+    def _row(c: _Cell, p: Optional[Pair], columns: list[str], narrow: bool) -> list[str]:
+        r = c.record
+        saving = pair_memory_saving(p) if p else None
+        saved = saving.estimate if saving is not None else None
         oom = "OOM" if narrow else (r.error or "oom").split(":")[0]
         values = {
             "seq": str(r.seq_len), "batch": str(r.batch_size), "recipe": r.recipe,
             "status": r.status if r.status != "oom" else f"[yellow]{oom}[/]",
             "peak RSS GiB": gib(r.peak_rss_bytes), "peak alloc GiB": gib(r.peak_allocated_bytes),
-            "peak device GiB": gib(r.peak_device_bytes), "tokens/s": fmt(r.tokens_per_s, ",.0f"),
+            "peak device GiB": gib(r.peak_device_bytes), "tokens/s": speed_cell_text(c, narrow) if r.ok else "-",
             "first step s": fmt(r.first_step_s, ".1f"),
             "MFU / HFU": mfu_hfu(r.mfu, r.hfu),
-            "speed-up": fmt(p.speedup, ".2f", "x") if p else "",
+            "speed-up": speedup_cell_text(p, narrow),
             "mem saved": fmt(None if saved is None else saved * 100, ".0f", " %") if p else "",
             "parity": _parity(r), "fast paths": _fast_paths(r),
         }

@@ -37,13 +37,27 @@ def _vram(f: Finding) -> str:
     return f"{increase} {format_bytes(x['new_bytes'] - x['baseline_bytes'])}: {what}, over the {x['tolerance']} tolerance"
 
 
+def speed_change_text(change, interval=None) -> str:
+    """'-13.8%', or with the 95 % interval of the change: '-13.8% [-31.0%, +7.5%]'."""
+    text = format_change(change)
+    return text if interval is None else f"{text} [{format_change(interval[0])}, {format_change(interval[1])}]"
+
+
 def _slowdown(f: Finding) -> str:
     x = f.facts
-    what = (f"{x['baseline_tokens_per_s']:,.0f} → {x['new_tokens_per_s']:,.0f} tokens/s "
-            f"({format_change(x['change'])})")
+    interval = (x["low"], x["high"]) if x.get("rule") == "interval" else None
+    median = "median per-step " if interval else ""
+    what = (f"{x['baseline_tokens_per_s']:,.0f} → {x['new_tokens_per_s']:,.0f} {median}tokens/s "
+            f"({speed_change_text(x['change'], interval)}{' 95 % interval' if interval else ''})")
+    tol = f"{x['tolerance'] * 100:g}%"
+    if f.severity == "info":
+        return (f"speed {what}: past the {tol} tolerance as a point figure, but the interval reaches within it: "
+                f"run-to-run noise, not a regression")
     if f.severity == "improvement":
-        return f"faster: {what}"
-    return f"slowdown: {what}, over the {x['tolerance'] * 100:g}% tolerance"
+        return f"faster: {what}" + ("" if interval else f" (point figures: {x.get('why_point')})")
+    if interval:
+        return f"slowdown: {what}, the whole interval beyond the {tol} tolerance"
+    return f"slowdown: {what}, over the {tol} tolerance (point figures, no interval: {x.get('why_point')})"
 
 
 def _status(f: Finding) -> str:
@@ -124,7 +138,9 @@ def header_lines(report: GateReport) -> list[str]:
     checks = [f"metric: {METRIC_LABELS[s.metric]}"]
     if report.baseline_path is not None:
         checks.append(f"max VRAM increase: {s.max_vram_increase.text if s.max_vram_increase else 'off'}")
-        checks.append(f"max slowdown: {f'{s.max_slowdown * 100:g}%' if s.max_slowdown is not None else 'off'}")
+        checks.append(f"max slowdown: {f'{s.max_slowdown * 100:g}%' if s.max_slowdown is not None else 'off'}"
+                      + (f" (fails when the 95 % interval of new / baseline tokens/s lies below "
+                         f"{1 - s.max_slowdown:g})" if s.max_slowdown is not None else ""))
     if s.budget is not None:
         checks.append(f"VRAM budget: {format_bytes(s.budget.bytes)} = {s.budget.label}")
     if report.references:
@@ -143,7 +159,7 @@ def _markdown_table(report: GateReport) -> blocks.Table:
     with_baseline = report.baseline_path is not None
     if with_baseline:
         table = blocks.Table(["cell", "status", f"{metric_name} baseline → new", "change", "tokens/s baseline → new",
-                              "change", "verdict"], [], right={3, 5})
+                              "change [95 % interval]", "verdict"], [], right={3, 5})
     else:
         table = blocks.Table(["cell", "status", f"{metric_name} peak", "verdict"], [])
     for row in report.rows:
@@ -157,8 +173,8 @@ def _markdown_table(report: GateReport) -> blocks.Table:
                 f"{fmt(row.baseline_tokens_per_s, ',.0f')} → {fmt(row.new_tokens_per_s, ',.0f')}"
             table.rows.append([cell, f"{row.baseline.status if row.baseline else 'new'} → {status_new}",
                                f"{format_bytes(row.baseline_bytes)} → {format_bytes(row.new_bytes)}{metric_note}",
-                               format_change(row.memory_change), tps, format_change(row.speed_change),
-                               verdict_text(row)])
+                               format_change(row.memory_change), tps,
+                               speed_change_text(row.speed_change, row.speed_change_interval), verdict_text(row)])
         else:
             table.rows.append([cell, status_new, f"{format_bytes(row.new_bytes)}{metric_note}", verdict_text(row)])
     return table
@@ -227,7 +243,9 @@ def report_json(report: GateReport) -> dict[str, Any]:
                 "metric": r.metric, "baseline_bytes": r.baseline_bytes, "new_bytes": r.new_bytes,
                 "memory_change": r.memory_change,
                 "baseline_tokens_per_s": r.baseline_tokens_per_s, "new_tokens_per_s": r.new_tokens_per_s,
-                "speed_change": r.speed_change, "key_differences": r.key_differences,
+                "speed_change": r.speed_change,
+                "speed_change_interval": list(r.speed_change_interval) if r.speed_change_interval else None,
+                "speed_rule": r.speed_rule, "key_differences": r.key_differences,
                 "verdict": r.verdict, "findings": [_finding_json(f) for f in r.findings],
             }
             for r in report.rows
@@ -261,7 +279,8 @@ def report_table(report: GateReport) -> Table:
         if with_baseline:
             status = f"{row.baseline.status if row.baseline else 'new'}→{status_new}"
             t.add_row(label, status, format_bytes(row.baseline_bytes), format_bytes(row.new_bytes),
-                      format_change(row.memory_change), format_change(row.speed_change), verdict)
+                      format_change(row.memory_change),
+                      speed_change_text(row.speed_change, row.speed_change_interval), verdict)
         else:
             t.add_row(label, status_new, format_bytes(row.new_bytes), verdict)
     return t

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from bench.analysis.stats import Interval
 from bench.units import GiB, KiB, MiB
 
 
@@ -33,6 +34,25 @@ def mfu_hfu(mfu: Optional[float], hfu: Optional[float]) -> str:
 def pct(x: Optional[float]) -> str:
     """A fraction as a whole percentage ('60 %'), '-' for None."""
     return "-" if x is None else f"{x * 100:.0f} %"
+
+
+def fmt_interval(x: Optional[Interval], spec: str, suffix: str = "") -> str:
+    """An estimate and its interval: '1,234 [1,200–1,260]' (spec ',.0f'), '1.42x [1.35–1.49]' (suffix 'x');
+    the estimate alone when it has no interval, '-' for none."""
+    if x is None or x.estimate is None:
+        return "-"
+    if not x.known:
+        return f"{x.estimate:{spec}}{suffix}"
+    return f"{x.estimate:{spec}}{suffix} [{x.low:{spec}}–{x.high:{spec}}]"
+
+
+def pct_interval(x: Optional[Interval]) -> str:
+    """A fraction and its interval as whole percentages ('42 % [40–44 %]'); the percentage alone without one."""
+    if x is None or x.estimate is None:
+        return "-"
+    if not x.known:
+        return pct(x.estimate)
+    return f"{x.estimate * 100:.0f} % [{x.low * 100:.0f}–{x.high * 100:.0f} %]"
 
 
 def usd(x: Optional[float]) -> str:

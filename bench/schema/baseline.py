@@ -6,9 +6,13 @@ verdict of one measured run (against its configuration's reference recipe), plus
 the figures came from and the results files they were read from. It is written only by
 `save_baseline` (the explicit `bench baseline save`); nothing updates it implicitly.
 
-Versions: 2 is written; 1 (before recipes: its keys name a backend only) is still read, its keys
-filled as the schema reads version-1 records (recipe from the backend, bench.schema.record.LEGACY_RECIPE;
-the loop driver; synthetic data, so data_sha256 and packing None).
+Each cell also holds `step_rates`: its timed per-step tokens/s grouped by repeat (one list per ok repeat,
+bench.schema.record.rate_groups), what the speed gate's interval is read from (bench.analysis.speed).
+
+Versions: 3 is written; 2 (no `step_rates`: the speed gate falls back to the point figures, and says so)
+and 1 (before recipes: its keys name a backend only) are still read, version-1 keys filled as the schema
+reads version-1 records (recipe from the backend, bench.schema.record.LEGACY_RECIPE; the loop driver;
+synthetic data, so data_sha256 and packing None).
 
 `CellFigures` and `Snapshot` are also what the gate compares on the new-results side
 (`snapshot_from_records`). Unusable files or cell sets raise `BaselineError` (CLI exit code 2).
@@ -24,11 +28,11 @@ from typing import Any, Iterable, Optional
 from bench import __version__
 from bench.schema.key import GATE_FIELDS, CellKey
 from bench.schema.pairs import DEFAULT_REFERENCE, reference_for
-from bench.schema.record import SCHEMA_VERSION, STATUSES, ResultRecord, ResultsError
+from bench.schema.record import SCHEMA_VERSION, STATUSES, ResultRecord, ResultsError, rate_groups
 
 BASELINE_FORMAT = "qlora-bench-baseline"
-BASELINE_VERSION = 2
-READABLE_BASELINE_VERSIONS = (1, 2)
+BASELINE_VERSION = 3
+READABLE_BASELINE_VERSIONS = (1, 2, 3)
 #: The gate key of a version-1 baseline (before recipes, drivers and data files).
 V1_KEY_FIELDS = ("backend", "model", "tier", "mode", "seq_len", "batch_size", "grad_accum", "lora_r", "lora_alpha",
                  "lora_dropout", "target_modules", "optimizer", "gradient_checkpointing", "dtype")
@@ -65,6 +69,8 @@ class CellFigures:
     parity_reasons: Optional[list[str]] = None  # why parity failed (None when it did not)
     error: Optional[str] = None
     env_index: int = 0  # into the snapshot's envs
+    # timed per-step tokens/s, one list per ok repeat (None: not ok, or a version-2 baseline: no samples)
+    step_rates: Optional[list[list[float]]] = None
 
     @property
     def ok(self) -> bool:
@@ -89,9 +95,12 @@ def cell_key(key: dict[str, Any], ignore: Iterable[str] = ()) -> tuple:
     return CellKey.of(key).view(GATE_FIELDS, ignore)
 
 
-def figures_from_record(record: ResultRecord, env_index: int = 0, reference: Optional[str] = None) -> CellFigures:
-    """A record's gate figures (`reference`: the recipe its parity verdict is against); its error cut to
-    the last line, 200 characters."""
+def figures_from_record(record: ResultRecord, env_index: int = 0, reference: Optional[str] = None,
+                        repeats: Optional[list[ResultRecord]] = None) -> CellFigures:
+    """A record's gate figures (`reference`: the recipe its parity verdict is against; `repeats`: the records
+    of every repeat of its cell, default the record alone, for `step_rates`); its error cut to the last
+    line, 200 characters."""
+    groups = rate_groups(repeats or [record]) if record.ok else []
     reasons = list((record.parity or {}).get("reasons") or []) if record.matched is False else None
     return CellFigures(
         key=CellKey.of(record).as_dict(GATE_FIELDS),
@@ -109,6 +118,7 @@ def figures_from_record(record: ResultRecord, env_index: int = 0, reference: Opt
         parity_reasons=reasons,
         error=(record.error or "").strip().splitlines()[-1][:200] if record.error else None,
         env_index=env_index,
+        step_rates=groups or None,
     )
 
 
@@ -153,9 +163,11 @@ def pair_references(records: Iterable[ResultRecord], reference: str = DEFAULT_RE
 
 
 def snapshot_from_records(records: list[ResultRecord], sources: Iterable[str],
-                          reference: str = DEFAULT_REFERENCE) -> Snapshot:
+                          reference: str = DEFAULT_REFERENCE,
+                          repeats: Optional[dict[str, list[ResultRecord]]] = None) -> Snapshot:
     """One side from records, as `bench.schema.store.load(..., reference=reference)` returns them (latest
-    per cell, parity against `reference`)."""
+    per cell, parity against `reference`); `repeats`: cell_id -> the records of every repeat of its latest
+    run (bench.schema.store.latest_repeats), default each record alone."""
     envs: list[dict[str, Any]] = []
     env_ids: dict[str, int] = {}
     refs = pair_references(records, reference)
@@ -165,7 +177,8 @@ def snapshot_from_records(records: list[ResultRecord], sources: Iterable[str],
         if env_json not in env_ids:
             env_ids[env_json] = len(envs)
             envs.append(record.env)
-        cells.append(figures_from_record(record, env_ids[env_json], refs.get(record.pair_key)))
+        cells.append(figures_from_record(record, env_ids[env_json], refs.get(record.pair_key),
+                                         (repeats or {}).get(record.cell_id)))
     return Snapshot(cells=cells, envs=envs, sources=[str(s) for s in sources], reference=reference)
 
 
@@ -186,12 +199,13 @@ def index_by_key(cells: list[CellFigures], ignore: Iterable[str], side: str) -> 
 
 
 def baseline_from_records(records: list[ResultRecord], sources: Iterable[str], created_at: str,
-                          reference: str = DEFAULT_REFERENCE) -> Snapshot:
+                          reference: str = DEFAULT_REFERENCE,
+                          repeats: Optional[dict[str, list[ResultRecord]]] = None) -> Snapshot:
     """A baseline snapshot made at `created_at` (ISO 8601) from records read with parity against
-    `reference`; BaselineError if two records share a key."""
+    `reference` (`repeats` as snapshot_from_records takes them); BaselineError if two records share a key."""
     if not records:
         raise BaselineError("no records to save in a baseline")
-    snap = snapshot_from_records(records, sources, reference)
+    snap = snapshot_from_records(records, sources, reference, repeats)
     index_by_key(snap.cells, (), "results")
     snap.created_at = created_at
     return snap
@@ -232,7 +246,7 @@ def _cell_from_dict(c: Any, i: int, n_envs: int, where: str, version: int) -> Ce
     if missing or unknown:
         raise BaselineError(f"{where}: cell {i}: " + (f"missing {missing}" if missing else f"unknown fields {unknown}"))
     key = c["key"]
-    key_fields = GATE_FIELDS if version == BASELINE_VERSION else V1_KEY_FIELDS
+    key_fields = GATE_FIELDS if version >= 2 else V1_KEY_FIELDS
     if not isinstance(key, dict) or any(name not in key for name in key_fields):
         raise BaselineError(f"{where}: cell {i} ({c.get('cell_id')}): key must hold {', '.join(key_fields)}")
     if version == 1:  # read as the schema reads version-1 records: the recipe its backend ran, loop, synthetic
@@ -244,9 +258,20 @@ def _cell_from_dict(c: Any, i: int, n_envs: int, where: str, version: int) -> Ce
         v = getattr(cell, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
             raise BaselineError(f"{where}: cell {cell.cell_id}: {name} must be a whole number of bytes")
+    if not _rate_groups_ok(cell.step_rates):
+        raise BaselineError(f"{where}: cell {cell.cell_id}: step_rates must be lists of positive tokens/s, "
+                            f"one per repeat")
     if not 0 <= cell.env_index < n_envs:
         raise BaselineError(f"{where}: cell {cell.cell_id}: env_index {cell.env_index} out of range")
     return cell
+
+
+def _rate_groups_ok(groups: Any) -> bool:
+    if groups is None:
+        return True
+    return isinstance(groups, list) and all(
+        isinstance(g, list) and g and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                          for v in g) for g in groups)
 
 
 def baseline_from_dict(data: Any, where: str) -> Snapshot:

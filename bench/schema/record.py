@@ -17,7 +17,9 @@ import json
 import math
 from dataclasses import MISSING as dataclass_missing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
+
+from bench.analysis import stats
 
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -169,6 +171,28 @@ class ResultRecord:
     def fit_outcome(self) -> str:
         """The status, with an ok cell past the tier's memory said as 'over tier memory'."""
         return "over tier memory" if self.ok and self.over_tier_memory else self.status
+
+    def timed_step_tokens(self) -> list[int]:
+        """Tokens of each timed step (`step_tokens[warmup_steps:]`); a record that did not store them
+        (synthetic data before schema 3: every row full length) trained `tokens_per_step` each step."""
+        timed_steps = max(len(self.step_s) - self.warmup_steps, 0)
+        if self.step_tokens:
+            return list(self.step_tokens[self.warmup_steps:])
+        if self.data is None and self.tokens_per_step:
+            return [self.tokens_per_step] * timed_steps
+        return []
+
+    def timed_rates(self) -> list[float]:
+        """Per-step throughput (tokens/s) of the timed steps (`step_s[warmup_steps:]`): what a cell's speed,
+        its interval and a gate baseline's samples are read from (bench.analysis.speed)."""
+        return stats.rates(self.timed_step_tokens(), self.step_s[self.warmup_steps:])
+
+
+def rate_groups(records: Iterable[ResultRecord]) -> list[list[float]]:
+    """The timed per-step tokens/s of each ok repeat of one cell, in repeat order (one list per repeat,
+    as bench.analysis.stats' bootstrap takes them); repeats without timed steps are left out."""
+    ordered = sorted(records, key=lambda r: r.repeat)
+    return [rates for r in ordered if r.ok and (rates := r.timed_rates())]
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:

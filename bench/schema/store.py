@@ -91,6 +91,17 @@ def latest_per_cell(records: list[ResultRecord]) -> list[ResultRecord]:
     return [records[i] for i in latest_indexes(records)]
 
 
+def latest_repeats(records: list[ResultRecord]) -> dict[str, list[ResultRecord]]:
+    """cell_id -> the records of every repeat of the cell's latest run (the run_id of its last record),
+    in repeat order; of several records of one cell, run and repeat (a resumed run), the last is kept."""
+    latest_run = {r.cell_id: r.run_id for r in records}
+    by_repeat: dict[str, dict[int, ResultRecord]] = {}
+    for r in records:
+        if r.run_id == latest_run[r.cell_id]:
+            by_repeat.setdefault(r.cell_id, {})[r.repeat] = r
+    return {cell: [reps[k] for k in sorted(reps)] for cell, reps in by_repeat.items()}
+
+
 def finished_cell_ids(path: Path) -> set[str]:
     """cell_ids that --resume skips: those whose latest record is ok, oom or skipped."""
     if not Path(path).exists():

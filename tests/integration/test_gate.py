@@ -682,6 +682,34 @@ def test_gpu_results_gate_on_device_memory(results, tmp_path, capsys):
     assert code == 1 and f"REGRESSION [status] {victim}: ok in the baseline, now oom" in out
 
 
+def test_unchanged_rerun_passes_the_interval_rule(tmp_path, capsys):
+    """The independent GPU re-run of the baseline recipe (frozen: gate/t4-rerun.jsonl) reads more than 10 %
+    slower than its baseline on one cell as a point figure; the 95 % interval of the ratio reaches within
+    the tolerance, so the interval rule passes it (a note says why). The same baseline without samples
+    (version 2) gates on the point figures, fails the noise, and says so."""
+    base = tmp_path / "t4.json"
+    assert bench_inproc(capsys, "baseline", "save", FROZEN_RESULTS / "t4-emulated.jsonl", "--out", base).code == 0
+    args = ("--only", "recipe=hf-kbit", "--only", "seq_len=1024", "--max-slowdown", "10%", "--json")
+    code, out, err = bench_inproc(capsys, "gate", FROZEN_RESULTS / "gate" / "t4-rerun.jsonl", "--baseline", base, *args)
+    report = json.loads(out)
+    assert code == 0 and report["passed"], out + err
+    noisy = [c for c in report["cells"] if c["speed_change"] < -0.10]
+    assert noisy and all(c["speed_rule"] == "interval" for c in report["cells"])
+    for c in noisy:
+        low, high = c["speed_change_interval"]
+        assert low < -0.10 < high and "noise, not a regression" in c["findings"][0]["message"]
+    data = json.loads(base.read_text())
+    data["version"] = 2
+    for c in data["cells"]:
+        c.pop("step_rates")
+    old = tmp_path / "t4-v2.json"
+    old.write_text(json.dumps(data))
+    code, out, err = bench_inproc(capsys, "gate", FROZEN_RESULTS / "gate" / "t4-rerun.jsonl", "--baseline", old, *args)
+    report = json.loads(out)
+    assert code == 1 and {f["kind"] for f in report["regressions"]} == {"slowdown"}
+    assert "version 2" in err and "without an interval" in err and "point figures" in out
+
+
 @pytest.mark.skipif(not GPU_RESULTS, reason="no GPU results committed under reports/results/")
 def test_gpu_budget_uses_the_tier_usable_vram(capsys):
     results = GPU_RESULTS[0]

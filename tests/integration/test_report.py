@@ -22,11 +22,13 @@ import pytest
 from bench.analysis.claims import (CHECKS, FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, RULE_KINDS, ClaimsError,
                                    load_claims, variant_pairs)
 from bench.analysis.frame import pairs_frame
+from bench.analysis import speed
 from bench.analysis.ladder import group_ladder
+from bench.analysis.stats import NOISY_CV
 from bench.analysis.verdict import tier_verdict
 from bench.render import report
 from bench.render.claims import measured_markdown
-from bench.render.text import gib
+from bench.render.text import fmt_interval, gib
 from bench.schema.pairs import parity_for
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from bench.schema.store import append_record, read_records
@@ -512,7 +514,19 @@ def test_report_of_three_recipes_has_a_column_group_per_recipe(v2_results, tmp_p
         for candidate in ("hf-kbit", "hf-lora16"):
             pair = next(p for p in loaded.groups[0].pairs if p.candidate.record is by_recipe[candidate])
             shown = cells[header.index(f"{candidate} speed-up")]
-            assert shown == (f"{pair.speedup:.2f}x" if pair.comparable else "- (not matched)")
+            ratio = speed.pair_speedup(pair)
+            expected = fmt_interval(ratio, ".2f", "x") + (
+                " inconclusive" if speed.speedup_verdict(ratio) == speed.INCONCLUSIVE else "") if ratio else None
+            assert shown == (expected if pair.comparable else "- (not matched)")
+            if pair.comparable:  # the median ratio of the two cells' per-step rates, inside its interval
+                assert ratio.known and ratio.low <= ratio.estimate <= ratio.high
+        # every ok cell: median per-step tokens/s [its 95 % interval], 'noisy' past the CV threshold
+        for name, e in by_recipe.items():
+            s = speed.side_speed(next(x for x in loaded.entries if x.record is e))
+            assert s.tokens_per_s.known and s.steps == len(e.step_s) - e.warmup_steps
+            assert cells[header.index(f"{name} tokens/s")] == (
+                fmt_interval(s.tokens_per_s, ",.0f") + (" noisy" if s.cv > NOISY_CV else ""))
+    assert f"coefficient of variation is above {NOISY_CV * 100:g} %" in text and "**inconclusive** when" in text
     # CPU cells: the summary names the recipes, no GPU verdicts
     assert "CPU smoke mode (hf-trl, hf-kbit, hf-lora16)" in text and "Unsloth against what" not in text
 
@@ -572,7 +586,8 @@ def test_data_records_say_which_data_and_both_token_rates(data_results, tmp_path
     header = _header(text)
     row = next(line for line in text.splitlines() if line.startswith("| 96 | 2 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[header.index("hf-trl tokens/s (non-padding)")] == f"{r.tokens_per_s:,.0f}"
+    assert cells[header.index("hf-trl tokens/s (non-padding)")].startswith(
+        fmt_interval(speed.cell_speed([r]).tokens_per_s, ",.0f"))  # the median of non-padding tokens a step
     assert cells[header.index("hf-trl tokens/s padded")] == f"{r.tokens_per_s_padded:,.0f}"
 
 
@@ -602,8 +617,8 @@ def test_tier_verdict_and_too_little_evidence(tmp_path):
     g = report.load_results([t4]).groups[0]
     verdict = tier_verdict(g)
     assert verdict.status == "measured" and len(verdict.comparable) == 3
-    speedups = sorted(p.candidate.record.tokens_per_s / p.reference.record.tokens_per_s for p in verdict.comparable)
-    assert verdict.median_speedup == pytest.approx(speedups[1])
+    speedups = sorted(speed.pair_speedup(p).estimate for p in verdict.comparable)
+    assert verdict.median_speedup == pytest.approx(speedups[1]) and len(verdict.speedup_intervals) == 3
     oom = next(e for e in g.entries if e.record.status == "oom")
     assert [p.reference.record.cell_id for p in verdict.only_candidate_fits] == [oom.record.cell_id]
     line = next(h for h, _ in report.summary_items(report.load_results([t4])) if h.startswith("**Unsloth against"))

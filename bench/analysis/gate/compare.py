@@ -5,6 +5,13 @@ cell_id, whose hash also covers steps, seed and learning rate, which do not chan
 returns a `GateReport`: one `CellRow` per cell with its `Finding`s (regressions, improvements,
 notes). A finding holds the figures it is about (`facts`); bench.render.gate words it.
 
+Speed (`--max-slowdown`): where both sides carry per-step samples (`CellFigures.step_rates`), a cell's
+tokens/s is its median per-step rate and the rule reads the 95 % interval of new / baseline
+(bench.analysis.speed.ratio_of_rates): a slowdown fails only when the whole interval lies below
+1 - max_slowdown (an improvement: above 1 + max_slowdown), so run-to-run noise of an unchanged recipe
+passes and a real slowdown fails. Without samples on a side (a version-2 baseline, a cell with one timed
+step) the point rule on tokens/s applies, and the report says so.
+
 Pure: no file IO, no clock. Memory figures are bytes; tokens/s are trained tokens per second.
 """
 
@@ -14,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from bench.analysis.gate.options import GateError, GateSettings, filters_text
+from bench.analysis.speed import ratio_of_rates, speed_of_rates
+from bench.analysis.stats import Interval
 from bench.schema.baseline import METRICS, CellFigures, Snapshot, index_by_key
 from bench.schema.key import GATE_FIELDS, normalised
 
@@ -33,7 +42,9 @@ class Finding:
     status: status (regression) or baseline_status (improvement); parity: recipe, reference (the
     recipe it was compared with; the cell is the reference when they are equal), reasons, baseline_unmatched;
     note: metric, used; vram: metric, baseline_bytes, new_bytes, change, tolerance (text);
-    slowdown: baseline_tokens_per_s, new_tokens_per_s, change, tolerance (fraction);
+    slowdown: baseline_tokens_per_s, new_tokens_per_s, change, tolerance (fraction), rule ("interval" |
+    "point"), low / high (the change's 95 % interval, interval rule) or why_point (point rule); severity
+    "info": the point change is past the tolerance but the interval reaches within it (noise, not a regression);
     budget: status (did not fit) or metric, used, bytes, budget_bytes; and budget (its label).
     """
 
@@ -55,8 +66,11 @@ class CellRow:
     metric: Optional[str] = None  # metric actually compared (after any fallback)
     baseline_bytes: Optional[int] = None
     new_bytes: Optional[int] = None
-    baseline_tokens_per_s: Optional[float] = None
+    baseline_tokens_per_s: Optional[float] = None  # median per-step rate (interval rule), else the record's
     new_tokens_per_s: Optional[float] = None
+    speed_ratio: Optional[Interval] = None  # new / baseline median per-step tokens/s and its 95 % interval
+    speed_rule: Optional[str] = None  # "interval" | "point" (no samples on a side: tokens/s compared as figures)
+    why_point: Optional[str] = None  # why the point rule was used
     key_differences: list[str] = field(default_factory=list)  # ignored key fields that differ
     findings: list[Finding] = field(default_factory=list)
 
@@ -72,10 +86,18 @@ class CellRow:
 
     @property
     def speed_change(self) -> Optional[float]:
-        """new / baseline - 1 of tokens/s."""
+        """new / baseline - 1 of tokens/s (of the median per-step rates under the interval rule)."""
+        if self.speed_ratio is not None and self.speed_ratio.estimate is not None:
+            return self.speed_ratio.estimate - 1.0
         if self.baseline_tokens_per_s and self.new_tokens_per_s is not None:
             return self.new_tokens_per_s / self.baseline_tokens_per_s - 1.0
         return None
+
+    @property
+    def speed_change_interval(self) -> Optional[tuple[float, float]]:
+        """(low, high) of new / baseline - 1 under the interval rule, else None."""
+        r = self.speed_ratio
+        return (r.low - 1.0, r.high - 1.0) if r is not None and r.known else None
 
     @property
     def verdict(self) -> str:
@@ -239,20 +261,51 @@ def _compare_memory(row: CellRow, s: GateSettings) -> None:
         row.add("improvement", "vram", **facts)
 
 
+def _why_point(base: CellFigures, new: CellFigures) -> str:
+    if not base.step_rates:
+        return "the baseline holds no per-step samples of this cell"
+    if not new.step_rates:
+        return "the results hold no per-step samples of this cell"
+    return "fewer than two timed steps a side: no interval"
+
+
+def _speed_figures(row: CellRow) -> None:
+    """The row's tokens/s and, where both sides carry per-step samples, the ratio's interval."""
+    base, new = row.baseline, row.new
+    ratio = ratio_of_rates(new.step_rates or [], base.step_rates or [])
+    if ratio.known:
+        row.speed_rule, row.speed_ratio = "interval", ratio
+        row.baseline_tokens_per_s = speed_of_rates(base.step_rates).tokens_per_s.estimate
+        row.new_tokens_per_s = speed_of_rates(new.step_rates).tokens_per_s.estimate
+    else:
+        row.speed_rule, row.why_point = "point", _why_point(base, new)
+        row.baseline_tokens_per_s, row.new_tokens_per_s = base.tokens_per_s, new.tokens_per_s
+
+
 def _compare_speed(row: CellRow, s: GateSettings) -> None:
     base, new = row.baseline, row.new
-    row.baseline_tokens_per_s, row.new_tokens_per_s = base.tokens_per_s, new.tokens_per_s
+    _speed_figures(row)
     if s.max_slowdown is None:
         return
-    if not base.tokens_per_s or new.tokens_per_s is None:
-        missing = base if not base.tokens_per_s else new
+    if not row.baseline_tokens_per_s or row.new_tokens_per_s is None:
+        missing = base if not row.baseline_tokens_per_s else new
         raise GateError(f"cell {missing.cell_id} is ok but has no tokens_per_s: cannot gate on speed")
-    change = row.speed_change
-    facts = dict(baseline_tokens_per_s=base.tokens_per_s, new_tokens_per_s=new.tokens_per_s, change=change,
-                 tolerance=s.max_slowdown)
-    if -change > s.max_slowdown:
+    change, tol = row.speed_change, s.max_slowdown
+    facts = dict(baseline_tokens_per_s=row.baseline_tokens_per_s, new_tokens_per_s=row.new_tokens_per_s,
+                 change=change, tolerance=tol, rule=row.speed_rule)
+    if row.speed_rule == "interval":
+        facts["low"], facts["high"] = row.speed_change_interval
+        if row.speed_ratio.below(1.0 - tol):
+            row.add("regression", "slowdown", **facts)
+        elif row.speed_ratio.above(1.0 + tol):
+            row.add("improvement", "slowdown", **facts)
+        elif abs(change) > tol:
+            row.add("info", "slowdown", **facts)
+        return
+    facts["why_point"] = row.why_point
+    if -change > tol:
         row.add("regression", "slowdown", **facts)
-    elif change > s.max_slowdown:
+    elif change > tol:
         row.add("improvement", "slowdown", **facts)
 
 
@@ -369,6 +422,20 @@ def _against_baseline(report: GateReport, baseline: Snapshot, new: Snapshot, new
     report.rows = _matched_rows(baseline, base_cells, new_cells, s)
     for row in report.rows:
         _compare_cell(row, s)
+    point = [row for row in report.rows if row.speed_rule == "point"]
+    if s.max_slowdown is not None and point:
+        report.warnings.append(_point_rule_warning(baseline, point))
+
+
+def _point_rule_warning(baseline: Snapshot, rows: list[CellRow]) -> str:
+    """Why the speed of `rows` was gated on point figures, without an interval."""
+    if baseline.version < 3:
+        why = (f"baseline {baseline.path or ''} is version {baseline.version}: it holds no per-step tokens/s "
+               f"samples (re-save it with `bench baseline save` to gate speed on intervals)").replace("  ", " ")
+    else:
+        why = "; ".join(sorted({row.why_point for row in rows if row.why_point}))
+    return (f"speed of {len(rows)} cell{'s' if len(rows) != 1 else ''} gated on point tokens/s, without an "
+            f"interval (a noisy run can fail it): {why}")
 
 
 def run_gate(new: Snapshot, baseline: Optional[Snapshot], settings: GateSettings) -> GateReport:

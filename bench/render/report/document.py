@@ -22,7 +22,7 @@ from bench.render.report.matrix import MATRIX_HEADER, decision_rows
 from bench.render.report.plot_specs import plot_specs
 from bench.render.report.summary import summary_items
 from bench.render.report.tables import (appendix_table, comparison_table, data_text, fast_path_table, lora_cast_notes,
-                                        reference_text, settings_text)
+                                        reference_text, settings_text, speed_legend)
 from bench.render.text import link, md_escape, slug
 from bench.schema.pairs import DEFAULT_REFERENCE
 from bench.schema.record import ResultsError
@@ -55,6 +55,7 @@ def _group_blocks(results: Results, stem: str, results_dir: Path) -> tuple[list[
             if notes:
                 blocks.append(Para(f"**On this fp16 tier:** {'; '.join(notes)}."))
             blocks.append(comparison_table(spec))
+            blocks.append(Para(speed_legend(spec)))
             table_plots = plot_specs(spec, stem)
             specs.extend(table_plots)
             blocks.extend(Image(ps.title, ps.path) for ps in table_plots)
@@ -109,7 +110,8 @@ def _appendix_blocks(results: Results, results_dir: Path) -> list[Block]:
     blocks.append(appendix_table(results, results_dir))
     blocks.append(Para("Metrics: peak alloc = torch.cuda.max_memory_allocated over the cell; peak device = the "
                        "process's GPU memory sampled through NVML (CUDA context and allocations outside torch "
-                       "included); tokens/s over the timed steps; first step = the first optimizer step, "
+                       "included); tokens/s = the median per-step tokens/s over the timed steps of every repeat "
+                       "[95 % bootstrap interval] (bench/analysis/speed.py); first step = the first optimizer step, "
                        "compilation included; MFU = model FLOPs per token (forward and activation gradients, causal "
                        "attention, no recompute) x tokens/s / the host GPU's dense peak; HFU = the same with the "
                        "gradient checkpointing's recompute counted and padded tokens/s; J / 1k tokens = NVML's "

@@ -7,11 +7,12 @@ import re
 from bench.analysis.against import pair_between
 from bench.analysis.borderline import BORDERLINE_MARGIN, is_borderline, memory_cap_bytes, peak_bytes
 from bench.analysis.decisions import headroom_left, measured_cost_per_million_tokens, memory_saving
+from bench.analysis.speed import INCONCLUSIVE, pair_speedup, speedup_verdict
 from bench.analysis.results import Entry, Group
 from bench.config.recipes import RECIPES
 from bench.config.tiers import TIERS
 from bench.render.report.labels import precision_text
-from bench.render.text import first_line, gib, link, md_escape, pct, usd
+from bench.render.text import first_line, fmt_interval, gib, link, md_escape, pct, usd
 from bench.schema.pairs import Pair
 from bench.schema.record import LEGACY_RECIPE, ResultRecord
 
@@ -131,8 +132,10 @@ def _against_text(e: Entry, other: Entry) -> str:
         return f"{name} at this size: {md_escape(status_text(other.record))} ({link(other.ref)})"
     p = pair_between(e.record.pair_key, other, e)
     if p.comparable:
-        sp = p.speedup
-        faster = f"{sp:.2f}x {name}'s tokens/s" if sp else f"speed against {name} unknown"
+        ratio = pair_speedup(p)
+        faster = (f"{fmt_interval(ratio, '.2f', 'x')} {name}'s median tokens/s"
+                  + (" (inconclusive)" if speedup_verdict(ratio) == INCONCLUSIVE else "")
+                  if ratio is not None and ratio.estimate else f"speed against {name} unknown")
         return f"{faster}, {saving_text(memory_saving(p), name)} (matched pair {link(other.ref)}/{link(e.ref)})"
     if p.not_matched:
         return f"{name} at this size: not compared, parity NOT MATCHED ({link(other.ref)}/{link(e.ref)})"

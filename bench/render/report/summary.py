@@ -10,6 +10,8 @@ from typing import Callable
 from bench.analysis.decisions import (PairFigures, RecipeFit, SizeChoice, best_configuration, fits, model_recipes,
                                       pair_figures, recipe_fit, size_choices)
 from bench.analysis.results import Group, Results
+from bench.analysis.speed import INCONCLUSIVE as SPEEDUP_INCONCLUSIVE
+from bench.analysis.speed import pair_memory_saving, pair_speedup, speedup_verdict
 from bench.analysis.verdict import INCONCLUSIVE, MIN_PAIRS, NOT_MEASURED, TierVerdict, tier_verdict
 from bench.render.report.labels import group_title, settings_views
 from bench.render.report.phrases import approach_text, cost_text, headroom_text, peak_text, status_text
@@ -73,16 +75,27 @@ def _fit_verdict(fits: list[RecipeFit]) -> str:
     return "**does not fit at any measured size**"
 
 
+def inconclusive_text(n: int, total: int) -> str:
+    """' (2 of 3 inconclusive: their 95 % interval contains 1.0)', or '' when none is."""
+    if not n:
+        return ""
+    return f" ({n} of {total} inconclusive: {'its' if n == 1 else 'their'} 95 % interval contains 1.0)"
+
+
 def figures_text(f: PairFigures, group: Group) -> list[str]:
     """What one candidate's matched pairs against the reference showed, and which pairs are not matched."""
     details = []
     if f.comparable:
         speed = " (host-GPU speed)" if group.mode == "emulated" else ""
         txt = f"{f.candidate} against {f.reference}, where both ran and matched ({plural(len(f.comparable), 'pair')}): "
-        txt += (f"{_range(f.speedups, lambda v: fmt(v, '.2f', 'x'))} {f.reference}'s tokens/s{speed}" if f.speedups
-                else "unknown speed")
-        if f.savings:
-            txt += f"; {_saving_range(f.savings, f.saving_field, f.reference)}"
+        ratios = [i for p in f.comparable if (i := pair_speedup(p)) is not None and i.estimate is not None]
+        speedups = [i.estimate for i in ratios]
+        inconclusive = sum(1 for i in ratios if speedup_verdict(i) == SPEEDUP_INCONCLUSIVE)
+        txt += (f"{_range(speedups, lambda v: fmt(v, '.2f', 'x'))} {f.reference}'s median tokens/s{speed}"
+                f"{inconclusive_text(inconclusive, len(ratios))}" if speedups else "unknown speed")
+        savings = [i.estimate for p in f.comparable if (i := pair_memory_saving(p, f.saving_field)) is not None]
+        if savings:
+            txt += f"; {_saving_range(savings, f.saving_field, f.reference)}"
         details.append(txt + ".")
     elif f.any_both_sides:
         details.append(f"{f.candidate} against {f.reference}: no parity-matched pair, no speed-up or memory saving "
@@ -147,7 +160,7 @@ def verdict_text(v: TierVerdict) -> str:
     speed = " (host-GPU speed)" if v.group.mode == "emulated" else ""
     text = (f"over {plural(len(v.comparable), 'matched pair')} ({refs}), {v.candidate} reached "
             f"{_range(v.speedups, lambda x: fmt(x, '.2f', 'x'))} (median {fmt(v.median_speedup, '.2f', 'x')}) "
-            f"{v.baseline}'s tokens/s{speed}")
+            f"{v.baseline}'s median tokens/s{speed}{inconclusive_text(v.inconclusive_speedups, len(v.speedups))}")
     if v.savings:
         text += f" and {_saving_range(v.savings, v.saving_field, v.baseline)} (median {pct(v.median_saving)} saved)"
     return head + text + "." + fits + unmatched

@@ -7,10 +7,12 @@ from typing import Optional
 
 from bench.analysis.claims import ran_unsloth_kernels
 from bench.analysis.results import Results, TableSpec
+from bench.analysis.speed import INCONCLUSIVE, pair_memory_saving, pair_speedup, side_speed, speedup_verdict
+from bench.analysis.stats import NOISY_CV
 from bench.render.blocks import Table
 from bench.render.report.labels import file_link, group_title
 from bench.render.report.phrases import parity_text, status_text
-from bench.render.text import first_line, fmt, gib, link, md_escape, mfu_hfu, pct
+from bench.render.text import first_line, fmt, fmt_interval, gib, link, md_escape, mfu_hfu, pct_interval
 from bench.schema.pairs import REFERENCE_FALLBACK
 
 DRIVER_TEXT = {"trainer": "trainer (TRL's SFTTrainer)", "loop": "loop (the suite's plain training loop)"}
@@ -54,20 +56,55 @@ def reference_text(spec: TableSpec) -> str:
             f"{spec.reference} peak; both only for parity-matched pairs.")
 
 
+def speed_text(side) -> str:
+    """A cell's tokens/s: median per-step rate and its 95 % interval, 'noisy' when the CV is above NOISY_CV."""
+    speed = side_speed(side)
+    return fmt_interval(speed.tokens_per_s, ",.0f") + (" noisy" if speed.noisy else "")
+
+
+def speedup_text(p) -> str:
+    """'1.42x [1.35–1.49]'; ' inconclusive' added when the interval contains 1.0 or there is none."""
+    ratio = pair_speedup(p)
+    text = fmt_interval(ratio, ".2f", "x")
+    return text + (" inconclusive" if ratio is not None and ratio.estimate is not None
+                   and speedup_verdict(ratio) == INCONCLUSIVE else "")
+
+
+def speed_legend(spec: TableSpec) -> str:
+    """What the table's tokens/s, speed-ups and savings are, their intervals and the noisy threshold."""
+    repeats = sorted({side_speed(e).repeats for e in spec.entries if e.record.ok})
+    counts = " or ".join(map(str, repeats)) if repeats else "0"
+    text = (f"Tokens/s: the median per-step tokens/s over the timed steps of every repeat of the cell (here {counts} "
+            f"repeat{'' if repeats == [1] else 's'} per cell) [its 95 % bootstrap interval]; **noisy**: the "
+            f"per-step rates' coefficient of variation is above {NOISY_CV * 100:g} %, more than an idle GPU's "
+            f"step-to-step jitter.")
+    if spec.reference is not None and spec.candidates:
+        text += (" Speed-up: the candidate's median over the reference's [95 % interval]; **inconclusive** when "
+                 "the interval contains 1.0 (or a side has one timed step: no interval). Memory saved: an "
+                 "interval only where repeats give more than one peak a side, else a point estimate (one peak "
+                 "per side, no interval).")
+    return text
+
+
 def _metrics(spec: TableSpec) -> list[tuple]:
-    """(record field, column label, format) of each recipe's column group."""
+    """(column label, format of an entry) of each recipe's column group."""
     cpu = spec.group.mode == "cpu"
     data = any(r.data for r in spec.records)
-    metrics = ([("peak_rss_bytes", "peak RSS GiB", gib)] if cpu else
-               [("peak_allocated_bytes", "peak alloc GiB", gib), ("peak_device_bytes", "peak device GiB", gib)])
-    metrics.append(("tokens_per_s", "tokens/s (non-padding)" if data else "tokens/s", lambda x: fmt(x, ",.0f")))
+
+    def field(name: str, format_value):
+        return lambda e: format_value(getattr(e.record, name))
+
+    metrics = ([("peak RSS GiB", field("peak_rss_bytes", gib))] if cpu else
+               [("peak alloc GiB", field("peak_allocated_bytes", gib)),
+                ("peak device GiB", field("peak_device_bytes", gib))])
+    metrics.append(("tokens/s (non-padding)" if data else "tokens/s", speed_text))
     if data:
-        metrics.append(("tokens_per_s_padded", "tokens/s padded", lambda x: fmt(x, ",.0f")))
+        metrics.append(("tokens/s padded", field("tokens_per_s_padded", lambda x: fmt(x, ",.0f"))))
     if any(r.joules_per_1k_tokens is not None for r in spec.records):
-        metrics.append(("joules_per_1k_tokens", "J / 1k tokens", energy_text))
-    metrics.append(("first_step_s", "first step s", lambda x: fmt(x, ".1f")))
+        metrics.append(("J / 1k tokens", field("joules_per_1k_tokens", energy_text)))
+    metrics.append(("first step s", field("first_step_s", lambda x: fmt(x, ".1f"))))
     if not cpu:
-        metrics.append((lambda r: (r.mfu, r.hfu), "MFU / HFU", lambda pair: mfu_hfu(*pair)))
+        metrics.append(("MFU / HFU", lambda e: mfu_hfu(e.record.mfu, e.record.hfu)))
     return metrics
 
 
@@ -76,18 +113,13 @@ def energy_text(joules_per_1k_tokens) -> str:
     return fmt(joules_per_1k_tokens, ".1f")
 
 
-def _value(record, field):
-    """A metric's value: the record field named `field`, or `field(record)` for a derived one."""
-    return field(record) if callable(field) else getattr(record, field)
-
-
 def _pair_columns(p) -> list[str]:
     """A candidate's speed-up, memory saved (device / alloc) and parity against the reference."""
     if p is None or p.reference is None:
         return ["-", "-", "-"]
     if p.comparable:
-        dev, alloc = p.memory_reduction("peak_device_bytes"), p.memory_reduction("peak_allocated_bytes")
-        return [fmt(p.speedup, ".2f", "x"), f"{pct(dev)} / {pct(alloc)}", parity_text(p)]
+        dev, alloc = pair_memory_saving(p, "peak_device_bytes"), pair_memory_saving(p, "peak_allocated_bytes")
+        return [speedup_text(p), f"{pct_interval(dev)} / {pct_interval(alloc)}", parity_text(p)]
     if p.both_ok:
         return ["- (not matched)", "- (not matched)", parity_text(p)]
     return ["-", "-", parity_text(p)]
@@ -99,7 +131,7 @@ def comparison_table(spec: TableSpec) -> Table:
     metrics = _metrics(spec)
     header = ["seq_len", "batch", "status"]
     for name in spec.recipes:
-        header += [f"{name} {label}" for _, label, _ in metrics]
+        header += [f"{name} {label}" for label, _ in metrics]
         if spec.reference is not None and name != spec.reference:
             header += [f"{name} speed-up", f"{name} memory saved (device / alloc)", f"{name} parity"]
     header.append("cells")
@@ -113,8 +145,7 @@ def comparison_table(spec: TableSpec) -> Table:
         line = [str(r.seq_len), str(r.batch_size), status]
         for name in spec.recipes:
             e = row.cells.get(name)
-            line += [format_value(_value(e.record, field)) if e and e.record.ok else "-"
-                     for field, _, format_value in metrics]
+            line += [format_entry(e) if e and e.record.ok else "-" for _, format_entry in metrics]
             if spec.reference is not None and name != spec.reference:
                 line += _pair_columns(row.pairs.get(name))
         line.append(", ".join(link(row.cells[name].ref) for name in spec.recipes if name in row.cells))
@@ -154,7 +185,7 @@ def appendix_table(results: Results, results_dir: Path) -> Table:
         msg = "; ".join(([first_line(r.error, 200)] if r.error else []) + list(r.warnings))
         rows.append([f'<a id="{e.ref}"></a>{e.ref}', f"`{r.cell_id}`", file_link(e.path, results_dir),
                      r.status, gib(r.peak_allocated_bytes), gib(r.peak_device_bytes), gib(r.peak_rss_bytes),
-                     fmt(r.tokens_per_s, ",.0f")] + ([energy_text(r.joules_per_1k_tokens)] if energy else [])
+                     speed_text(e) if r.ok else "-"] + ([energy_text(r.joules_per_1k_tokens)] if energy else [])
                     + [fmt(r.first_step_s, ".2f"), parity, r.finished_at or "-", md_escape(msg) if msg else ""])
     return Table(header, rows, set(range(4, 10 if energy else 9)))
 
