@@ -79,7 +79,11 @@ def load_claims_inputs(paths: Sequence[Union[str, Path]], reference: str = DEFAU
     folder of them) and one pytest-benchmark JSON (the kernel tests'). ResultsError on bad input."""
     if not paths:
         raise ResultsError("no evidence files given")
-    inputs = ClaimsInputs(None, sources=[Path(p) for p in paths])
+    unique: list[Path] = []
+    for p in map(Path, paths):
+        if all(p.resolve() != q.resolve() for q in unique):
+            unique.append(p)
+    inputs = ClaimsInputs(None, sources=unique)
     results_files = []
     try:
         for p in inputs.sources:

@@ -179,7 +179,8 @@ def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optiona
     kernel micro-benchmark: bench.analysis.claims.load_claims_inputs), linking `claims_doc`; return the
     path written."""
     loaded = load_results(results, reference)
-    judgement = judge_claims(load_claims_inputs([*results, *claims_evidence], reference)) if claims_evidence else None
+    judgement = judge_claims(load_claims_inputs(claims_input_order(results, claims_evidence), reference)) \
+        if claims_evidence else None
     out = Path(out) if out is not None else default_out(loaded, (fmt or "md").lower())
     fmt = format_for(out, fmt)
     report = build_report(loaded, out, judgement, claims_doc)
@@ -190,6 +191,13 @@ def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optiona
     text = markdown if fmt == "md" else render_html(markdown, report.title)
     write_text_atomic(out, text)
     return out
+
+
+def claims_input_order(results: Sequence[Path], claims_evidence: Sequence[Path]) -> list[Path]:
+    """The claims' inputs: `claims_evidence` in its order (as `bench claims` is given it, so that the latest
+    record of a cell is the same one), then the report's files it lacks."""
+    given = {Path(p).resolve() for p in claims_evidence}
+    return [*map(Path, claims_evidence), *(Path(p) for p in results if Path(p).resolve() not in given)]
 
 
 def write_text_atomic(out: Path, text: str) -> None:
