@@ -8,10 +8,16 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-python3 -m bench}
 export BENCH COLUMNS=${COLUMNS:-200}
 R=reports/results
-$BENCH report $R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl --out reports/t4.md
-$BENCH report $R/h100-native.jsonl --out reports/h100.md
-$BENCH report $R/fit-a10g-emulated.jsonl --out reports/a10g.md
-$BENCH report $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl --out reports/recipes.md
+# Every claim judged once over all the evidence (reports/claims.md); each report shows those verdicts.
+CLAIMS=($R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl $R/h100-native.jsonl
+        $R/fit-a10g-emulated.jsonl $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl
+        reports/kernels/ reports/kernels-benchmark.json)
+$BENCH claims "${CLAIMS[@]}" --out reports/claims.md > /dev/null
+CE=(--claims-doc reports/claims.md); for f in "${CLAIMS[@]}"; do CE+=(--claims-evidence "$f"); done
+$BENCH report $R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl --out reports/t4.md "${CE[@]}"
+$BENCH report $R/h100-native.jsonl --out reports/h100.md "${CE[@]}"
+$BENCH report $R/fit-a10g-emulated.jsonl --out reports/a10g.md "${CE[@]}"
+$BENCH report $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl --out reports/recipes.md "${CE[@]}"
 $BENCH scale-out $R/scale-out/t4-default-1gpu.jsonl $R/scale-out/t4-default-2gpu.jsonl \
     $R/scale-out/t4-default-dask.jsonl --out reports/scale-out.md > /dev/null
 $BENCH fit --from-results $R/fit-t4-emulated.jsonl $R/fit-a10g-emulated.jsonl --out reports/max-fit.md > /dev/null

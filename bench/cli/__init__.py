@@ -10,7 +10,7 @@ import typer
 import typer.exceptions
 from rich.markup import escape
 
-from bench.cli import doctor, estimate, fit, gate, info, kernels, report, run, scaleout
+from bench.cli import claims, doctor, estimate, fit, gate, info, kernels, report, run, scaleout
 from bench.cli.common import USAGE_ERRORS, err_console
 from bench.run.workerproc import kill_all
 
@@ -19,7 +19,7 @@ CLICK_ERRORS = tuple({click.exceptions.ClickException, getattr(typer.exceptions,
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Matched benchmarks of vanilla Hugging Face QLoRA vs Unsloth QLoRA.")
-for _module in (run, info, report, gate, estimate, fit, doctor, kernels, scaleout):
+for _module in (run, info, report, claims, gate, estimate, fit, doctor, kernels, scaleout):
     _module.register(app)
 
 

@@ -25,6 +25,12 @@ def register(app: typer.Typer) -> None:
                                       help="The recipe every other recipe is compared with (where it was not "
                                            "measured, the first of hf-trl, hf-kbit, hf-liger, hf-lora16 that was, "
                                            "and the report says so)."),
+        claims_evidence: Optional[List[Path]] = typer.Option(
+            None, "--claims-evidence", help="More evidence the claims are judged over besides RESULTS (results files, "
+                                            "kernels-check results, the kernel micro-benchmark JSON; repeatable): "
+                                            "the verdicts `bench claims` gives over the same files."),
+        claims_doc: Optional[Path] = typer.Option(None, "--claims-doc", help="The claims document to link "
+                                                                            "(e.g. reports/claims.md)."),
     ):
         """Comparison tables, the ladder, plots, decision matrix and claims check from measured results."""
         check_writable(out, "--out")
@@ -32,5 +38,6 @@ def register(app: typer.Typer) -> None:
             name = get_recipe(reference).name
         except RecipeError as exc:
             raise UsageFailure(f"--reference: {exc}") from None
-        written = render_to_file(results, out, fmt, reference=name)
+        written = render_to_file(results, out, fmt, reference=name, claims_evidence=claims_evidence or (),
+                                 claims_doc=claims_doc)
         console.print(f"report: {written}")

@@ -373,8 +373,9 @@ def test_claims_speak_only_under_their_conditions():
     pairs = [p for p in loaded.groups[0].pairs if p.comparable]
     assert {(p.reference.record.recipe, p.candidate.record.recipe) for p in pairs} == {("hf-kbit", "unsloth")}
     reductions = sorted(p.memory_reduction("peak_device_bytes") for p in pairs)
-    median = reductions[len(reductions) // 2]
-    assert res["S3-memory"].verdict == (HOLDS if median >= 0.51 else FAILS)
+    # the median's interval lies within the pairs' range: clear of 51 % only when every pair is on one side
+    expected = HOLDS if reductions[0] >= 0.51 else FAILS if reductions[-1] < 0.51 else INCONCLUSIVE
+    assert res["S3-memory"].verdict == expected
     assert all(f"[{p.reference.ref}](#{p.reference.ref})/[{p.candidate.ref}](#{p.candidate.ref})"
                in res["S3-memory"].measured for p in pairs)
     # 7-8B at seq 1024 on the t4 tier: a fit claim, judged on the cells' status
@@ -629,7 +630,7 @@ def test_claims_with_too_little_evidence_or_no_baseline(tmp_path):
     _, res = _claims_for([GOLDEN / "h100-native.jsonl"])
     # one matched pair cannot make a median: inconclusive, with the pair shown
     assert res["S3-speed"].verdict == INCONCLUSIVE
-    assert "too little evidence: 1 matched pair" in res["S3-speed"].measured and "the rule needs at least 2" \
+    assert "too little evidence: 1 independent measurement (matched pairs or repeats); a verdict needs at least 2" \
         in res["S3-speed"].measured
     # the baseline the article used was not measured: not measured, saying which recipe
     assert res["S1-speed"].verdict == NOT_MEASURED
@@ -639,7 +640,7 @@ def test_claims_with_too_little_evidence_or_no_baseline(tmp_path):
     _, res = _claims_for([relabelled])
     assert res["S3-speed"].verdict == NOT_MEASURED and "no GPU cell of hf-kbit" in res["S3-speed"].measured
     text = render_md([GOLDEN / "h100-native.jsonl"], tmp_path / "r.md")
-    assert "inconclusive (too little evidence)" in text
+    assert "| inconclusive |" in text
 
 
 def test_fp16_tier_lora_cast_is_said(tmp_path):

@@ -10,7 +10,8 @@ the article compared against and the `candidate` (default "unsloth"); its pairs 
 cells against exactly that baseline, and it is "not measured" where the baseline was not. A rule over
 cells may name the `recipe` (a name, a list of names, or "any") and the recipe family (`backend`:
 "hf", "unsloth" or "any"). `min_pairs` (default 1): fewer comparable pairs (or cells) than that is
-too little evidence (verdict "inconclusive").
+too little evidence (verdict "inconclusive"); so is anything under two independent measurements
+(bench.analysis.claims.measure.MIN_UNITS). `needs` (optional) says what evidence would settle a claim.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from bench.config.recipes import RECIPES
 CLAIMS_PATH = Path(__file__).resolve().parent.parent.parent / "data" / "claims.json"
 HOLDS, FAILS, NOT_MEASURED, INCONCLUSIVE = "holds", "does not hold", "not measured", "inconclusive"
 RULE_KINDS = ("pair_metric", "cell_value", "cell_points", "fits", "exact", "variant", "consistency_across_tiers",
-              "fast_path_coverage", "fallback_heuristic")
+              "fast_path_coverage", "fallback_heuristic", "kernel_speedup")
 #: Rule kinds that compare a candidate recipe with a baseline recipe.
 PAIR_KINDS = ("pair_metric", "consistency_across_tiers", "fallback_heuristic")
 DEFAULT_CANDIDATE = "unsloth"
 OPS = ("at_least", "at_most", "between", "approx")
+#: How a rule reads several measurements: their median, each one, or the largest ("up to" claims).
+AGGREGATES = ("median", "each", "max")
 WHERE_KEYS = ("models", "families", "fast_path", "param_range", "precision", "tiers", "modes", "seq_len", "batch_size",
               "grad_accum", "lora_r", "optimizer", "gradient_checkpointing", "target_modules")
 
@@ -46,6 +49,7 @@ class Claim:
     conditions: str  # as the article states them
     checked_as: str  # how this suite reads them
     rule: dict[str, Any]
+    needs: str = ""  # the evidence that would settle it, said where it is not measured or inconclusive
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def load_claims(path: Path = CLAIMS_PATH) -> tuple[list[Claim], list[Untestable]
     for item in data.get("claims", []):
         try:
             claim = Claim(item["id"], item["text"], item["source"], item.get("conditions", ""),
-                          item["checked_as"], item["rule"])
+                          item["checked_as"], item["rule"], item.get("needs", ""))
         except KeyError as exc:
             raise ClaimsError(f"{path}: claim {item.get('id', '?')} lacks {exc}") from None
         validate_rule(claim)
@@ -86,6 +90,10 @@ def validate_rule(claim: Claim) -> None:
     unknown = set(rule.get("where", {})) - set(WHERE_KEYS)
     if unknown:
         raise ClaimsError(f"claim {claim.id}: unknown conditions {sorted(unknown)}")
+    if kind == "kernel_speedup" and not {"kernel", "baseline_impl", "candidate_impl"} <= set(rule):
+        raise ClaimsError(f"claim {claim.id}: a kernel_speedup rule names kernel, baseline_impl and candidate_impl")
+    if rule.get("aggregate", "each") not in AGGREGATES:
+        raise ClaimsError(f"claim {claim.id}: unknown aggregate {rule['aggregate']!r}; known: {', '.join(AGGREGATES)}")
     if kind in PAIR_KINDS and "baseline" not in rule:
         raise ClaimsError(f"claim {claim.id}: a {kind} rule names its baseline recipe")
     named = [rule[k] for k in ("baseline", "candidate") if k in rule]

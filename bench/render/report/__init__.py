@@ -12,7 +12,7 @@ claims from bench.analysis.claims) -> `render_markdown(report.blocks)` (or `rend
 Modules: document (assembly, files), summary (bullets, the per-tier verdict), matrix (decision matrix
 rows), tables (comparison, appendix, fast paths), ladder (where the difference comes from),
 environment, phrases (one cell in words), labels (titles, slugs, settings-view labels, links),
-plot_specs. The claims table is bench.render.claims.
+plot_specs. The claims section is bench.render.claims (the judgement: bench.analysis.claims.judge_claims).
 """
 
 from bench.analysis.claims import claims_results

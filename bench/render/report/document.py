@@ -6,15 +6,15 @@ import hashlib
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from bench import __version__
 from bench.analysis.borderline import BORDERLINE_MARGIN
-from bench.analysis.claims import claims_results
+from bench.analysis.claims import ClaimsInputs, Judgement, judge_claims, load_claims_inputs
 from bench.analysis.results import Results, load_results, table_specs, tier_rank
 from bench.render import plots
 from bench.render.blocks import Block, Bullets, Heading, Image, Para, Raw, Table, render_html, render_markdown
-from bench.render.claims import claims_blocks
+from bench.render.claims import report_claims_blocks
 from bench.render.report.environment import environment_blocks
 from bench.render.report.ladder import ladder_blocks
 from bench.render.report.labels import file_link, group_slug, group_title, rel_path
@@ -120,8 +120,11 @@ def _appendix_blocks(results: Results, results_dir: Path) -> list[Block]:
     return blocks
 
 
-def build_report(results: Results, out: Path) -> Report:
-    """The report model: blocks for the markdown and the plots to write beside it."""
+def build_report(results: Results, out: Path, judgement: Optional[Judgement] = None,
+                 claims_doc: Optional[Path] = None) -> Report:
+    """The report model: blocks for the markdown and the plots to write beside it. `judgement`: the claims
+    judged over all the evidence (bench.analysis.claims.judge_claims; default: over this report's files
+    alone); `claims_doc`: the claims document to link."""
     out = Path(out)
     results_dir = out.parent
     title = "qlora-bench report: " + "; ".join(group_title(g) for g in results.groups)
@@ -143,7 +146,9 @@ def build_report(results: Results, out: Path) -> Report:
     group_blocks, specs = _group_blocks(results, slug(out.stem), results_dir)
     blocks += group_blocks
     blocks += _decision_blocks(results)
-    blocks += claims_blocks(*claims_results(results))
+    if judgement is None:
+        judgement = judge_claims(ClaimsInputs(results, sources=list(results.paths)))
+    blocks += report_claims_blocks(judgement, results.entries, results_dir, claims_doc)
     blocks += _appendix_blocks(results, results_dir)
     return Report(title, blocks, specs)
 
@@ -175,20 +180,37 @@ def default_out(results: Results, fmt: str = "md") -> Path:
 
 
 def render_to_file(results: list[Path], out: Optional[Path] = None, fmt: Optional[str] = None,
-                   reference: str = DEFAULT_REFERENCE) -> Path:
+                   reference: str = DEFAULT_REFERENCE, claims_evidence: Sequence[Path] = (),
+                   claims_doc: Optional[Path] = None) -> Path:
     """Load `results`, write the report to `out` (md or html; default `default_out`) and its PNG plots
     beside it, every candidate recipe compared with `reference` (else the first fallback measured);
-    return the path written."""
+    the claims judged over `results` and `claims_evidence` (more results files, kernels-check results, the
+    kernel micro-benchmark: bench.analysis.claims.load_claims_inputs), linking `claims_doc`; return the
+    path written."""
     loaded = load_results(results, reference)
+    judgement = judge_claims(load_claims_inputs(claims_input_order(results, claims_evidence), reference)) \
+        if claims_evidence else None
     out = Path(out) if out is not None else default_out(loaded, (fmt or "md").lower())
     fmt = format_for(out, fmt)
-    report = build_report(loaded, out)
+    report = build_report(loaded, out, judgement, claims_doc)
     out.parent.mkdir(parents=True, exist_ok=True)
     for spec in report.plots:
         plots.write_plot(spec, out.parent / spec.path)
     markdown = render_markdown(report.blocks)
     text = markdown if fmt == "md" else render_html(markdown, report.title)
+    write_text_atomic(out, text)
+    return out
+
+
+def claims_input_order(results: Sequence[Path], claims_evidence: Sequence[Path]) -> list[Path]:
+    """The claims' inputs: `claims_evidence` in its order (as `bench claims` is given it, so that the latest
+    record of a cell is the same one), then the report's files it lacks."""
+    given = {Path(p).resolve() for p in claims_evidence}
+    return [*map(Path, claims_evidence), *(Path(p) for p in results if Path(p).resolve() not in given)]
+
+
+def write_text_atomic(out: Path, text: str) -> None:
+    """Write `text` to `out` through a temporary file renamed into place."""
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
-    return out
