@@ -12,8 +12,7 @@ The minimum evidence before `holds` / `does not hold` (MIN_UNITS): two independe
 (matched pairs or repeats), and the interval clear of the claim's bounds; an interval that straddles
 a bound is `inconclusive`.
 
-(Speed-ups of pairs will be shared with bench.analysis.speed when it lands: `pair_speedup` is the
-claims check's own until then.)
+A pair's speed-up is bench.analysis.speed's (the one definition the report, console and gate read).
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from bench.analysis.stats import Interval, bootstrap_interval, bootstrap_ratio, median, rates
+from bench.analysis.speed import ratio_of_rates
+from bench.analysis.stats import Interval, bootstrap_interval, bootstrap_ratio, median
+from bench.schema.record import rate_groups
 
 #: Independent measurements (matched pairs or repeats) a verdict needs at least.
 MIN_UNITS = 2
@@ -37,23 +38,10 @@ class Measurement:
     records: tuple = ()  # the records behind it (tier and mode labels)
 
 
-def timed_rates(record) -> list[float]:
-    """Per-step tokens/s of a record's timed steps (step_s[warmup_steps:]); records without per-step
-    token counts use tokens_per_step; records without step times, their tokens_per_s alone."""
-    w = record.warmup_steps or 0
-    steps = list(record.step_s[w:])
-    tokens = list(record.step_tokens[w:])
-    if steps and len(tokens) == len(steps):
-        return rates(tokens, steps)
-    if steps and record.tokens_per_step:
-        return rates([record.tokens_per_step] * len(steps), steps)
-    return [record.tokens_per_s] if record.tokens_per_s else []
-
-
 def pair_speedup(reference: Sequence, candidate: Sequence) -> Optional[tuple[float, Interval]]:
-    """(speed-up, interval) of a candidate's repeats over its reference's: median per-step tokens/s over
-    the reference's, bootstrapped over repeats then steps; None without timings."""
-    iv = bootstrap_ratio([timed_rates(r) for r in candidate], [timed_rates(r) for r in reference])
+    """(speed-up, interval) of a candidate's repeats over its reference's (bench.analysis.speed: median
+    per-step tokens/s, bootstrapped over repeats then steps); None without timings."""
+    iv = ratio_of_rates(rate_groups(candidate), rate_groups(reference))
     return None if iv.estimate is None else (iv.estimate, iv)
 
 
