@@ -197,7 +197,7 @@ def estimate_command(
 
 
 def _estimate(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: dict, json_out: bool) -> None:
-    results = estimate_grid(ref.config, recipes, seqs, batches, tier.usable_vram_bytes, model_name=ref.name,
+    results = estimate_grid(ref.config, recipes, seqs, batches, tier.memory_cap_bytes, model_name=ref.name,
                             **settings)
     if json_out:
         payload = [dict(e.to_dict(), tier=tier.name, components=breakdown_by_component(e), **v.to_dict())
@@ -212,12 +212,12 @@ def _estimate(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: di
     if not any(v.fits for _, v in results):
         err_console.print(f"[bold red]error:[/] nothing fits: {ref.name} is predicted to need at least "
                           f"{min(e.total_bytes for e, _ in results) / GiB:.2f} GiB, more than {tier.name}'s "
-                          f"{tier.usable_vram_bytes / GiB:.2f} GiB (try `--max-fit`)")
+                          f"{tier.memory_cap_bytes / GiB:.2f} GiB (try `--max-fit`)")
         raise SystemExit(1)
 
 
 def _max_fit(ref: ModelRef, tier: GpuTier, recipes, seqs, batches, settings: dict, json_out: bool) -> None:
-    usable = tier.usable_vram_bytes
+    usable = tier.memory_cap_bytes
     rows = predicted_limits(ref.config, recipes, seqs, batches, usable, seq_multiple=MAX_FIT_SEQ_MULTIPLE,
                             **settings)
     if json_out:

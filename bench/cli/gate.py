@@ -102,7 +102,7 @@ def gate_command(
                                help="device (NVML, context incl.) | reserved | allocated | rss (host RSS, CPU proxy)."),
     vram_budget: Optional[str] = typer.Option(None, "--vram-budget",
                                               help="Absolute limit every cell must fit: 15GiB, 16GB, 15360MiB or a "
-                                                   "tier name (t4 = its usable VRAM)."),
+                                                   "tier name (t4 = torch's total on a real T4)."),
     ignore_key: Optional[List[str]] = typer.Option(None, "--ignore-key",
                                                    help="Key fields to leave out when matching cells (comma list), "
                                                         "to compare a changed setting: lora_r, or driver for "

@@ -35,7 +35,7 @@ def estimate_tables(model: str, tier: GpuTier, settings: dict[str, Any],
                     results: list[tuple[Estimate, Verdict]]) -> list[Table]:
     """The verdict table and the breakdown-at-the-peak table (by component, each with its terms) of
     `bench estimate`. `settings`: the estimate's dtype, lora_r and optimizer."""
-    t = Table(title=f"{model} on {tier.name} ({tier.usable_vram_bytes / GiB:.1f} GiB usable), "
+    t = Table(title=f"{model} on {tier.name} ({tier.memory_cap_bytes / GiB:.2f} GiB: torch's total on the card), "
                     f"{settings['dtype']}, LoRA r{settings['lora_r']}, {settings['optimizer']} (predicted, not measured)")
     for col in ("recipe", "driver", "seq", "batch", "checkpointing", "predicted GiB", "margin GiB", "verdict",
                 "peak phase"):
@@ -63,7 +63,7 @@ def estimate_tables(model: str, tier: GpuTier, settings: dict[str, Any],
 
 def limits_table(model: str, tier: GpuTier, settings: dict[str, Any], rows: list[dict[str, Any]]) -> Table:
     """`bench estimate --max-fit`: the `predicted_limits` rows."""
-    t = Table(title=f"largest predicted fit: {model} on {tier.name} ({tier.usable_vram_bytes / GiB:.1f} GiB usable, "
+    t = Table(title=f"largest predicted fit: {model} on {tier.name} ({tier.memory_cap_bytes / GiB:.2f} GiB: torch's total on the card, "
                     f"{settings['dtype']}, LoRA r{settings['lora_r']}, {settings['optimizer']})")
     for col in ("recipe", "largest", "at", "value"):
         t.add_column(col, justify="right" if col == "value" else "left")

@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from bench.config.tiers import TIERS
 from bench.analysis import estimate as E
 from bench.analysis.calibration import calibrated, calibration_from_records
 from bench.analysis.estimate import formulas as F
@@ -366,7 +367,7 @@ def test_cli_json_has_one_object_per_recipe_with_verdict_and_components():
     for d in data:
         assert sum(d["breakdown"].values()) == d["total_bytes"] == sum(d["components"].values())
         assert list(d["components"]) == list(E.COMPONENTS)
-        assert d["usable_bytes"] == 15360 * MiB and d["fits"] is (d["total_bytes"] <= d["usable_bytes"])
+        assert d["usable_bytes"] == TIERS["t4"].memory_cap_bytes and d["fits"] is (d["total_bytes"] <= d["usable_bytes"])
         assert d["margin_bytes"] == d["usable_bytes"] - d["total_bytes"] and d["dtype"] == "float16"
         assert d["total_bytes"] == E.estimate_recipe(LLAMA8, d["recipe"], 1024, 1, dtype="float16",
                                                      compute_capability=(7, 5)).total_bytes
@@ -389,7 +390,7 @@ def test_cli_max_fit_and_table():
     rows = {(r["recipe"], r["kind"]): r for r in json.loads(proc.stdout)}
     assert {r for r, _ in rows} == set(DEFAULT_RECIPES)
     seq = rows[("unsloth", "max_seq_len")]["max_seq_len"]
-    assert seq == E.max_fit_seq_len(LLAMA8, "unsloth", 1, 15360 * MiB, multiple_of=64, dtype="float16",
+    assert seq == E.max_fit_seq_len(LLAMA8, "unsloth", 1, TIERS["t4"].memory_cap_bytes, multiple_of=64, dtype="float16",
                                     compute_capability=(7, 5))
     assert rows[("hf-kbit", "max_seq_len")]["max_seq_len"] < rows[("hf-trl", "max_seq_len")]["max_seq_len"] < seq
     table = run_bench("estimate", "--gpu-tier", "a10g", "--seq-len", "2048,4096", "--recipe", "hf-kbit",

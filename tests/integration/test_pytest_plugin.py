@@ -116,7 +116,7 @@ def test_tier_names_are_budgets(pytester: pytest.Pytester):
     )
     result = run(pytester, "--vram-device", "cpu")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["ok   *test_fits_a_t4*within the t4 (NVIDIA T4 16GB: usable VRAM) budget, 15.00 GiB*"])
+    result.stdout.fnmatch_lines(["ok   *test_fits_a_t4*within the t4 (NVIDIA T4 16GB: torch's total on the card) budget, 14.55 GiB*"])
 
 
 def test_bad_marker_arguments_error_clearly(pytester: pytest.Pytester):

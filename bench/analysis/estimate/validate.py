@@ -209,7 +209,7 @@ def fit_verdicts(records: Iterable[ResultRecord], resolve_config: ResolveConfig,
             est = estimate_for_record(r, resolve_config(r.model), calibration)
         except Exception:  # noqa: BLE001 - a model or tier the estimator cannot resolve: left out
             continue
-        usable = r.memory_limit_bytes or tier.usable_vram_bytes
+        usable = r.memory_limit_bytes or tier.memory_cap_bytes
         predicted_fits = est.total_bytes <= usable
         out.append({"recipe": r.recipe, "driver": r.driver, "model": r.model, "tier": r.tier, "mode": r.mode, "seq_len": r.seq_len,
                     "batch_size": r.batch_size, "predicted_bytes": est.total_bytes, "usable_bytes": usable,

@@ -58,7 +58,7 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Budget:
-    """An absolute memory limit in bytes, and how to name it ('15GiB', 't4 (NVIDIA T4 16GB: usable VRAM)')."""
+    """An absolute memory limit in bytes, and how to name it ('15GiB', 't4 (NVIDIA T4 16GB: torch's total on the card)')."""
 
     bytes: int
     label: str
@@ -131,11 +131,12 @@ def parse_slowdown(text: Optional[str], option: str = "--max-slowdown") -> Optio
 
 
 def parse_budget(text: str, option: str = "--vram-budget") -> Budget:
-    """An absolute limit: a size ('15GiB', '16GB', '15360MiB') or a tier name (its usable VRAM)."""
+    """An absolute limit: a size ('15GiB', '16GB', '15360MiB') or a tier name (torch's total on a real card of
+    that tier: what a process can allocate, bench.config.tiers.GpuTier.memory_cap_bytes)."""
     key = str(text).strip().lower()
     if key in TIERS:
         tier = TIERS[key]
-        return Budget(tier.usable_vram_bytes, f"{tier.name} ({tier.marketing_name}: usable VRAM)")
+        return Budget(tier.memory_cap_bytes, f"{tier.name} ({tier.marketing_name}: torch's total on the card)")
     try:
         return Budget(parse_size(text, option), str(text).strip())
     except GateError:
