@@ -80,7 +80,7 @@ The same independent re-run as in `reports/gate-pass.md` (an unchanged recipe, t
 its records state), now with `--max-slowdown 10%`. Whatever the gate says here is run-to-run
 noise of tokens/s on one GPU, since nothing changed: where it fails, that noise is larger than the
 tolerance. This is why `--max-slowdown` is off by default: turn it on only with enough timed
-steps (`--steps`) for the tolerance asked, and check it with a re-run like this one.
+steps (`--min-steps`, `--min-seconds`, `--repeats`) for the tolerance asked, and check it with a re-run like this one.
 MD
     gate "$fail" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%

@@ -16,13 +16,16 @@ PACKAGES = ("bench", "kernels_check")
 ALLOWED = {
     "units": set(),
     "analysis.metrics": set(),
+    "analysis.stats": set(),
     "schema": {"units", "analysis.metrics"},
     "config": {"units", "schema"},
-    "run": {"units", "schema", "config", "analysis.metrics", "kernels_check"},
-    "analysis": {"units", "schema", "config", "analysis.metrics", "kernels_check"},
-    "render": {"units", "schema", "config", "analysis", "analysis.metrics", "kernels_check"},
-    "cli": {"units", "schema", "config", "run", "analysis", "analysis.metrics", "render", "kernels_check", "plugin"},
-    "plugin": {"units", "schema", "config", "run", "analysis", "analysis.metrics", "render", "kernels_check"},
+    "run": {"units", "schema", "config", "analysis.metrics", "analysis.stats", "kernels_check"},
+    "analysis": {"units", "schema", "config", "analysis.metrics", "analysis.stats", "kernels_check"},
+    "render": {"units", "schema", "config", "analysis", "analysis.metrics", "analysis.stats", "kernels_check"},
+    "cli": {"units", "schema", "config", "run", "analysis", "analysis.metrics", "analysis.stats", "render",
+            "kernels_check", "plugin"},
+    "plugin": {"units", "schema", "config", "run", "analysis", "analysis.metrics", "analysis.stats", "render",
+               "kernels_check"},
     "main": {"cli"},
     "package": set(),
     "kernels_check": set(),
@@ -52,8 +55,8 @@ def stage(module: str) -> str:
         return "main"
     if parts[1] == "pytest_plugin":
         return "plugin"
-    if module == "bench.analysis.metrics":
-        return "analysis.metrics"
+    if module in ("bench.analysis.metrics", "bench.analysis.stats"):  # pure leaves every later stage may use
+        return module.removeprefix("bench.")
     return parts[1]
 
 
