@@ -23,7 +23,7 @@ from bench.config.tiers import TIERS
 from bench.schema.key import MEMORY_FIELDS, TABLE_FIELDS, CellKey
 from bench.schema.pairs import DEFAULT_REFERENCE, Pair, annotate_parity, pair_records, reference_for
 from bench.schema.record import ResultRecord, ResultsError
-from bench.schema.store import hosts_of, latest_indexes, latest_repeats, read_records
+from bench.schema.store import hosts_of, latest_indexes, latest_repeat_indexes, latest_repeats, read_records
 
 MODE_ORDER = {"native": 0, "emulated": 1, "cpu": 2}
 #: The order recipes appear in (after the reference): bench.config.recipes order.
@@ -134,7 +134,7 @@ def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REF
         g.pairs = pair_records(g.entries, reference)
     for n, e in enumerate((e for g in ordered for e in g.entries), 1):
         e.ref = f"c{n}"
-    kept = sum(max(len(e.repeat_records), 1) for e in latest)  # the repeats of a cell's latest run are not superseded
+    kept = sum(len(s) for s in latest_repeat_indexes(records))  # every repeat of a latest measurement is kept
     return Results(unique, ordered, len(raw) - kept, split_pair_keys([e for g in ordered for e in g.entries]),
                    reference)
 

@@ -136,7 +136,8 @@ def fit_command(
         fail(f"--seq-len {s0} is over {ref.name}'s {ref.max_positions:,} positions")
     recipes, driver = checked_recipes(recipe, backend, driver, device)
     train = TrainSettings(lora_r=lora_r, optimizer=optimizer, steps=steps, warmup_steps=warmup_steps,
-                          gradient_checkpointing=gradient_checkpointing, driver=driver)
+                          gradient_checkpointing=gradient_checkpointing, driver=driver,
+                          min_seconds=0.0)  # a probe measures its peak memory: a few steps, no minimum time
     plan = plan_fit(tier, model, recipes, batch_size=batch_size, seq_len=s0, train=train, device=device,
                     host=host, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout, results_path=results_path)
     _require(recipes, device)

@@ -16,7 +16,8 @@ from rich.markup import escape
 from bench.cli.common import USAGE_ERRORS, UsageFailure, check_writable, console, err_console
 from bench.config.recipes import DEFAULT_RECIPES, DEFAULT_REFERENCE, RECIPES
 from bench.config.presets import PRESETS, preset_parts
-from bench.config.request import RunRequest, to_config
+from bench.config.request import CPU_TIMED_WINDOW, RunRequest, to_config
+from bench.config.settings import DEFAULT_MAX_STEPS, DEFAULT_MIN_SECONDS, DEFAULT_MIN_STEPS
 from bench.render import report as report_mod
 from bench.render.console import RunProgress, comparison_tables
 from bench.run.device import detect_host_gpu, list_gpus
@@ -44,7 +45,13 @@ def run(
     backend: Optional[str] = typer.Option(None, "--backend", help="Before recipes: hf, unsloth (= --recipe "
                                           "hf-kbit,unsloth --driver loop)."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
-    steps: int = typer.Option(4, "--steps", help="Timed optimizer steps per cell."),
+    min_steps: Optional[int] = typer.Option(None, "--min-steps", "--steps", help="Timed optimizer steps per cell, at "
+                                            f"least (default {DEFAULT_MIN_STEPS}; CPU {CPU_TIMED_WINDOW['steps']})."),
+    min_seconds: Optional[float] = typer.Option(None, "--min-seconds", help="The timed steps run at least this long "
+                                                f"(default {DEFAULT_MIN_SECONDS:g}; CPU 0)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Timed steps per cell, at most, whatever "
+                                            f"--min-seconds asks (default {DEFAULT_MAX_STEPS})."),
+    repeats: int = typer.Option(1, "--repeats", help="Measure every cell this many times, each in a fresh worker."),
     warmup_steps: int = typer.Option(2, "--warmup-steps", help="Untimed steps first (compilation)."),
     lora_r: int = typer.Option(16, "--lora-r"),
     lora_alpha: int = typer.Option(16, "--lora-alpha"),
@@ -92,11 +99,12 @@ def run(
         gpu_tier = host.tier.name
     train = dict(lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, optimizer=optimizer,
                  target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()) if target_modules else None,
-                 learning_rate=learning_rate, grad_accum=grad_accum, steps=steps, warmup_steps=warmup_steps, seed=seed,
-                 gradient_checkpointing=gradient_checkpointing)
+                 learning_rate=learning_rate, grad_accum=grad_accum, warmup_steps=warmup_steps, seed=seed,
+                 gradient_checkpointing=gradient_checkpointing, max_steps=max_steps)
+    train.update({k: v for k, v in (("steps", min_steps), ("min_seconds", min_seconds)) if v is not None})
     settings = dict(isolate=isolate, cell_timeout_s=cell_timeout, load_timeout_s=load_timeout,
                     trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
-                    skip_dominated=skip_dominated, fast_paths=fast_paths)
+                    skip_dominated=skip_dominated, fast_paths=fast_paths, repeats=repeats)
     request = RunRequest(tier=gpu_tier, device=device, model=model, seq_len=seq_len, batch_size=batch_size,
                          recipe=recipe, backend=backend, reference=reference, driver=driver, data=data,
                          packing=packing, train=train, run=settings)
@@ -223,7 +231,9 @@ def _run_plan(plan, out: Path, resume: bool, cache_dir: Optional[Path], executor
                   f"{len(plan.cells)} cells -> {out}")
     for line in tp.emulated:
         console.print(f"  [yellow]emulated:[/] {line}")
-    with RunProgress(console, total=len(plan.cells)) as progress:
+    repeats = plan.config.repeats
+    with RunProgress(console, total=len(plan.cells) * repeats,
+                     what="cells" if repeats == 1 else f"cells x {repeats} repeats") as progress:
         try:
             runner = Runner(plan, out, resume=resume, cache_dir=cache_dir, executor=executor,
                             callbacks=Callbacks(on_status=progress.status, on_record=progress.record))
@@ -232,7 +242,7 @@ def _run_plan(plan, out: Path, resume: bool, cache_dir: Optional[Path], executor
         kept = len([c for c in plan.cells if c.cell_id in runner.finished])
         if kept:
             console.print(f"resuming: {kept} finished cells kept")
-            progress.progress.advance(progress.task, kept)
+        progress.progress.advance(progress.task, runner.measurements())
         return runner.run()
 
 

@@ -61,10 +61,10 @@ PRESETS: dict[str, tuple[PresetPart, ...]] = {
     "smoke": (
         PresetPart("qlora", (), "the classic PEFT QLoRA recipe on the tiny model", tier=None, models="tiny-llama",
                    recipes="hf-kbit", reference="hf-kbit", seq_lens="32", batch_sizes="1",
-                   train={"steps": 2, "warmup_steps": 1}),
+                   train={"steps": 2, "warmup_steps": 1, "min_seconds": 0.0}),
         PresetPart("lora16", (), "16-bit LoRA on the tiny model", tier=None, models="tiny-llama",
                    recipes="hf-lora16", reference="hf-lora16", seq_lens="32", batch_sizes="1",
-                   train={"steps": 2, "warmup_steps": 1}),
+                   train={"steps": 2, "warmup_steps": 1, "min_seconds": 0.0}),
     ),
 }
 

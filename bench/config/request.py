@@ -13,6 +13,9 @@ from bench.config.tiers import default_matrix
 
 #: What `--device cpu` runs when no model or sizes are given: a smoke run that fits any laptop.
 CPU_DEFAULTS = {"models": ["tiny-llama"], "seq_lens": [32], "batch_sizes": [1, 2]}
+#: The timed window on the CPU when --min-steps / --min-seconds are not given: a smoke run checks that
+#: training works (a CPU's speed is not a GPU tier's), so a few steps and no minimum time.
+CPU_TIMED_WINDOW = {"steps": 4, "min_seconds": 0.0}
 #: `--data synthetic` (the default): seeded random token ids of exactly --seq-len, the memory upper bound.
 SYNTHETIC = "synthetic"
 #: The recipes a CPU can run (the others need CUDA kernels).
@@ -34,7 +37,7 @@ class RunRequest:
     driver: str = "trainer"
     data: Optional[Path] = None
     packing: bool = False
-    train: Optional[dict] = None  # TrainSettings fields given explicitly
+    train: Optional[dict] = None  # TrainSettings fields given explicitly (others: defaults; CPU_TIMED_WINDOW)
     run: Optional[dict] = None  # other RunConfig fields given explicitly
 
 
@@ -77,7 +80,8 @@ def to_config(request: RunRequest) -> RunConfig:
         data_path, data_sha = str(path.resolve()), file_sha256(path)
     elif request.packing:
         raise ConfigError("--packing needs --data (synthetic batches are full rows already)")
-    train = TrainSettings(**(request.train or {}), driver=driver, data_path=data_path, data_sha256=data_sha,
+    window = CPU_TIMED_WINDOW if request.device == "cpu" else {}
+    train = TrainSettings(**{**window, **(request.train or {})}, driver=driver, data_path=data_path, data_sha256=data_sha,
                           packing=request.packing if data_path else None)
     config = RunConfig(
         tier=tier, models=_split(request.model) or list(defaults["models"]), recipes=recipes,

@@ -14,6 +14,13 @@ from bench.schema.key import cell_id_of, pair_key_of
 BACKENDS = ("hf", "unsloth")
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "paged_adamw_32bit")
 CHECKPOINTING = ("auto", "none", "standard", "unsloth")
+#: The timed window (after the warm-up): it runs until both minimums are met, and stops at the maximum
+#: however few seconds it lasted. Ten steps and ten seconds give a median and 20th / 80th percentiles
+#: from enough steps, and average over the GPU's clock and power swings; 500 steps bound a window of
+#: steps faster than 20 ms. `bench run --device cpu` and the tests use fewer (bench.config.request).
+DEFAULT_MIN_STEPS = 10
+DEFAULT_MIN_SECONDS = 10.0
+DEFAULT_MAX_STEPS = 500
 #: `bench fit` probes sequence lengths in multiples of this many tokens (the search's grid).
 FIT_SEQ_MULTIPLE = 256
 
@@ -42,8 +49,12 @@ class TrainSettings:
     optimizer: str = "adamw_8bit"
     learning_rate: float = 2e-4
     grad_accum: int = 1
-    steps: int = 4  # timed optimizer steps
+    steps: int = DEFAULT_MIN_STEPS  # the timed window's minimum optimizer steps (--min-steps)
     warmup_steps: int = 2  # untimed steps first (compilation, allocator warm-up)
+    # measurement quality, not identity (outside the pair_key hash): the timed window also runs until
+    # `min_seconds` have passed in it, but never past `max_steps` timed steps (--min-seconds, --max-steps)
+    min_seconds: float = DEFAULT_MIN_SECONDS
+    max_steps: Optional[int] = None  # None: DEFAULT_MAX_STEPS, or `steps` when more (see max_timed_steps)
     seed: int = 1234
     gradient_checkpointing: str = "auto"  # auto: the recipe's own (hf recipes: standard, unsloth: unsloth)
     driver: str = "trainer"  # "trainer": TRL's SFTTrainer, as users run it; "loop": the suite's plain loop
@@ -56,10 +67,20 @@ class TrainSettings:
             return self.gradient_checkpointing
         return get_recipe(recipe).checkpointing
 
+    @property
+    def max_timed_steps(self) -> int:
+        """The most timed steps a cell runs: --max-steps, else DEFAULT_MAX_STEPS (or --min-steps when more)."""
+        return self.max_steps if self.max_steps is not None else max(self.steps, DEFAULT_MAX_STEPS)
+
     def validate(self) -> None:
-        for name in ("lora_r", "lora_alpha", "grad_accum", "steps"):
+        for name, option in (("lora_r", "lora-r"), ("lora_alpha", "lora-alpha"), ("grad_accum", "grad-accum"),
+                             ("steps", "min-steps")):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{option} must be > 0, got {getattr(self, name)}")
+        if self.min_seconds < 0:
+            raise ConfigError(f"min-seconds must be >= 0, got {self.min_seconds}")
+        if self.max_steps is not None and self.max_steps < self.steps:
+            raise ConfigError(f"max-steps ({self.max_steps}) must be >= min-steps ({self.steps})")
         if self.warmup_steps < 1:
             raise ConfigError("warmup-steps must be >= 1 (the first step compiles and is not timed)")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -155,6 +176,7 @@ class RunConfig:
     attn_implementation: str = "sdpa"
     skip_dominated: bool = True  # cells larger in both seq and batch than an OOM cell are skipped
     fast_paths: bool = True  # profile one extra step per Unsloth worker to record which kernels ran
+    repeats: int = 1  # every cell measured this many times, each in a fresh worker (a new model load)
 
     def validate(self) -> None:
         self.train.validate()
@@ -174,6 +196,8 @@ class RunConfig:
                 if v < least:
                     raise ConfigError(f"{name} {v} cannot train: a causal LM needs at least {least} tokens per row "
                                       "(it predicts each token from the ones before)")
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be >= 1, got {self.repeats}")
         if self.isolate not in ("model", "cell"):
             raise ConfigError("isolate must be 'model' or 'cell'")
         if self.device not in ("cuda", "cpu"):

@@ -62,13 +62,13 @@ class RunProgress:
     """Progress over cells (the bar), and one line per worker group at work (recipe x model: one GPU each)
     with its current cell's state."""
 
-    def __init__(self, console: Console, total: int):
+    def __init__(self, console: Console, total: int, what: str = "cells"):
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), _CountColumn(), TimeElapsedColumn(),
             console=console, transient=False,
         )
-        self.task = self.progress.add_task("cells", total=total)
+        self.task = self.progress.add_task(what, total=total)
         self.lanes: dict[tuple, int] = {}
 
     def __enter__(self):
@@ -93,6 +93,8 @@ def record_line(r: ResultRecord, narrow: bool = False) -> str:
     """The line printed when a cell finishes (rich markup): status, cell, figures or error, fast paths, parity."""
     colour = {"ok": "green", "oom": "yellow", "skipped": "dim"}.get(r.status, "red")
     line = f"[{colour}]{r.status:>7}[/] {short(r)}"
+    if r.repeats > 1:
+        line += f" [dim]repeat {r.repeat + 1}/{r.repeats}[/]"
     gpu = (r.placement or {}).get("gpu_index")
     if gpu is not None:
         line += f" [dim]gpu{gpu}[/]"

@@ -60,9 +60,10 @@ class DaskExecutor:
         if not jobs:
             return
         with Client(self.scheduler, timeout=self.timeout_s) as client:
-            queue = Queue(f"qlora-bench-{jobs[0].run_id}", client=client)
+            queue = Queue(f"qlora-bench-{jobs[0].run_id}-repeat{jobs[0].repeat}", client=client)
             by_key = {job.log_path: job for job in jobs}
-            futures = {job.log_path: client.submit(run_group_task, job, queue.name, key=f"group-{job.run_id}-{i}",
+            futures = {job.log_path: client.submit(run_group_task, job, queue.name,
+                                                   key=f"group-{job.run_id}-repeat{job.repeat}-{i}",
                                                    resources=self.resources_of(job) or None, pure=False)
                        for i, job in enumerate(jobs)}
             _Drain(client, queue, by_key, futures, on_event).run()

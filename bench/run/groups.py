@@ -55,6 +55,8 @@ class GroupJob:
     memory_limit_bytes: Optional[int] = None
     attn_implementation: str = "sdpa"
     launcher_env: dict = field(default_factory=dict)  # env for records written without a worker's hello
+    repeat: int = 0  # which measurement of its cells this group's fresh worker makes (0-based)
+    repeats: int = 1
 
 
 EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning))(: .*)?$")
@@ -68,6 +70,22 @@ def exit_cause(returncode: int, log_text: str) -> str:
     exc = next((ln for ln in reversed(lines) if EXCEPTION_LINE.match(ln) and "Warning" not in ln.split(":")[0]),
                None)
     return f"worker exited with code {returncode}" + (f": {exc[:300]}" if exc else "")
+
+
+def step_text(ev: dict) -> str:
+    """A worker's `step` event for the console: 'warm-up 1/2', then the timed window's steps against its
+    minimum, and its seconds against --min-seconds while it asks for some ('step 7/10+ 4.2/10 s'), and
+    the loss. An event of an older worker (only `of`) reads 'step 3/6'."""
+    loss = f"  loss {ev['loss']:.4f}" if ev.get("loss") is not None else ""
+    if "min_of" not in ev:
+        return f"step {ev['step'] + 1}/{ev['of']}{loss}"
+    warm, step = ev["warmup"], ev["step"] + 1
+    if step <= warm:
+        return f"warm-up {step}/{warm}{loss}"
+    timed, least = step - warm, ev["min_of"] - warm
+    if not ev.get("min_seconds"):
+        return f"step {timed}/{least}{loss}"
+    return f"step {timed}/{least}+ {ev['timed_s']:.1f}/{ev['min_seconds']:g} s{loss}"
 
 
 def now_iso() -> str:
@@ -96,6 +114,7 @@ class GroupRun:
             gradient_checkpointing=cell.gradient_checkpointing, dtype=cell.dtype,
             attn_implementation=job.attn_implementation, steps=t.steps, warmup_steps=t.warmup_steps, seed=t.seed,
             status=status, error=error, started_at=now, finished_at=now, tokens_per_step=cell.tokens_per_step,
+            repeat=job.repeat, repeats=job.repeats, min_seconds=t.min_seconds,
             memory_limit_bytes=job.memory_limit_bytes, env=self.last_env,
             backend_info={"traceback_tail": detail[-3000:]} if detail else {})
 
@@ -150,7 +169,7 @@ class GroupRun:
             if kind == "cell_start":
                 self.emit({"kind": "cell_start", "cell_id": cell.cell_id})
             elif kind == "step":
-                self._status(cell, f"step {ev['step'] + 1}/{ev['of']}  loss {ev['loss']:.4f}")
+                self._status(cell, step_text(ev))
             elif kind == "record":
                 return ResultRecord.from_dict(ev["record"]), True
             elif kind == "exit":

@@ -24,7 +24,7 @@ from bench.run.checkpoint import default_cache_dir
 from bench.run.executors import Executor, SerialExecutor
 from bench.run.groups import GroupJob
 from bench.schema.record import FINISHED_STATUSES, SCHEMA_VERSION, ResultRecord, ResultsError
-from bench.schema.store import append_record, latest_per_cell, read_records
+from bench.schema.store import append_record, cell_finished, latest_repeat_indexes, read_records, representative
 from bench.config.tiers import TierPlan, get_tier, plan_tier
 from bench.run.device import detect_host_gpu
 from bench.run.env import git_commit, package_versions
@@ -85,25 +85,43 @@ class Runner:
 
     def __post_init__(self):
         self.run_id = new_run_id()
-        self.records: dict[str, ResultRecord] = {}
-        self.finished: set[str] = set()
+        self.repeat_records: dict[str, dict[int, ResultRecord]] = {}  # cell_id -> repeat -> its latest record
+        self.records: dict[str, ResultRecord] = {}  # cell_id -> the record that stands for it (store.representative)
         if self.out_path.exists():
             if not self.resume:
                 raise OutputExists(self.out_path)
             try:
-                existing = latest_per_cell(read_records(self.out_path))
+                existing = read_records(self.out_path)
             except ResultsError as exc:
                 raise ResultsError(f"cannot resume: {exc}") from exc
-            self.records = {r.cell_id: r for r in existing}
-            self.finished = {r.cell_id for r in existing if r.status in FINISHED_STATUSES}
+            for indexes in latest_repeat_indexes(existing):
+                self.repeat_records[existing[indexes[0]].cell_id] = {existing[i].repeat: existing[i] for i in indexes}
+            self.records = {cell_id: representative(self.repeats_of(cell_id)) for cell_id in self.repeat_records}
         self.log_dir = self.out_path.with_suffix(".logs")
         self._file_lock = lock_results(self.out_path, self.log_dir)
         if self.records:
-            check_same_settings(self.out_path, list(self.records.values()), self.plan.cells,
-                                self.plan.config.attn_implementation)
+            cfg = self.plan.config
+            check_same_settings(self.out_path, [r for reps in self.repeat_records.values() for r in reps.values()],
+                                self.plan.cells, cfg.attn_implementation, cfg.repeats)
         self._lock = threading.RLock()  # executors call back from several threads
         self._running: dict[str, int] = {}  # cell_id -> most cells seen running beside it
         self._cells = {c.cell_id: c for c in self.plan.cells}
+
+    def repeats_of(self, cell_id: str) -> list[ResultRecord]:
+        """The cell's latest record of each repeat so far, ordered by repeat."""
+        by_repeat = self.repeat_records.get(cell_id, {})
+        return [by_repeat[k] for k in sorted(by_repeat)]
+
+    @property
+    def finished(self) -> set[str]:
+        """cell_ids --resume leaves alone: every repeat finished (bench.schema.store.cell_finished)."""
+        return {c for c in self.repeat_records if cell_finished(self.repeats_of(c), self.plan.config.repeats)}
+
+    def repeat_finished(self, cell_id: str, repeat: int) -> bool:
+        """Whether measurement `repeat` of the cell needs no (re-)run: the cell is finished, or that repeat is."""
+        have = self.repeat_records.get(cell_id, {}).get(repeat)
+        done = have is not None and have.status in FINISHED_STATUSES and have.repeats == self.plan.config.repeats
+        return done or cell_id in self.finished
 
     # -- records -------------------------------------------------------------------------
     def write(self, record: ResultRecord) -> ResultRecord:
@@ -112,8 +130,10 @@ class Runner:
         compute it, bench.schema.pairs)."""
         with self._lock:
             append_record(self.out_path, record)
-            self.records[record.cell_id] = record
-            group = [r for r in self.records.values() if r.pair_key == record.pair_key]
+            self.repeat_records.setdefault(record.cell_id, {})[record.repeat] = record
+            self.records[record.cell_id] = representative(self.repeats_of(record.cell_id))
+            group = [record if r.cell_id == record.cell_id else r for r in self.records.values()
+                     if r.pair_key == record.pair_key]
             annotate_parity(group, self.plan.config.reference)
             self.callbacks.on_record(record)
         return record
@@ -135,7 +155,7 @@ class Runner:
                 self.write(record)
 
     # -- workers -------------------------------------------------------------------------
-    def job_for(self, recipe: str, ref: ModelRef, cells: list[Cell]) -> dict:
+    def job_for(self, recipe: str, ref: ModelRef, cells: list[Cell], repeat: int = 0) -> dict:
         c = cells[0]
         cfg = self.plan.config
         t = c.train
@@ -144,6 +164,8 @@ class Runner:
             "family": c.backend,
             "data": {"path": t.data_path, "packing": bool(t.packing)} if t.data_path else None,
             "run_id": self.run_id,
+            "repeat": repeat,
+            "repeats": cfg.repeats,
             "device": cfg.device,
             "cache_dir": str(self.cache_dir or default_cache_dir()),
             "fast_paths": cfg.fast_paths,
@@ -158,31 +180,47 @@ class Runner:
             },
         }
 
-    def group_jobs(self) -> list[GroupJob]:
-        """The plan's groups that still have cells to run, as jobs an executor can run anywhere."""
+    def group_jobs(self, repeat: int = 0) -> list[GroupJob]:
+        """The plan's groups that still have cells to run in measurement `repeat`, as jobs an executor can run
+        anywhere (each a fresh worker)."""
         env = _launcher_env()
-        return [self.group_job(recipe, ref, cells, env) for recipe, ref, cells in self.plan.groups
-                if not all(c.cell_id in self.finished for c in cells)]
+        jobs = [self.group_job(recipe, ref, cells, env, repeat) for recipe, ref, cells in self.plan.groups]
+        return [job for job in jobs if len(job.finished) < len(job.cells)]
 
-    def group_job(self, recipe: str, ref: ModelRef, cells: list[Cell], env: Optional[dict] = None) -> GroupJob:
-        """One worker group as a job (bench.run.groups)."""
+    def group_job(self, recipe: str, ref: ModelRef, cells: list[Cell], env: Optional[dict] = None,
+                  repeat: int = 0) -> GroupJob:
+        """One worker group's measurement `repeat` as a job (bench.run.groups)."""
         safe = ref.name.replace("/", "_")
+        repeats = self.plan.config.repeats
+        log = f"{recipe}-{safe}" + (f"-repeat{repeat}" if repeats > 1 else "")
+        oom = {c for c, reps in self.repeat_records.items() if any(r.status == "oom" for r in reps.values())}
         return GroupJob(
             run_id=self.run_id, recipe=recipe, model_source=ref.source, cells=[c.to_dict() for c in cells],
-            worker_job=self.job_for(recipe, ref, cells), log_path=str(self.log_dir / f"{recipe}-{safe}.log"),
+            worker_job=self.job_for(recipe, ref, cells, repeat), log_path=str(self.log_dir / f"{log}.log"),
             cell_timeout_s=self.plan.config.cell_timeout_s, load_timeout_s=self.plan.config.load_timeout_s,
             skip_dominated=self.plan.config.skip_dominated, isolate_cells=self.plan.config.isolate == "cell",
-            finished=[c.cell_id for c in cells if c.cell_id in self.finished],
-            oom_cells=[c.cell_id for c in cells if c.cell_id in self.records
-                       and self.records[c.cell_id].status == "oom"],
+            finished=[c.cell_id for c in cells if self.repeat_finished(c.cell_id, repeat)],
+            oom_cells=[c.cell_id for c in cells if c.cell_id in oom],
             memory_limit_bytes=self.plan.tier_plan.memory_limit_bytes,
             attn_implementation=self.plan.config.attn_implementation,
-            launcher_env=env if env is not None else _launcher_env())
-
+            launcher_env=env if env is not None else _launcher_env(), repeat=repeat, repeats=repeats)
 
     def run(self) -> list[ResultRecord]:
-        self.executor.run(self.group_jobs(), self.on_event)
-        return [self.records[c.cell_id] for c in self.plan.cells if c.cell_id in self.records]
+        """Measure every cell `repeats` times: repeat 0 of every group, then repeat 1, ... (each group's repeat
+        in a fresh worker), so a slow drift of the GPU (its clocks, its temperature) spreads over every recipe
+        instead of landing on the ones measured last, and a later repeat skips the cells an earlier one found
+        out of memory. One record per cell (bench.schema.store.representative), with its parity."""
+        for repeat in range(self.plan.config.repeats):
+            self.executor.run(self.group_jobs(repeat), self.on_event)
+        records = [self.records[c.cell_id] for c in self.plan.cells if c.cell_id in self.records]
+        return annotate_parity(records, self.plan.config.reference)
+
+    def measurements(self) -> int:
+        """Cell measurements already finished (each repeat counts one; a finished cell counts all its repeats):
+        the progress bar's start on --resume."""
+        n = self.plan.config.repeats
+        return sum(n if c.cell_id in self.finished else sum(self.repeat_finished(c.cell_id, k) for k in range(n))
+                   for c in self.plan.cells)
 
 
 #: What must be equal between a results file's cells and a run that resumes it (sizes, models and
@@ -190,8 +228,9 @@ class Runner:
 RESUME_FIELDS = ("tier", "mode") + TABLE_FIELDS
 
 
-def check_same_settings(path: Path, records: list[ResultRecord], cells: list[Cell], attn: str) -> None:
-    """Refuse to resume a results file whose cells were run with other settings, naming what differs."""
+def check_same_settings(path: Path, records: list[ResultRecord], cells: list[Cell], attn: str, repeats: int = 1) -> None:
+    """Refuse to resume a results file whose cells were run with other settings, naming what differs: the
+    cells' settings (RESUME_FIELDS), then --repeats and --min-seconds (a record before it had none: 0)."""
     wanted = {CellKey.of(_cell_view(c, attn)).values(RESUME_FIELDS) for c in cells}
     for r in records:
         have = CellKey.of(r).values(RESUME_FIELDS)
@@ -201,6 +240,12 @@ def check_same_settings(path: Path, records: list[ResultRecord], cells: list[Cel
         diff = [f"{name} {a} in the file, {b} now" for name, a, b in zip(RESUME_FIELDS, have, close) if a != b]
         raise ConfigError(f"cannot resume {path}: its cells were run with other settings ({'; '.join(diff)}); "
                           "resume with the same settings, or write the results elsewhere")
+    min_seconds = cells[0].train.min_seconds if cells else 0.0
+    for r in records:
+        for option, have, now in (("--repeats", r.repeats, repeats), ("--min-seconds", r.min_seconds or 0.0, min_seconds)):
+            if have != now:
+                raise ConfigError(f"cannot resume {path}: its cells were measured with {option} {have:g}, {now:g} now; "
+                                  "resume with the same settings, or write the results elsewhere")
 
 
 def _cell_view(cell: Cell, attn: str) -> dict:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from bench.analysis import metrics as measure
+from bench.analysis.stats import step_stats
 from bench.config.models import ModelRef
 from bench.run.checkpoint import parameter_counts
 from bench.config.settings import Cell
@@ -102,7 +103,7 @@ class Worker:
         self.counts = parameter_counts(self.ref.config) if self.ref.config else None
         self.snapshot = snapshot_trainable(self.loaded.model)
         self.loaded.info.update(self.device_info, checkpoint_path=load.checkpoint_path,
-                                checkpoint_build_s=round(load.build_s, 2))
+                                checkpoint_build_s=round(load.build_s, 2), worker_pid=os.getpid())
         self.data = None
         if job.get("data"):
             self.ev.emit("status", text=f"tokenizing {job['data']['path']}")
@@ -130,6 +131,7 @@ class Worker:
             learning_rate=t.learning_rate, gradient_checkpointing=cell.gradient_checkpointing, dtype=cell.dtype,
             attn_implementation=job["recipe_settings"]["attn_implementation"], steps=t.steps,
             warmup_steps=t.warmup_steps, seed=t.seed, status="ok", started_at=now_iso(), env=self.env,
+            repeat=job.get("repeat", 0), repeats=job.get("repeats", 1), min_seconds=t.min_seconds,
             load_s=round(self.load_s, 3), trainable_params=self.loaded.trainable_params,
             total_params=self.loaded.total_params, quantization=self.loaded.quantization,
             backend_info=dict(self.loaded.info), tokens_per_step=cell.tokens_per_step,
@@ -145,6 +147,7 @@ class Worker:
         return info
 
     def spec(self, cell: Cell, total_steps: Optional[int] = None) -> TrainSpec:
+        """The cell's training: its timed window, or exactly `total_steps` steps when given."""
         t = cell.train
         return TrainSpec(device=self.job["device"], dtype=cell.dtype, optimizer=t.optimizer,
                          learning_rate=t.learning_rate, seed=t.seed, batch_size=cell.batch_size,
@@ -152,7 +155,9 @@ class Worker:
                          total_steps=total_steps or t.warmup_steps + t.steps, vocab_size=self.ref.vocab_size,
                          checkpointing=cell.gradient_checkpointing, recipe=cell.recipe,
                          rows=[ids[:cell.seq_len] for ids in self.data.input_ids] if self.data else None,
-                         packing=bool(t.packing))
+                         packing=bool(t.packing), warmup_steps=t.warmup_steps,
+                         min_seconds=0.0 if total_steps else t.min_seconds,
+                         max_steps=None if total_steps else t.warmup_steps + t.max_timed_steps)
 
     def run_cell(self, cell: Cell) -> ResultRecord:
         import torch
@@ -165,13 +170,11 @@ class Worker:
             torch.cuda.reset_peak_memory_stats()
         self.sampler.start()
         result, failure = None, None
-        total = cell.train.warmup_steps + cell.train.steps
+        on_step = self.step_events(cell)
         window = self.timed_window(cell)
         try:
             result = train(cell.train.driver, self.loaded.model, self.loaded.tokenizer, self.spec(cell),
-                           initial=self.snapshot,
-                           on_step=window.wrap(lambda i, s, loss: self.ev.emit("step", cell_id=cell.cell_id, step=i,
-                                                                               of=total, seconds=s, loss=loss)))
+                           initial=self.snapshot, on_step=window.wrap(on_step))
         except Exception as exc:  # noqa: BLE001 - every failure becomes this cell's status
             failure = ("oom" if self.on_cuda and is_oom(exc) else "error", short_error(exc), traceback.format_exc())
             del exc
@@ -190,6 +193,24 @@ class Worker:
         if self.on_cuda:
             torch.cuda.empty_cache()
         return rec
+
+    def step_events(self, cell: Cell):
+        """The drivers' on_step(i, seconds, loss) callback: a `step` event per optimizer step, with the timed
+        window's state: `of` the steps in all when the window has only a step count (no --min-seconds),
+        else None (open-ended); `min_of` warm-up + minimum steps, `max_of` the upper bound, `timed_s` the
+        seconds of timed steps so far and `min_seconds`."""
+        t = cell.train
+        timed: list[float] = []
+        min_of, max_of = t.warmup_steps + t.steps, t.warmup_steps + t.max_timed_steps
+
+        def on_step(i: int, seconds: float, loss: float) -> None:
+            if i >= t.warmup_steps:
+                timed.append(seconds)
+            self.ev.emit("step", cell_id=cell.cell_id, step=i, of=None if t.min_seconds else min_of, min_of=min_of,
+                         max_of=max_of, warmup=t.warmup_steps, timed_s=sum(timed), min_seconds=t.min_seconds,
+                         seconds=seconds, loss=loss)
+
+        return on_step
 
     def read_memory(self, rec: ResultRecord) -> None:
         peak_device = self.sampler.stop()
@@ -231,8 +252,21 @@ class Worker:
         if rec.ok and any(x is None for x in finite):
             bad = next(i for i, x in enumerate(finite) if x is None)
             rec.status, rec.error = "nan_loss", f"the loss of optimizer step {bad + 1} is not finite"
+        self.record_window(rec, cell, rec.step_s[warm:])  # the stored (rounded) times: readers recompute the same
         if rec.ok and len(result.step_s) < cell.train.warmup_steps + cell.train.steps:
             rec.status, rec.error = "error", f"only {len(result.step_s)} optimizer steps ran"
+
+    def record_window(self, rec: ResultRecord, cell: Cell, timed_s: list[float]) -> None:
+        """The timed window's step count and statistics (bench.analysis.stats.step_stats); a warning when it
+        stopped at --max-steps before --min-seconds."""
+        stats = step_stats(timed_s)
+        rec.timed_steps = stats.n
+        rec.step_s_median, rec.step_s_p20, rec.step_s_p80 = stats.median_s, stats.p20_s, stats.p80_s
+        rec.step_s_cv = stats.cv
+        t = cell.train
+        if stats.n >= t.max_timed_steps and sum(timed_s) < t.min_seconds:
+            rec.warnings.append(f"the timed window stopped at --max-steps {t.max_timed_steps} after "
+                                f"{sum(timed_s):.2f} s, before --min-seconds {t.min_seconds:g}")
 
     def record_speed(self, rec: ResultRecord, cell: Cell) -> None:
         """Model and hardware FLOPs per token, and MFU / HFU against the host GPU's peak (bench/analysis/metrics.py)."""

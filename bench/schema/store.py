@@ -3,7 +3,8 @@
 Records are appended and fsync'ed as soon as a cell finishes, so a run that dies loses at most the
 cell in flight. Every consumer (console, report, gate, estimator validation) reads records through
 `read_records` / `load`; when a file holds several records of one cell (a resumed run re-measures
-failed cells), the last one wins (`latest_per_cell`).
+failed cells), the last one wins (`latest_repeat_indexes`: per repeat with `--repeats`), and one record
+stands for each cell (`latest_per_cell`) where a consumer takes one; `latest_repeats` gives them all.
 """
 
 from __future__ import annotations
@@ -74,36 +75,85 @@ def hosts_of(records: list[ResultRecord]) -> list[str]:
             for r in records]
 
 
-def latest_indexes(records: list[ResultRecord]) -> list[int]:
-    """Indexes of the records that are the latest of their cell on their host, in order.
+def latest_repeat_indexes(records: list[ResultRecord]) -> list[list[int]]:
+    """The one "latest record" rule, as indexes into `records`: for each cell on each host, the indexes of its
+    latest measurement's repeats, ordered by repeat; the cells in the order of their representative
+    (`representative_index`).
 
-    The one "latest record" rule: a cell (cell_id, which names tier and mode) measured again on the
-    same host replaces the earlier record (a resumed run re-measures failed cells); the same cell
-    measured on another GPU is another result.
+    A cell (cell_id, which names tier and mode) measured again on the same host replaces the earlier
+    measurement; the same cell measured on another GPU is another result. With `--repeats N` a measurement
+    is N records (repeat 0..N-1, each from a fresh worker): the cell's last record says N, and each repeat
+    index keeps its own last record of N repeats. A resumed run re-measures only the repeats that did not
+    finish, so the repeats of one measurement may come from more than one run_id. A record of another
+    repeat count (an earlier measurement with --repeats 3, say) is replaced as a whole.
     """
     hosts = hosts_of(records)
-    last = {(r.cell_id, h): i for i, (r, h) in enumerate(zip(records, hosts))}
-    return [i for i, (r, h) in enumerate(zip(records, hosts)) if last[(r.cell_id, h)] == i]
+    by_cell: dict[tuple[str, str], list[int]] = {}
+    for i, (r, h) in enumerate(zip(records, hosts)):
+        by_cell.setdefault((r.cell_id, h), []).append(i)
+    sets = []
+    for indexes in by_cell.values():
+        n = records[indexes[-1]].repeats
+        last = {records[i].repeat: i for i in indexes if records[i].repeats == n}
+        sets.append([last[k] for k in sorted(last)])
+    return sorted(sets, key=lambda s: representative_index(records, s))
+
+
+def representative(repeats: list[ResultRecord]) -> ResultRecord:
+    """The record that stands for a cell's repeats (ordered by repeat; `latest_per_cell`): the first repeat
+    that did not run ok, else the first (repeat 0). So a cell reads ok only when every repeat of it ran ok,
+    and a consumer of one record per cell sees one repeat's figures (the intervals over all repeats are
+    analysis's, from `latest_repeats`)."""
+    return next((r for r in repeats if not r.ok), repeats[0])
+
+
+def representative_index(records: list[ResultRecord], repeat_indexes: list[int]) -> int:
+    """The index of the `representative` of the repeats at `repeat_indexes`."""
+    chosen = representative([records[i] for i in repeat_indexes])
+    return next(i for i in repeat_indexes if records[i] is chosen)
+
+
+def latest_indexes(records: list[ResultRecord]) -> list[int]:
+    """Indexes of the record that stands for each cell on each host (`representative_index` of its latest
+    repeats, `latest_repeat_indexes`), in file order."""
+    return sorted(representative_index(records, s) for s in latest_repeat_indexes(records))
 
 
 def latest_per_cell(records: list[ResultRecord]) -> list[ResultRecord]:
-    """The latest record of each cell on each host (`latest_indexes`), in order."""
+    """One record per cell and host, the latest measurement's representative (`latest_indexes`), in order."""
     return [records[i] for i in latest_indexes(records)]
 
 
 def latest_repeats(records: list[ResultRecord]) -> dict[str, list[ResultRecord]]:
-    """cell_id -> the records of every repeat of the cell's latest run (the run_id of its last record),
-    in repeat order; of several records of one cell, run and repeat (a resumed run), the last is kept."""
-    latest_run = {r.cell_id: r.run_id for r in records}
-    by_repeat: dict[str, dict[int, ResultRecord]] = {}
-    for r in records:
-        if r.run_id == latest_run[r.cell_id]:
-            by_repeat.setdefault(r.cell_id, {})[r.repeat] = r
-    return {cell: [reps[k] for k in sorted(reps)] for cell, reps in by_repeat.items()}
+    """cell_id -> its latest measurement's records, one per repeat, ordered by repeat (`latest_repeat_indexes`).
+
+    For the records of one host (a run's results file, or one environment group of a report): a cell
+    measured on two hosts is two results, so it raises ValueError; use `latest_repeat_indexes` over records
+    of several hosts."""
+    out: dict[str, list[ResultRecord]] = {}
+    for indexes in latest_repeat_indexes(records):
+        cell_id = records[indexes[0]].cell_id
+        if cell_id in out:
+            raise ValueError(f"cell {cell_id} was measured on more than one host: group the records by host first "
+                             "(bench.schema.store.hosts_of) or use latest_repeat_indexes")
+        out[cell_id] = [records[i] for i in indexes]
+    return out
+
+
+def cell_finished(repeats: list[ResultRecord], wanted: int) -> bool:
+    """Whether --resume leaves a cell alone, given its latest repeats (`latest_repeats`) and the repeats the run
+    asks for: every repeat 0..wanted-1 finished (FINISHED_STATUSES), or one ended in a finished status that is
+    not ok (out of memory, skipped, a NaN loss: measuring it again would end the same)."""
+    if any(r.status in FINISHED_STATUSES and not r.ok for r in repeats):
+        return True
+    done = {r.repeat for r in repeats if r.status in FINISHED_STATUSES and r.repeats == wanted}
+    return done >= set(range(wanted))
 
 
 def finished_cell_ids(path: Path) -> set[str]:
-    """cell_ids that --resume skips: those whose latest record is ok, oom or skipped."""
+    """cell_ids that --resume skips (`cell_finished`), with the repeat count the file's records say."""
     if not Path(path).exists():
         return set()
-    return {r.cell_id for r in latest_per_cell(read_records(path)) if r.status in FINISHED_STATUSES}
+    records = read_records(path)
+    sets = [[records[i] for i in s] for s in latest_repeat_indexes(records)]
+    return {reps[0].cell_id for reps in sets if cell_finished(reps, reps[-1].repeats)}

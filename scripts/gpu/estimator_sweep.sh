@@ -38,7 +38,7 @@ fi
 CONSOLE="$WORK/$NAME.console.txt"
 START=$SECONDS
 INCOMPLETE=0
-COMMON=(--gpu-tier h100 --steps 1 --warmup-steps 1 --no-fast-paths --cache-dir "$CACHE" --out "$RES" --resume
+COMMON=(--gpu-tier h100 --min-steps 1 --min-seconds 0 --warmup-steps 1 --no-fast-paths --cache-dir "$CACHE" --out "$RES" --resume
         --cell-timeout 300 --load-timeout 300)
 
 say() { echo "== $(date +%T) $*" | tee -a "$CONSOLE"; }

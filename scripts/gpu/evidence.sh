@@ -18,7 +18,7 @@ export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM
 PART=${PART:-default}
 . scripts/gpu/_lib.sh
 LADDER=(--gpu-tier h200 --model llama-3.1-8b --recipe hf-trl,unsloth,hf-kbit,hf-liger,hf-lora16,unsloth-lora16
-        --seq-len 2048,8192 --batch-size 1,2,4 --steps 3 --warmup-steps 1 --gpus all)
+        --seq-len 2048,8192 --batch-size 1,2,4 --repeats 3 --gpus all)  # the timed window's defaults (10 steps, 10 s)
 
 say "host: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tr '\n' ';')"
 checkpoint

@@ -27,7 +27,7 @@ BASELINE=${BASELINE:-baselines/t4.json}
 CACHE=${CACHE:-/tmp/qbcache}
 LOG="$OUT/gate.log"
 WORK=$(mktemp -d /tmp/gate-heavier.XXXXXX)  # bench run also writes worker logs: keep them out of $OUT
-MATRIX=(--gpu-tier t4 --model llama-3.1-8b --backend hf --seq-len 1024 --batch-size 1,2 --steps 4 --warmup-steps 2
+MATRIX=(--gpu-tier t4 --model llama-3.1-8b --backend hf --seq-len 1024 --batch-size 1,2 --min-steps 4 --min-seconds 0 --warmup-steps 2
         --cache-dir "$CACHE")
 SUBSET=(--only backend=hf --only seq_len=1024)
 TOL=(--max-vram-increase 5% --max-slowdown 10%)

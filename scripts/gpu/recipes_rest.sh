@@ -26,7 +26,7 @@ case "$PART" in
   t4|a10g)
     checkpoint llama-3.1-8b
     bench_run "$PART-every-recipe" "$(left)" --gpu-tier "$PART" --model llama-3.1-8b --recipe "$ALL_RECIPES" \
-        --seq-len 2048,8192 --batch-size 1,2,4 --steps 3 --warmup-steps 1 --gpus all
+        --seq-len 2048,8192 --batch-size 1,2,4 --repeats 3 --gpus all  # default window: 10 steps, 10 s
     ;;
   gsm8k)
     [ -f "$DATA" ] || { echo "copy ../shared/data/gsm8k-train-alpaca.json to $DATA first" >&2; exit 2; }

@@ -16,7 +16,7 @@
 #   bash scripts/gpu/report_claims.sh s7-qwen    # ~4 min  (qwen2.5-7b)
 #   bash scripts/gpu/report_claims.sh s7-phi     # ~4 min  (phi-3-mini)
 #
-# Every run uses the settings of the committed evidence (steps 4, warm-up 2, adamw_8bit, r 16,
+# Every run uses the settings of the committed evidence (steps 4 and no minimum seconds, warm-up 2, adamw_8bit, r 16,
 # alpha 16, seed 1234), so the claims check can pair a variant with the committed cell it differs from
 # in one setting only. Writes under $OUT: claims-<part>.jsonl (the results), claims-<part>.console.txt
 # and claims-<part>.log (worker log tails). Then, on the CPU machine:
@@ -32,7 +32,7 @@ CACHE=${CACHE:-/tmp/qbcache}
 WORK=$(mktemp -d /tmp/report-claims.XXXXXX)  # bench run writes worker logs beside its --out: keep them out of $OUT
 RESULTS="$WORK/claims-$PART.jsonl"
 CONSOLE="$OUT/claims-$PART.console.txt"
-COMMON=(--steps 4 --warmup-steps 2 --cache-dir "$CACHE" --out "$RESULTS" --resume)
+COMMON=(--min-steps 4 --min-seconds 0 --warmup-steps 2 --cache-dir "$CACHE" --out "$RESULTS" --resume)
 
 run() {  # run ARGS...: one bench run appended to this part's results file
     echo "== bench run $*" | tee -a "$CONSOLE"

@@ -13,7 +13,7 @@ CACHE=${CACHE:-/tmp/qbcache}
 BUDGET=${SMOKE_BUDGET_S:-500}
 START=$SECONDS
 LOG=$OUT/smoke.console.txt
-COMMON=(--model llama-3.2-1b --steps 2 --warmup-steps 1 --cache-dir "$CACHE" --cell-timeout 240 --load-timeout 240)
+COMMON=(--model llama-3.2-1b --min-steps 2 --min-seconds 0 --warmup-steps 1 --cache-dir "$CACHE" --cell-timeout 240 --load-timeout 240)
 
 say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
 run() {  # run NEEDED_S NAME bench-run-args...

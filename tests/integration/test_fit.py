@@ -120,7 +120,7 @@ def test_fit_probes_run_through_the_launcher_and_resume(tmp_path, cache_dir):
 
     out = tmp_path / "fit.jsonl"
     config = RunConfig(tier="t4", models=["tiny-llama"], recipes=["hf-kbit"], seq_lens=[32], batch_sizes=[1],
-                       train=TrainSettings(steps=1, warmup_steps=1, driver="loop"), device="cpu")
+                       train=TrainSettings(steps=1, warmup_steps=1, driver="loop", min_seconds=0.0), device="cpu")
     seen = []
     outcomes = run_fit(config, out, batch_size=1, seq_len=32, max_seq_len=512, max_batch_size=2,
                        cache_dir=cache_dir, on_probe=lambda b, p: seen.append(p))

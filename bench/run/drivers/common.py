@@ -22,12 +22,29 @@ class TrainSpec:
     batch_size: int
     seq_len: int
     grad_accum: int
-    total_steps: int  # warm-up + timed optimizer steps
+    total_steps: int  # warm-up + the timed window's minimum optimizer steps
     vocab_size: int
     checkpointing: str  # "none" | "standard" | "unsloth"
     recipe: str
     rows: Optional[list[list[int]]] = None  # --data token ids (one list per example); None: synthetic batches
     packing: bool = False
+    # the timed window (see `window_done`): it starts after `warmup_steps` and runs on past total_steps
+    # until its steps took `min_seconds`, but never past `max_steps` in all (None: total_steps)
+    warmup_steps: int = 0
+    min_seconds: float = 0.0
+    max_steps: Optional[int] = None
+
+    @property
+    def step_limit(self) -> int:
+        """The most optimizer steps the cell runs, warm-up included."""
+        return max(self.total_steps, self.max_steps or 0)
+
+    def window_done(self, step_s: list[float]) -> bool:
+        """True once the steps timed so far (`step_s`, warm-up first) close the window: at least
+        `total_steps` and `min_seconds` of timed steps, or `step_limit` steps whatever their time."""
+        if len(step_s) >= self.step_limit:
+            return True
+        return len(step_s) >= self.total_steps and sum(step_s[self.warmup_steps:]) >= self.min_seconds
 
 
 @dataclass

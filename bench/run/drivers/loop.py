@@ -41,7 +41,8 @@ def attach_scaler(model, scaler) -> None:
 
 def train_loop(model, spec: TrainSpec, initial: Optional[dict] = None,
                on_step: Optional[StepCallback] = None) -> TrainResult:
-    """Run `spec.total_steps` optimizer steps; time each one, synchronised with the device.
+    """Run optimizer steps until the timed window closes (`spec.window_done`: at least `spec.total_steps`);
+    time each one, synchronised with the device.
 
     `initial`: the trainable weights before step one (CPU), for the first update's size in the
     fingerprint."""
@@ -62,7 +63,8 @@ def train_loop(model, spec: TrainSpec, initial: Optional[dict] = None,
     result = TrainResult(fingerprint={**lora_fingerprint(model), **optimizer_fingerprint(optimizer)})
     model.train()
     try:
-        for step in range(spec.total_steps):
+        while not spec.window_done(result.step_s):
+            step = len(result.step_s)
             with StepTimer(sync) as timer:
                 loss_value = _one_step(model, spec, step, optimizer, scaler, autocast)
             result.step_s.append(timer.seconds)
@@ -76,7 +78,7 @@ def train_loop(model, spec: TrainSpec, initial: Optional[dict] = None,
     finally:
         optimizer.zero_grad(set_to_none=True)
         del optimizer, scaler
-    result.fingerprint["lr_per_step"] = [spec.learning_rate] * spec.total_steps
+    result.fingerprint["lr_per_step"] = [spec.learning_rate] * len(result.step_s)
     return result
 
 

@@ -1,9 +1,13 @@
 """The trainer driver (--driver trainer, the default): TRL's SFTTrainer, as users run it.
 
 Each cell builds an SFTTrainer on the recipe's model (in an Unsloth worker `trl.SFTTrainer` is
-Unsloth's generated subclass: `import unsloth` rebinds it) and trains `max_steps` optimizer steps on
-pre-tokenized rows read in order, so every recipe sees the same token ids: the synthetic batches of
-the loop driver, or the --data examples. Settings every recipe shares, chosen so that cells compare
+Unsloth's generated subclass: `import unsloth` rebinds it) and trains on pre-tokenized rows read in
+order, so every recipe sees the same token ids: the synthetic batches of the loop driver (for the
+window's minimum steps), or the --data examples. The timed window is open-ended (TrainSpec.window_done):
+`max_steps` is its upper bound (TrainSpec.step_limit) and the timing callback stops training once the
+window closes. Steps past the rows start another epoch over the same rows in the same order (the
+sampler is sequential), so a data file too short for the window still trains; the learning rate is
+constant without warm-up, so the upper bound changes no step's learning rate. Settings every recipe shares, chosen so that cells compare
 (TRL 1.15 / transformers 5; docs/notes/recipes-research.md): a constant learning rate without warm-up,
 no weight decay, `logging_steps=1`, no checkpoint saving, `max_length=None` (rows are cut to the
 cell's seq_len before), sequential sampling, NaN losses logged as NaN. Everything else is the
@@ -12,7 +16,8 @@ library's default: TRL's fused LM-head loss and its per-step metrics, gradient c
 A callback times each optimizer step between `on_step_begin` and `on_step_end`, synchronised with the
 device (forward, backward, clipping, optimizer step; not data loading), reads the learning rate the
 optimizer used, and takes the logged loss of every step. A wrapper around the data collator counts
-the non-padding tokens of each micro-batch, in order, so tokens/s counts real tokens.
+the non-padding tokens of each micro-batch, in order, and the callback notes how many micro-batches
+each step trained (fewer in an epoch's last step), so tokens/s counts real tokens.
 
 CPU only: TRL 1.15's fused LM head needs Triton, so on the CPU the loss is the model's own
 (transformers.Trainer.compute_loss); everything else is TRL's.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -53,7 +58,7 @@ def sft_config(spec: TrainSpec, output_dir: str):
     on_cuda = spec.device == "cuda"
     unsloth = spec.recipe.startswith("unsloth")
     kwargs = dict(
-        output_dir=output_dir, max_steps=spec.total_steps, per_device_train_batch_size=spec.batch_size,
+        output_dir=output_dir, max_steps=spec.step_limit, per_device_train_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.grad_accum, learning_rate=spec.learning_rate,
         lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, optim=OPTIM[spec.optimizer],
         seed=spec.seed, data_seed=spec.seed, logging_steps=1, logging_nan_inf_filter=False, save_strategy="no",
@@ -87,8 +92,10 @@ def _trainer_class(on_cuda: bool):
     return CpuSFTTrainer
 
 
-def _probe(spec: TrainSpec, model, initial: Optional[dict], on_step: Optional[StepCallback], result: TrainResult):
-    """The callback that times steps and reads losses and learning rates into `result`."""
+def _probe(spec: TrainSpec, model, initial: Optional[dict], on_step: Optional[StepCallback], result: TrainResult,
+           micro_batches: list[int], trainer_of: Callable[[], object]):
+    """The callback that times steps, reads losses and learning rates into `result`, and ends training when
+    the timed window closes."""
     from transformers import TrainerCallback
 
     sync = torch.cuda.synchronize if spec.device == "cuda" else (lambda: None)
@@ -103,8 +110,12 @@ def _probe(spec: TrainSpec, model, initial: Optional[dict], on_step: Optional[St
         def on_step_end(self, args, state, control, **kw):
             sync()
             result.step_s.append(time.perf_counter() - self.t0)
+            # the micro-batches this step trained: grad_accum, fewer in an epoch's last step
+            micro_batches.append(getattr(trainer_of(), "current_gradient_accumulation_steps", spec.grad_accum))
             if len(result.step_s) == 1 and initial is not None:
                 result.fingerprint["first_update_rms"] = update_rms(model, initial)
+            if spec.window_done(result.step_s):
+                control.should_training_stop = True  # this step is still logged (on_log) before the loop ends
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs and len(result.losses) < len(result.step_s):
@@ -122,10 +133,12 @@ def train_trainer(model, tokenizer, spec: TrainSpec, initial: Optional[dict] = N
 
     rows = spec.rows if spec.rows is not None else synthetic_rows(spec)
     result = TrainResult(fingerprint=lora_fingerprint(model))
+    micro_batches: list[int] = []
     with tempfile.TemporaryDirectory(prefix="qlora-bench-sft-") as out:
+        probe = _probe(spec, model, initial, on_step, result, micro_batches, lambda: trainer)
         trainer = _trainer_class(spec.device == "cuda")(
             model=model, args=sft_config(spec, out), train_dataset=Dataset.from_dict({"input_ids": rows}),
-            processing_class=tokenizer, callbacks=[_probe(spec, model, initial, on_step, result)])
+            processing_class=tokenizer, callbacks=[probe])
         _fp16_adapters(trainer.model, spec, result)
         counter = CountingCollator(trainer.data_collator)
         trainer.data_collator = counter
@@ -136,9 +149,10 @@ def train_trainer(model, tokenizer, spec: TrainSpec, initial: Optional[dict] = N
             trainer.optimizer = trainer.lr_scheduler = None
             model.zero_grad(set_to_none=True)
             del trainer
-    per_step = spec.grad_accum  # micro-batches are collated in the order they are trained
-    for k in range(len(result.step_s)):
-        chunk = counter.counts[k * per_step:(k + 1) * per_step]
+    start = 0  # micro-batches are collated in the order they are trained (one ahead at most)
+    for n in micro_batches:
+        chunk = counter.counts[start:start + n]
+        start += n
         result.step_tokens.append(sum(c[0] for c in chunk))
         result.step_tokens_padded.append(sum(c[1] for c in chunk))
     return result

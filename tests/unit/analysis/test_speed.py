@@ -47,7 +47,7 @@ def repeats(step_groups, **kw) -> list[ResultRecord]:
 def test_latest_repeats_keeps_every_repeat_of_the_latest_run_only():
     old = repeats([[1.0], [1.0]], run_id="run-a")
     new = repeats([[2.0], [2.0], [2.0]], run_id="run-b")
-    redo = record([3.0], repeat=1, run_id="run-b")  # repeat 1 of run-b measured again (a resumed run)
+    redo = record([3.0], repeat=1, repeats=3, run_id="run-b")  # repeat 1 of run-b measured again (a resumed run)
     other = record([1.0], recipe="hf-kbit")
     out = latest_repeats([*old, *new, other, redo])
     cell = new[0].cell_id

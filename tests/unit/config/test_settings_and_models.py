@@ -117,3 +117,32 @@ def test_synthetic_checkpoint_is_deterministic_cached_and_loadable(tmp_path):
 def test_tokenizer_places_special_tokens_at_config_ids():
     tok = build_tokenizer(SHIPPED["llama-3.1-8b"].config_dict())
     assert len(tok) == 128256 and tok.bos_token_id == 128000 and tok.eos_token_id == 128001
+
+
+def test_timed_window_settings_are_not_the_cells_identity():
+    """--min-seconds and --max-steps say how long a cell is measured, not what it is: same pair_key; the
+    minimum step count is identity (it was `steps`)."""
+    a = cell()
+    assert cell(min_seconds=0.0, max_steps=50).pair_key == a.pair_key
+    assert cell(steps=a.train.steps + 1).pair_key != a.pair_key
+    assert Cell.from_dict(cell(min_seconds=2.5, max_steps=40).to_dict()).train.min_seconds == 2.5
+    assert TrainSettings(steps=3).max_timed_steps >= 3 and TrainSettings(steps=3, max_steps=3).max_timed_steps == 3
+    assert TrainSettings(steps=10_000).max_timed_steps == 10_000  # a larger minimum raises the default bound
+    for changes, match in (({"min_seconds": -1.0}, "min-seconds"), ({"steps": 5, "max_steps": 4}, "max-steps"),
+                           ({"steps": 0}, "min-steps must be > 0")):
+        with pytest.raises(ConfigError, match=match):
+            TrainSettings(**changes).validate()
+    with pytest.raises(ConfigError, match="repeats"):
+        RunConfig("t4", ["tiny-llama"], repeats=0).validate()
+
+
+def test_cpu_runs_keep_a_short_window_and_gpu_runs_the_default():
+    from bench.config.request import CPU_TIMED_WINDOW, RunRequest, to_config
+
+    cpu = to_config(RunRequest(tier="t4", device="cpu")).train
+    gpu = to_config(RunRequest(tier="t4")).train
+    assert (cpu.steps, cpu.min_seconds) == (CPU_TIMED_WINDOW["steps"], 0.0)
+    assert (gpu.steps, gpu.min_seconds) == (TrainSettings().steps, TrainSettings().min_seconds)
+    assert gpu.min_seconds > 0 and gpu.steps > cpu.steps
+    given = to_config(RunRequest(tier="t4", device="cpu", train={"steps": 7, "min_seconds": 1.5})).train
+    assert (given.steps, given.min_seconds) == (7, 1.5)  # what the user gives wins on either device

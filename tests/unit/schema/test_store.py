@@ -114,3 +114,58 @@ def test_older_records_read_as_one_repeat_with_no_mfu(gpu_results_files):
         assert up.schema_version == SCHEMA_VERSION == 3
         assert (up.repeat, up.repeats, up.mfu, up.hfu, up.flops_per_token) == (0, 1, None, None, None)
         assert (up.tokens_per_s, up.step_s) == (d["tokens_per_s"], d["step_s"])
+
+
+def _repeats_of(base: ResultRecord, n: int, run_id: str, **changes) -> list[ResultRecord]:
+    from dataclasses import replace
+
+    return [replace(base, repeat=k, repeats=n, run_id=run_id, **changes) for k in range(n)]
+
+
+def test_latest_repeats_keeps_every_repeat_of_the_latest_measurement(gpu_results_files):
+    """With --repeats a measurement is one record per repeat: the latest keeps them all (a later measurement of
+    another repeat count replaces an earlier one as a whole; a resumed repeat replaces only itself), and one
+    record stands for the cell: the first repeat that did not run ok, else repeat 0."""
+    from dataclasses import replace
+
+    from bench.schema.store import cell_finished, latest_per_cell, latest_repeat_indexes, latest_repeats
+
+    a, b = [r for r in read_records(gpu_results_files[0]) if r.ok][:2]
+    old = _repeats_of(a, 3, "run-1")  # an earlier measurement with --repeats 3
+    first = _repeats_of(a, 2, "run-2")
+    retried = replace(first[1], run_id="run-3")  # repeat 1 measured again by a resumed run
+    other = _repeats_of(b, 2, "run-2")
+    records = old + [first[0], replace(first[1], status="timeout", error="cell took over 1 s"), *other, retried]
+    latest = latest_repeats(records)
+    assert set(latest) == {a.cell_id, b.cell_id}
+    assert [(r.repeat, r.run_id) for r in latest[a.cell_id]] == [(0, "run-2"), (1, "run-3")]
+    assert [r.repeat for r in latest[b.cell_id]] == [0, 1]
+    assert sum(len(s) for s in latest_repeat_indexes(records)) == 4
+    one = {r.cell_id: r for r in latest_per_cell(records)}
+    assert len(latest_per_cell(records)) == 2 and one[a.cell_id] is first[0]  # repeat 0 stands for it
+    failing = records[:-1]  # without the retry, the timed-out repeat 1 stands for the cell
+    assert {r.cell_id: r for r in latest_per_cell(failing)}[a.cell_id].status == "timeout"
+    assert cell_finished(latest[a.cell_id], 2) and not cell_finished(latest_repeats(failing)[a.cell_id], 2)
+    assert not cell_finished(latest[a.cell_id][:1], 2)  # a repeat still to run
+    assert cell_finished([replace(a, repeats=2, status="oom")], 2)  # out of memory ends the cell: no more repeats
+
+
+def test_latest_repeats_of_one_repeat_is_the_latest_record(gpu_results_files):
+    from bench.schema.store import latest_per_cell, latest_repeats
+
+    records = read_records(gpu_results_files[0])
+    latest = latest_repeats(records)
+    assert [r for reps in latest.values() for r in reps] == latest_per_cell(records)
+    assert all(len(reps) == 1 for reps in latest.values())
+
+
+def test_latest_repeats_refuses_a_cell_of_two_hosts(gpu_results_files):
+    from dataclasses import replace
+
+    from bench.schema.store import latest_repeat_indexes, latest_repeats
+
+    r = next(r for r in read_records(gpu_results_files[0]) if r.env.get("gpu_name"))
+    elsewhere = replace(r, env=dict(r.env, gpu_name="another GPU"))
+    assert len(latest_repeat_indexes([r, elsewhere])) == 2  # two results, one per host
+    with pytest.raises(ValueError, match="more than one host"):
+        latest_repeats([r, elsewhere])
