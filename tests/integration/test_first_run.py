@@ -261,7 +261,8 @@ def test_readme_and_doctor_agree_on_the_tested_gpu_versions():
         assert f"{version}" in gpu_row, (name, version)
     ci = (REPO / ".ci" / "run").read_text()
     test_command = (REPO / "README.md").read_text().split("```bash\n")[2].split("```")[0]  # the second one
-    assert test_command.strip().endswith("python -m pytest -q") and ci.strip().endswith("python -m pytest -q")
+    pytest_command = "python -m pytest -q -n auto --dist loadfile"  # one worker per core, a test file per worker
+    assert test_command.strip().endswith(pytest_command) and ci.strip().endswith(pytest_command)
 
 
 @pytest.mark.parametrize("command,names", [

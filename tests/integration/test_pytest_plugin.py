@@ -139,8 +139,9 @@ def test_bad_marker_arguments_error_clearly(pytester: pytest.Pytester):
                                  "*vram_budget marker: use @pytest.mark.vram_budget(limit, metric=None)*"])
 
 
-def test_peak_is_stored_with_pytest_benchmark_results(pytester: pytest.Pytester, tmp_path):
+def test_peak_is_stored_with_pytest_benchmark_results(pytester: pytest.Pytester, tmp_path, monkeypatch):
     pytest.importorskip("pytest_benchmark")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # the inner run is no xdist worker (the suite's may be)
     pytester.makepyfile(
         """
         import pytest
