@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import FROZEN_RESULTS, run_bench, run_once, session_root
+
+# Tiny models gain nothing from intra-op threads, and the suite runs one xdist worker per core, each starting
+# training subprocesses: one thread per process keeps them from contending (inherited by every subprocess).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 
