@@ -129,6 +129,16 @@ def peak_rss_bytes() -> Optional[int]:
         return None
 
 
+def nvml_handle(nvml: Any, uuid: Optional[str], index: int) -> Any:
+    """The NVML handle of the GPU named by `uuid` (the one this process's CUDA uses), else of NVML `index`."""
+    if uuid:
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(uuid)
+        except Exception:  # noqa: BLE001 - an unknown UUID falls back to the index
+            pass
+    return nvml.nvmlDeviceGetHandleByIndex(index)
+
+
 class NvmlPeakSampler:
     """Samples this process's GPU memory through NVML in a background thread; keeps the peak.
 
@@ -179,13 +189,7 @@ class NvmlPeakSampler:
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            handle = None
-            if uuid:
-                try:
-                    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-                except Exception:
-                    handle = None
-            self._handle = handle or pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            self._handle = nvml_handle(pynvml, uuid, self.device_index)
             return True
         except Exception:
             self._nvml = None
@@ -256,16 +260,9 @@ class GpuProbe:
             if nvml is None:
                 import pynvml as nvml
 
-            pynvml = nvml
-            pynvml.nvmlInit()
-            handle = None
-            if uuid:
-                try:
-                    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-                except Exception:
-                    handle = None
-            self._handle = handle or pynvml.nvmlDeviceGetHandleByIndex(index)
-            self._nvml = pynvml
+            nvml.nvmlInit()
+            self._handle = nvml_handle(nvml, uuid, index)
+            self._nvml = nvml
         except Exception:
             self._nvml = self._handle = None
         return self.is_open
