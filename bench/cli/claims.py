@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from bench.analysis.claims import judge_claims, load_claims_inputs
-from bench.cli.common import UsageFailure, check_writable, console
+from bench.cli.common import UsageFailure, check_writable, console, warn_unknown_commits
 from bench.config.recipes import DEFAULT_REFERENCE, RecipeError, get_recipe
 from bench.render.claims import VERDICT_TEXT, write_claims_document
 
@@ -36,3 +36,4 @@ def register(app: typer.Typer) -> None:
             console.print(f"{escape(c.claim.id)}: {VERDICT_TEXT[c.verdict].strip('*')}", highlight=False)
         if out is not None:
             console.print(f"claims: {write_claims_document(judgement, out)}")
+        warn_unknown_commits([p for p in evidence if p.suffix == ".jsonl"])

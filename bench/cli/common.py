@@ -11,7 +11,9 @@ from rich.console import Console
 from bench.config.models import ModelError
 from bench.config.settings import ConfigError
 from bench.config.tiers import TierError
+from bench.run.env import commits_not_in_repository
 from bench.schema.record import ResultsError
+from bench.schema.store import read_records
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,3 +54,14 @@ def check_writable(path: Optional[Path], option: str) -> None:
                 pass
     except OSError as exc:
         raise UsageFailure(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def warn_unknown_commits(results_files: list[Path]) -> None:
+    """Say which suite commits the records name that this repository does not have: such a record cannot be
+    traced to its code (reports/PROVENANCE.md; scripts/gpu/regen_all.sh re-measures at one commit)."""
+    shas = {r.env.get("git_commit") for p in results_files for r in read_records(p)}
+    missing = commits_not_in_repository(shas)
+    if missing:
+        err_console.print(f"[yellow]warning:[/] records name suite commits this repository does not have: "
+                          f"{', '.join(m[:12] for m in missing)} (their code cannot be checked out; see "
+                          "reports/PROVENANCE.md, and re-measure with scripts/gpu/regen_all.sh)")

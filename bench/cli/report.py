@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from bench.cli.common import UsageFailure, check_writable, console
+from bench.cli.common import UsageFailure, check_writable, console, warn_unknown_commits
 from bench.config.recipes import DEFAULT_REFERENCE, RecipeError, get_recipe
 from bench.render.report import render_to_file
 
@@ -41,3 +41,5 @@ def register(app: typer.Typer) -> None:
         written = render_to_file(results, out, fmt, reference=name, claims_evidence=claims_evidence or (),
                                  claims_doc=claims_doc)
         console.print(f"report: {written}")
+        warn_unknown_commits([*results, *(p for p in claims_evidence or () if p.suffix == ".jsonl")])
+

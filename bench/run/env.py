@@ -43,6 +43,22 @@ def git_commit() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None, "commit_source": None}
 
 
+def commits_not_in_repository(shas) -> list[str]:
+    """Of the commit ids records name, those this checkout does not have (a mistyped id, a placeholder, a
+    commit never pushed): sorted; empty where there is no git checkout to ask."""
+    try:
+        subprocess.run(["git", "rev-parse", "--git-dir"], cwd=REPO_ROOT, capture_output=True, timeout=10, check=True)
+    except Exception:
+        return []
+    missing = []
+    for sha in sorted({str(s) for s in shas if s}):
+        found = subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=REPO_ROOT, capture_output=True,
+                               timeout=10).returncode == 0
+        if not found or not all(c in "0123456789abcdef" for c in sha.lower()):
+            missing.append(sha)
+    return missing
+
+
 def gpu_info() -> dict[str, Any]:
     info: dict[str, Any] = {"gpu_name": None, "gpu_memory_bytes": None, "gpu_count": 0, "driver": None,
                             "compute_capability": None, "cuda": None}

@@ -650,3 +650,20 @@ def test_fp16_tier_lora_cast_is_said(tmp_path):
     assert "**On this fp16 tier:** hf-trl: TRL cast the LoRA weights to bf16" in text
     assert "a real t4 has no bf16 tensor cores" in text
     assert "On this fp16 tier" not in render_md([GOLDEN / "t4-emulated.jsonl"], tmp_path / "g.md")
+
+
+def test_report_warns_of_records_naming_commits_the_repository_lacks(tmp_path):
+    """A record whose suite commit is not in this repository cannot be traced to its code: `bench report` says
+    so on stderr (and still renders); records naming a real commit draw no warning."""
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    rows = [json.loads(line) for line in (GOLDEN / "h100-smoke.jsonl").read_text().splitlines() if line.strip()]
+    for commit, name in ((head, "known"), ("0" * 40, "unknown")):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(dict(r, env=dict(r["env"], git_commit=commit))) + "\n" for r in rows))
+        proc = run_bench("report", str(path), "--out", str(tmp_path / f"{name}.md"))
+        assert proc.returncode == 0, proc.stderr
+        assert ("does not have: 000000000000" in " ".join(proc.stderr.split())) is (name == "unknown"), proc.stderr
