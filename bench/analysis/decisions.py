@@ -29,6 +29,7 @@ import pandas as pd
 from bench.analysis.borderline import fits_clearly, is_borderline, memory_cap_bytes
 from bench.analysis.frame import items_at, pairs_frame, records_frame
 from bench.analysis.results import Entry, Group, ordered_recipes
+from bench.analysis.speed import median_tokens_per_s
 from bench.config.tiers import TIERS
 from bench.schema.pairs import Pair
 from bench.schema.record import ResultRecord
@@ -73,8 +74,9 @@ def _first(frame: pd.DataFrame, by: list[str], ascending) -> Optional[int]:
 
 
 def _tokens(frame: pd.DataFrame) -> pd.Series:
-    """tokens/s with a missing figure as 0 (a cell without one ranks last)."""
-    return pd.to_numeric(frame["tokens_per_s"]).fillna(0)
+    """A cell's speed (median per-step tokens/s over its repeats, bench.analysis.speed) with a missing figure
+    as 0 (a cell without one ranks last)."""
+    return pd.to_numeric(frame["median_tokens_per_s"]).fillna(0)
 
 
 def _model_cells(group: Group, model: str) -> pd.DataFrame:
@@ -244,7 +246,7 @@ def best_configuration(group: Group, model: str) -> Optional[Entry]:
     bests = [c.best for c in size_choices(group, model) if c.best is not None]
     if not bests:
         return None
-    return max(bests, key=lambda e: e.record.tokens_per_s or 0.0)  # max keeps the first of equals
+    return max(bests, key=lambda e: median_tokens_per_s(e) or 0.0)  # max keeps the first of equals
 
 
 # -- the decision matrix ---------------------------------------------------------------------------

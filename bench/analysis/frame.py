@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from bench.analysis.borderline import fits_clearly, is_borderline
+from bench.analysis.speed import median_tokens_per_s
 from bench.schema.key import IDENTITY_FIELDS, CellKey
 from bench.schema.pairs import Pair, record_of
 from bench.schema.store import hosts_of
@@ -26,7 +27,7 @@ METRIC_FIELDS = ("peak_allocated_bytes", "peak_device_bytes", "peak_rss_bytes", 
                  "first_step_s", "mfu", "hfu", "joules_per_1k_tokens")
 RECORD_COLUMNS = IDENTITY_FIELDS + ("cell_id", "pair_key", "run_id", "status", "ok", "fits", "borderline",
                                     "over_tier_memory", "matched", "total_params", "trainable_params") + METRIC_FIELDS \
-    + ("size", "host", "ref")
+    + ("median_tokens_per_s", "size", "host", "ref")
 #: The columns of each side in `pairs_frame` (prefixed reference_ / candidate_).
 SIDE_COLUMNS = ("recipe", "ref", "status") + METRIC_FIELDS
 SIDES = ("reference", "candidate")
@@ -42,7 +43,8 @@ def records_frame(items: Sequence[Any]) -> pd.DataFrame:
     Columns: the identity fields (target_modules as a tuple), cell_id, pair_key, run_id, status,
     ok, fits (ok within the tier's memory and not borderline: bench.analysis.borderline.fits_clearly),
     borderline (bench.analysis.borderline.is_borderline), over_tier_memory, matched
-    (the parity verdict), parameter counts, METRIC_FIELDS, size (seq_len x batch_size, tokens per
+    (the parity verdict), parameter counts, METRIC_FIELDS, median_tokens_per_s (a cell's speed over every
+    repeat, bench.analysis.speed), size (seq_len x batch_size, tokens per
     micro-batch), host (the entry's host GPU, else bench.schema.store.hosts_of) and ref.
     """
     records = [record_of(it) for it in items]
@@ -56,7 +58,8 @@ def records_frame(items: Sequence[Any]) -> pd.DataFrame:
         row.update(cell_id=r.cell_id, pair_key=r.pair_key, run_id=r.run_id, status=r.status, ok=r.ok,
                    fits=fits_clearly(r), borderline=is_borderline(r), over_tier_memory=r.over_tier_memory, matched=r.matched,
                    total_params=r.total_params, trainable_params=r.trainable_params,
-                   size=r.seq_len * r.batch_size, host=host, ref=getattr(it, "ref", None))
+                   median_tokens_per_s=median_tokens_per_s(it), size=r.seq_len * r.batch_size, host=host,
+                   ref=getattr(it, "ref", None))
         row.update({f: getattr(r, f) for f in METRIC_FIELDS})
         rows.append(row)
     return pd.DataFrame(rows, columns=list(RECORD_COLUMNS), index=pd.RangeIndex(len(rows)))

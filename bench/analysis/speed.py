@@ -78,6 +78,12 @@ def side_speed(side: Any) -> CellSpeed:
     return cell_speed(repeats_of(side))
 
 
+def median_tokens_per_s(side: Any) -> Optional[float]:
+    """A pair side's cell speed without its interval: the median per-step tokens/s over every repeat (the
+    estimate `side_speed` gives, without the bootstrap); None without timed steps."""
+    return stats.median([v for group in rate_groups(repeats_of(side)) for v in group])
+
+
 def ratio_of_rates(numerator: Sequence[Sequence[float]], denominator: Sequence[Sequence[float]]) -> Interval:
     """numerator's median per-step tokens/s over denominator's, with its bootstrap interval."""
     return stats.bootstrap_ratio(numerator, denominator)

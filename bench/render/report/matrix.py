@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from bench.analysis.decisions import ModelDecision, Shortfall, SizeChoice, model_decision
 from bench.analysis.results import Group
+from bench.analysis.speed import INCONCLUSIVE, median_tokens_per_s, ratio_of_rates, repeats_of, speedup_verdict
 from bench.render.report.labels import group_title, settings_views
 from bench.render.report.phrases import approach_text, cost_text, peak_text, status_text, versus_text
-from bench.render.text import link, md_escape, plural
+from bench.render.text import fmt_interval, link, md_escape, plural
+from bench.schema.record import rate_groups
 
 MATRIX_HEADER = ["Scenario", "Recommended approach", "Why (measured)", "Cost impact"]
 
@@ -49,7 +51,7 @@ def _not_run_text(choice: SizeChoice) -> list[str]:
 
 
 def _no_preference_row(scenario: str, choice: SizeChoice, view: Group) -> list[str]:
-    fitting = "; ".join(f"{e.record.recipe} fits, {e.record.tokens_per_s or 0:,.0f} tokens/s, "
+    fitting = "; ".join(f"{e.record.recipe} fits, {median_tokens_per_s(e) or 0:,.0f} tokens/s, "
                         f"{peak_text(e.record, view)} ({link(e.ref)})" for e in choice.candidates)
     return [scenario, f"**No preference**: {', '.join(choice.untried)} not tried at this size (untried is untried)",
             "; ".join([fitting] + _not_run_text(choice)), "-"]
@@ -62,13 +64,26 @@ def _versus(view: Group, choice: SizeChoice, e) -> list[str]:
     return [versus_text(view, e)]
 
 
+def _close_call(choice: SizeChoice) -> list[str]:
+    """Said when the best recipe is not clearly faster than the runner-up: the 95 % interval of their
+    tokens/s ratio contains 1.0 (bench.analysis.speed), so another run could rank them the other way."""
+    if len(choice.candidates) < 2:
+        return []
+    best, second = choice.candidates[0], choice.candidates[1]
+    ratio = ratio_of_rates(rate_groups(repeats_of(best)), rate_groups(repeats_of(second)))
+    if ratio.estimate is None or speedup_verdict(ratio) != INCONCLUSIVE:
+        return []
+    return [f"not clearly faster than {second.record.recipe} ({fmt_interval(ratio, '.2f', 'x')}: the 95 % "
+            f"interval contains 1.0)"]
+
+
 def size_row(scenario: str, choice: SizeChoice, view: Group, speed: str) -> list[str]:
     """The matrix row of one size: its best measured recipe, or why there is none."""
     best = choice.best
     if best is not None:
-        why = [f"highest measured throughput at this size: {best.record.tokens_per_s or 0:,.0f} tokens/s{speed}, "
-               f"{peak_text(best.record, view)} ({link(best.ref)})", *_versus(view, choice, best)] \
-            + _not_run_text(choice)
+        why = [f"highest measured throughput at this size: {median_tokens_per_s(best) or 0:,.0f} tokens/s{speed}, "
+               f"{peak_text(best.record, view)} ({link(best.ref)})", *_close_call(choice),
+               *_versus(view, choice, best)] + _not_run_text(choice)
         return [scenario, approach_text(best.record), "; ".join(why), cost_text(view, best.record)]
     if choice.candidates:
         return _no_preference_row(scenario, choice, view)
