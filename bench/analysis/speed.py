@@ -110,12 +110,11 @@ def peaks(records: Sequence[ResultRecord], metric: str) -> list[float]:
     return [v for r in records if r.ok and (v := getattr(r, metric)) is not None]
 
 
-def pair_memory_saving(pair: Pair, metric: str = "peak_device_bytes") -> Optional[Interval]:
-    """1 - candidate peak / reference peak of `metric` (medians over repeats), comparable pairs only (None
-    otherwise, or when a side did not record it). An interval only with more than one peak on each side."""
-    if not pair.comparable:
-        return None
-    cand, ref = peaks(repeats_of(pair.candidate), metric), peaks(repeats_of(pair.reference), metric)
+def memory_saving(reference: Sequence[ResultRecord], candidate: Sequence[ResultRecord],
+                  metric: str = "peak_device_bytes") -> Optional[Interval]:
+    """1 - candidate peak / reference peak of `metric` (a record field, bytes; medians over each side's ok
+    repeats); None when a side did not record it. An interval only with more than one peak on each side."""
+    cand, ref = peaks(candidate, metric), peaks(reference, metric)
     if not cand or not ref:
         return None
     ratio = stats.bootstrap_ratio([[v] for v in cand], [[v] for v in ref])
@@ -124,3 +123,10 @@ def pair_memory_saving(pair: Pair, metric: str = "peak_device_bytes") -> Optiona
     if not ratio.known:
         return Interval(1.0 - ratio.estimate, None, None, ratio.level)
     return Interval(1.0 - ratio.estimate, 1.0 - ratio.high, 1.0 - ratio.low, ratio.level)
+
+
+def pair_memory_saving(pair: Pair, metric: str = "peak_device_bytes") -> Optional[Interval]:
+    """A comparable pair's `memory_saving` over the repeats of its two cells (None for other pairs)."""
+    if not pair.comparable:
+        return None
+    return memory_saving(repeats_of(pair.reference), repeats_of(pair.candidate), metric)

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from bench.analysis.speed import ratio_of_rates
-from bench.analysis.stats import Interval, bootstrap_interval, bootstrap_ratio, median
+from bench.analysis.speed import memory_saving, ratio_of_rates
+from bench.analysis.stats import Interval, bootstrap_interval, median
 from bench.schema.record import rate_groups
 
 #: Independent measurements (matched pairs or repeats) a verdict needs at least.
@@ -46,17 +46,10 @@ def pair_speedup(reference: Sequence, candidate: Sequence) -> Optional[tuple[flo
 
 
 def pair_memory_reduction(reference: Sequence, candidate: Sequence, metric: str) -> Optional[tuple[float, Interval]]:
-    """(fraction of the reference's peak `metric` the candidate saves, interval over repeats); None
-    without the figures. One repeat a side: the estimate, no interval."""
-    ref = [[getattr(r, metric)] for r in reference if getattr(r, metric)]
-    cand = [[getattr(r, metric)] for r in candidate if getattr(r, metric) is not None]
-    if not ref or not cand:
-        return None
-    iv = bootstrap_ratio(cand, ref)
-    if iv.estimate is None:
-        return None
-    low, high = (1.0 - iv.high, 1.0 - iv.low) if iv.known else (None, None)
-    return 1.0 - iv.estimate, Interval(1.0 - iv.estimate, low, high, iv.level)
+    """(fraction of the reference's peak `metric` the candidate saves, interval over repeats:
+    bench.analysis.speed.memory_saving); None without the figures. One repeat a side: no interval."""
+    iv = memory_saving(reference, candidate, metric)
+    return None if iv is None else (iv.estimate, iv)
 
 
 def values_interval(values: Sequence[float]) -> Interval:
