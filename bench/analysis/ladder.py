@@ -21,6 +21,7 @@ from typing import Any, Optional
 from bench.analysis import estimate as estimator
 from bench.analysis.against import Side, pair_between
 from bench.analysis.results import Entry, Group
+from bench.analysis.speed import pair_speedup
 from bench.config.models import SHIPPED
 from bench.schema.pairs import Pair
 from bench.schema.record import ResultRecord
@@ -84,9 +85,10 @@ class LadderStep:
 
     @property
     def speed_change(self) -> Optional[float]:
-        """The tokens/s change as a fraction of the step's first rung (+0.3: 30 % faster)."""
-        f = self._figures("tokens_per_s")
-        return None if f is None else f[1] / f[0] - 1.0
+        """The tokens/s change as a fraction of the step's first rung (+0.3: 30 % faster): the pair's speed-up
+        (bench.analysis.speed: median per-step tokens/s over every repeat) less one; comparable steps only."""
+        ratio = pair_speedup(self.pair)
+        return None if ratio is None or ratio.estimate is None else ratio.estimate - 1.0
 
     @property
     def estimate_change(self) -> Optional[dict[str, int]]:

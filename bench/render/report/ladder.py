@@ -7,6 +7,7 @@ from typing import Optional
 
 from bench.analysis.ladder import LADDER, Ladder, LadderCell, LadderStep, group_ladder
 from bench.analysis.results import Group, settings_views
+from bench.analysis.speed import median_tokens_per_s
 from bench.render.blocks import Block, Heading, Image, Para, Table
 from bench.render.plots import LadderPlot
 from bench.render.report.labels import group_slug, group_title, settings_label
@@ -76,6 +77,9 @@ def ladder_plot(group: Group, ladder: Ladder, labels: dict[str, str], stem: str)
         return [(e.record.recipe, getattr(e.record, field) / scale) for e in c.rungs
                 if e.record.ok and getattr(e.record, field) is not None]
 
+    def speeds(c: LadderCell) -> list[tuple[str, float]]:  # median per-step tokens/s, as the tables show
+        return [(e.record.recipe, v) for e in c.rungs if e.record.ok and (v := median_tokens_per_s(e)) is not None]
+
     return LadderPlot(
         path=f"{stem}-{group_slug(group)}-ladder.png",
         title=f"Where the difference comes from on {group_title(group)}",
@@ -83,7 +87,7 @@ def ladder_plot(group: Group, ladder: Ladder, labels: dict[str, str], stem: str)
         speed_label="tokens/s" + speed,
         rungs=rungs,
         memory={labels[c.pair_key]: series(c, ladder.memory_field, GiB) for c in ladder.cells},
-        speed={labels[c.pair_key]: series(c, "tokens_per_s", 1.0) for c in ladder.cells},
+        speed={labels[c.pair_key]: speeds(c) for c in ladder.cells},
     )
 
 

@@ -16,6 +16,7 @@ from bench.analysis.decisions import best_configuration, model_decision, size_ch
 from bench.analysis.fallback import model_pairs
 from bench.analysis.ladder import LADDER, group_ladder
 from bench.analysis.results import load_results
+from bench.analysis.stats import median
 from bench.schema.store import append_record, read_records
 from tests.helpers import REPO
 
@@ -89,7 +90,8 @@ def test_ladder_steps_read_the_records(tmp_path):
         if step.pair.comparable:
             assert step.memory_change_bytes == b.peak_device_bytes - a.peak_device_bytes
             assert step.memory_change == pytest.approx(b.peak_device_bytes / a.peak_device_bytes - 1)
-            assert step.speed_change == pytest.approx(b.tokens_per_s / a.tokens_per_s - 1)
+            # the median per-step tokens/s of each side's timed steps (bench.analysis.speed), as the tables show
+            assert step.speed_change == pytest.approx(median(b.timed_rates()) / median(a.timed_rates()) - 1)
         else:
             assert step.memory_change is None and step.speed_change is None
         change = step.estimate_change  # the estimator's prediction, component by component
