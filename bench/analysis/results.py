@@ -23,7 +23,7 @@ from bench.config.tiers import TIERS
 from bench.schema.key import MEMORY_FIELDS, TABLE_FIELDS, CellKey
 from bench.schema.pairs import DEFAULT_REFERENCE, Pair, annotate_parity, pair_records, reference_for
 from bench.schema.record import ResultRecord, ResultsError
-from bench.schema.store import hosts_of, latest_indexes, latest_repeat_indexes, latest_repeats, read_records
+from bench.schema.store import hosts_of, latest_repeat_indexes, read_records, representative_index
 
 MODE_ORDER = {"native": 0, "emulated": 1, "cpu": 2}
 #: The order recipes appear in (after the reference): bench.config.recipes order.
@@ -119,9 +119,9 @@ def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REF
 
     records = [r for r, _ in raw]
     hosts = hosts_of(records)
-    repeats = {host: latest_repeats([r for r, h in zip(records, hosts) if h == host]) for host in set(hosts)}
-    latest = [Entry(raw[i][0], raw[i][1], i, hosts[i], repeat_records=repeats[hosts[i]].get(raw[i][0].cell_id, []))
-              for i in latest_indexes(records)]
+    # the one latest-record rule, read once: each cell's latest repeats, in the order of the record standing for them
+    chosen = sorted((representative_index(records, s), s) for s in latest_repeat_indexes(records))
+    latest = [Entry(raw[i][0], raw[i][1], i, hosts[i], repeat_records=[records[k] for k in s]) for i, s in chosen]
     groups: dict[tuple, Group] = {}
     for e in latest:
         key = (e.record.tier, e.record.mode, e.host)
@@ -134,7 +134,7 @@ def load_results(paths: Sequence[Union[str, Path]], reference: str = DEFAULT_REF
         g.pairs = pair_records(g.entries, reference)
     for n, e in enumerate((e for g in ordered for e in g.entries), 1):
         e.ref = f"c{n}"
-    kept = sum(len(s) for s in latest_repeat_indexes(records))  # every repeat of a latest measurement is kept
+    kept = sum(len(s) for _, s in chosen)  # every repeat of a latest measurement is kept
     return Results(unique, ordered, len(raw) - kept, split_pair_keys([e for g in ordered for e in g.entries]),
                    reference)
 

@@ -24,7 +24,7 @@ from bench.config.settings import Cell
 from bench.render.text import fmt, fmt_interval, gib, mfu_hfu
 from bench.schema.pairs import DEFAULT_REFERENCE, Pair, pair_records, reference_for
 from bench.schema.record import ResultRecord
-from bench.schema.store import latest_per_cell, latest_repeats
+from bench.schema.store import latest_repeats, representative
 
 #: Below this console width, lines and tables leave out their low-priority figures.
 NARROW_WIDTH = 100
@@ -184,8 +184,7 @@ class ComparisonTable:
         for col in columns:
             t.add_column(SHORT_HEADERS.get(col, col) if narrow else col, no_wrap=col == "recipe",
                          justify="left" if col in ("recipe", "status", "parity", "fast paths") else "right")
-        repeats = latest_repeats(self.records)
-        cells = [_Cell(r, repeats.get(r.cell_id, [])) for r in latest_per_cell(self.records)]
+        cells = [_Cell(representative(reps), reps) for reps in latest_repeats(self.records).values()]
         pairs = {id(p.candidate): p for p in pair_records(cells, self.reference) if p.candidate is not None}
         references = {id(p.reference) for p in pairs.values() if p.reference is not None}
         for c in sorted(cells, key=lambda c: (c.record.seq_len, c.record.batch_size, c.record.pair_key,
