@@ -89,6 +89,7 @@ class Worker:
         self.ev = ev
         self.on_cuda = job["device"] == "cuda"
         self.fast_paths_summary: Optional[dict] = None  # profiled once per worker (one model), then reused
+        self.gpu_probe: Optional[GpuProbe] = None  # NVML energy and GPU state, opened by the first cell on CUDA
 
     def serve(self) -> int:
         job = self.job
@@ -200,14 +201,15 @@ class Worker:
         else None (open-ended); `min_of` warm-up + minimum steps, `max_of` the upper bound, `timed_s` the
         seconds of timed steps so far and `min_seconds`."""
         t = cell.train
-        timed: list[float] = []
+        timed_s = 0.0
         min_of, max_of = t.warmup_steps + t.steps, t.warmup_steps + t.max_timed_steps
 
         def on_step(i: int, seconds: float, loss: float) -> None:
+            nonlocal timed_s
             if i >= t.warmup_steps:
-                timed.append(seconds)
+                timed_s += seconds
             self.ev.emit("step", cell_id=cell.cell_id, step=i, of=None if t.min_seconds else min_of, min_of=min_of,
-                         max_of=max_of, warmup=t.warmup_steps, timed_s=sum(timed), min_seconds=t.min_seconds,
+                         max_of=max_of, warmup=t.warmup_steps, timed_s=timed_s, min_seconds=t.min_seconds,
                          seconds=seconds, loss=loss)
 
         return on_step
@@ -285,10 +287,10 @@ class Worker:
 
     def timed_window(self, cell: Cell) -> TimedWindow:
         """The NVML reads around this cell (energy, the GPU's state), begun: nothing is read on a CPU or without NVML."""
-        if self.on_cuda and getattr(self, "gpu_probe", None) is None:
+        if self.on_cuda and self.gpu_probe is None:
             self.gpu_probe = GpuProbe()
             self.gpu_probe.open(uuid=self.device_info.get("gpu_uuid"))
-        window = TimedWindow(getattr(self, "gpu_probe", None), cell.train.warmup_steps)
+        window = TimedWindow(self.gpu_probe, cell.train.warmup_steps)
         window.begin()
         return window
 
