@@ -121,7 +121,7 @@ class Runner:
         """Whether measurement `repeat` of the cell needs no (re-)run: the cell is finished, or that repeat is."""
         have = self.repeat_records.get(cell_id, {}).get(repeat)
         done = have is not None and have.status in FINISHED_STATUSES and have.repeats == self.plan.config.repeats
-        return done or cell_id in self.finished
+        return done or cell_finished(self.repeats_of(cell_id), self.plan.config.repeats)
 
     # -- records -------------------------------------------------------------------------
     def write(self, record: ResultRecord) -> ResultRecord:
@@ -218,8 +218,8 @@ class Runner:
     def measurements(self) -> int:
         """Cell measurements already finished (each repeat counts one; a finished cell counts all its repeats):
         the progress bar's start on --resume."""
-        n = self.plan.config.repeats
-        return sum(n if c.cell_id in self.finished else sum(self.repeat_finished(c.cell_id, k) for k in range(n))
+        n, finished = self.plan.config.repeats, self.finished
+        return sum(n if c.cell_id in finished else sum(self.repeat_finished(c.cell_id, k) for k in range(n))
                    for c in self.plan.cells)
 
 
