@@ -58,12 +58,21 @@ def start_bench(*args: str, cwd: Path = REPO) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def is_worker(pid: int) -> bool:
+    """Whether `pid` runs the suite's worker (`python -m bench.run.worker`), not another child of the launcher
+    (a `git` it asks for the commit, say)."""
+    try:
+        return b"bench.run.worker" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def wait_for_worker(proc: subprocess.Popen, timeout: float = 120) -> int:
     """The pid of the first worker `proc` starts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        kids = children_of(proc.pid)
+        kids = [k for k in children_of(proc.pid) if is_worker(k)]
         if kids:
             return kids[0]
         time.sleep(0.05)
