@@ -40,11 +40,6 @@ PRESETS: dict[str, tuple[PresetPart, ...]] = {
             tier="a100-40gb", models="mistral-7b-v0.3", recipes="hf-lora16,unsloth", reference="hf-lora16",
             seq_lens="2048", batch_sizes="1", train={"optimizer": "adamw_torch"}),
         PresetPart(
-            "s3-peft", ("S3-speed", "S3-memory"),
-            "Unsloth against the classic Hugging Face PEFT QLoRA recipe (prepare_model_for_kbit_training), "
-            "the article's baseline; model, GPU and sizes unstated: Llama-3.1-8B on the run's tier",
-            tier=None, models="llama-3.1-8b", recipes="hf-kbit,unsloth", reference="hf-kbit"),
-        PresetPart(
             "s4-l4-mistral", ("S4-fit", "S4-memory", "S4-speed"),
             "Mistral-7B at seq 2048, batch 2, gradient accumulation 4 on an L4 (24 GB): vanilla QLoRA "
             "(PEFT's recipe) against Unsloth",
@@ -56,6 +51,12 @@ PRESETS: dict[str, tuple[PresetPart, ...]] = {
             "that ship here (Llama-3-8B as Llama-3.1-8B, Mistral-7B, Phi-3-mini, Qwen2-7B as Qwen2.5-7B)",
             tier="a100-40gb", models="llama-3.1-8b,mistral-7b-v0.3,phi-3-mini,qwen2.5-7b", recipes="unsloth",
             reference="unsloth", seq_lens="2048", batch_sizes="1,2,4,8"),
+        PresetPart(
+            "s3-peft", ("S3-speed", "S3-memory"),
+            "Unsloth against the classic Hugging Face PEFT QLoRA recipe (prepare_model_for_kbit_training), "
+            "the article's baseline; model, GPU and sizes unstated: Llama-3.1-8B on the run's tier "
+            "(its whole default matrix, the longest part: last, so a run cut short has the others)",
+            tier=None, models="llama-3.1-8b", recipes="hf-kbit,unsloth", reference="hf-kbit"),
     ),
     # Two tiny runs any CPU can do (`--device cpu`): how a preset's parts, results files and report look.
     "smoke": (

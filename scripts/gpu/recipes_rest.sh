@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The recipe evidence issue 10 still lacks (NOT YET RUN: the 2026-11-29 session's device time ran out),
-# on the two-GPU kind (nvidia-h200-x2), in parts that each fit a 10-minute command, from the repository
+# The recipe evidence beyond the native ladder, on the two-GPU kind (nvidia-h200-x2), in parts that each fit a 10-minute command, from the repository
 # root with .gpu-site carried and ../shared/data/gsm8k-train-alpaca.json copied to .gpu-site/data/:
 #   PART=t4 QLORA_BENCH_COMMIT=$(git rev-parse HEAD) OUT=$OUT bash scripts/gpu/recipes_rest.sh
 #       every recipe on an emulated T4: llama-3.1-8b at seq 2048 / 8192 x batch 1 / 2 / 4 (cells at least
-#       as large as an out-of-memory one are recorded as skipped)
+#       as large as an out-of-memory one are recorded as skipped); REPEATS (default 3) fresh workers per cell,
+#       repeat 0 of every cell first, so a part cut by its time budget still covers every cell
 #   PART=a10g ...   the same on an emulated A10G (24 GB)
 #   PART=gsm8k ...  hf-trl, hf-kbit and unsloth on GSM8K (--data), emulated T4, seq 1024 x batch 2 / 4,
 #       with --packing and without
 #   PART=articles ... `bench run --preset articles` (the articles' own comparisons), native H200 tier for
-#       the part with no GPU stated
+#       the part with no GPU stated (ARTICLES=articles/s2-7b-lora16,... runs some parts)
 # Each part is resumable (run it again to continue). Then, on the CPU machine: copy the .jsonl and
 # .console.txt files to reports/results/recipes/ (the articles folder as is) and run
 # scripts/regen_reports.sh.
@@ -18,6 +18,7 @@ set -uo pipefail
 export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 PART=${PART:?PART must be t4, a10g, gsm8k or articles}
 . scripts/gpu/_lib.sh
+REPEATS=${REPEATS:-3}
 ALL_RECIPES=hf-trl,hf-kbit,hf-liger,unsloth,hf-lora16,unsloth-lora16
 DATA=.gpu-site/data/gsm8k-train-alpaca.json
 
@@ -26,7 +27,7 @@ case "$PART" in
   t4|a10g)
     checkpoint llama-3.1-8b
     bench_run "$PART-every-recipe" "$(left)" --gpu-tier "$PART" --model llama-3.1-8b --recipe "$ALL_RECIPES" \
-        --seq-len 2048,8192 --batch-size 1,2,4 --repeats 3 --gpus all  # default window: 10 steps, 10 s
+        --seq-len 2048,8192 --batch-size 1,2,4 --repeats "$REPEATS" --gpus all  # default window: 10 steps, 10 s
     ;;
   gsm8k)
     [ -f "$DATA" ] || { echo "copy ../shared/data/gsm8k-train-alpaca.json to $DATA first" >&2; exit 2; }
@@ -39,7 +40,7 @@ case "$PART" in
     ;;
   articles)
     say "bench run --preset articles -> articles/"
-    timeout --signal=INT "$(left)" python3 -m bench run "${COMMON[@]}" --gpu-tier h200 --preset articles \
+    timeout --signal=INT "$(left)" python3 -m bench run "${COMMON[@]}" --gpu-tier h200 --preset "${ARTICLES:-articles}" \
         --out "$OUT/articles" --resume --gpus all > "$OUT/articles.console.txt" 2>&1
     say "exit code $?"
     ;;

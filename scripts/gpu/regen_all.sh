@@ -13,6 +13,9 @@
 #       on the machine with the checkout (CPU): copy the parts' files into reports/, check that every
 #       record names a commit that exists here, then scripts/regen_reports.sh (every report)
 #   PART=all ...   every part in order, on a machine where one command may run for hours
+#   PART=kernels-liger:120,recipes-t4:300 BUNDLE=1 ...   several parts in one command, each stopped after
+#       its seconds (EVIDENCE_BUDGET_S, default 560; resumable as above); BUNDLE=1 packs $OUT into one
+#       parts.tgz (the device tool returns at most 8 files); install takes the unpacked folder
 #
 # QLORA_BENCH_COMMIT must be the commit of the tree the GPU runs (the GPU copy has no .git); install
 # refuses records whose commit is not in this repository. A part needing a GPU this machine is not
@@ -38,6 +41,7 @@ recipes-t4|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, e
 recipes-a10g|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
 gsm8k|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
 articles|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles)|results/recipes/articles/
+kernels-liger|nvidia-h200|2|bench kernels-check --recipe hf-liger --model llama-3.1-8b|kernels/llama-3.1-8b.hf-liger.json
 EOF
 )
 
@@ -97,7 +101,15 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
             sub=${part#recipes-}
             PART=$sub bash scripts/gpu/recipes_rest.sh
             mkdir -p "$OUT/results/recipes"
-            mv "$OUT"/*-every-recipe.* "$OUT"/t4-gsm8k-* "$OUT"/articles* "$OUT/results/recipes/" 2>/dev/null ;;
+            mv "$OUT"/*-every-recipe.* "$OUT"/t4-gsm8k-* "$OUT"/articles* "$OUT/results/recipes/" 2>/dev/null
+            mv "$OUT/evidence-$sub.console.txt" "$OUT/results/recipes/evidence-$part.console.txt" 2>/dev/null
+            mv "$OUT/logs-$sub.tgz" "$OUT/results/recipes/logs-$part.tgz" 2>/dev/null ;;
+        kernels-liger)  # Liger's kernels in one profiled step of the hf-liger recipe (its own origin in the table)
+            mkdir -p "$OUT/kernels"
+            timeout "$EVIDENCE_BUDGET_S" python3 -m bench kernels-check --recipe hf-liger --model llama-3.1-8b --seq-len 1024 \
+                --batch-size 1 --warmup-steps 2 --save-dir "$OUT/kernels" --cache-dir "${CACHE:-/tmp/qbcache}" \
+                --timeout $((EVIDENCE_BUDGET_S - 20)) --detail > "$OUT/kernels/kernels-liger.log" 2>&1
+            echo "kernels-check hf-liger: exit code $?" | tee -a "$OUT/kernels/kernels-liger.log" ;;
         *) echo "unknown part '$part'; the parts: bash scripts/gpu/regen_all.sh list" >&2; return 2 ;;
     esac
 }
@@ -140,9 +152,15 @@ OUT=${OUT:?set OUT (the folder results go to)}
 export OUT
 . scripts/gpu/_env.sh
 PART=${PART:?set PART (bash scripts/gpu/regen_all.sh list)}
-if [ "$PART" = all ]; then
-    rc=0
-    for p in $(echo "$PARTS" | cut -d'|' -f1); do run_part "$p" || rc=$?; done
-    exit $rc
+[ "$PART" = all ] && PART=$(echo "$PARTS" | cut -d'|' -f1 | paste -sd,)
+rc=0
+DEFAULT_BUDGET_S=${EVIDENCE_BUDGET_S:-560}
+for spec in ${PART//,/ }; do
+    p=${spec%%:*}; budget=${spec#"$p"}; budget=${budget#:}
+    export EVIDENCE_BUDGET_S=${budget:-$DEFAULT_BUDGET_S}
+    run_part "$p" || rc=$?
+done
+if [ "${BUNDLE:-0}" = 1 ]; then
+    tar czf /tmp/parts.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/parts.tgz "$OUT/parts.tgz"
 fi
-run_part "$PART"
+exit $rc
