@@ -6,6 +6,8 @@ skipped); 2 bad input (nothing ran); 3 no cell ran ok (e.g. every worker failed 
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -20,7 +22,7 @@ from bench.config.request import CPU_TIMED_WINDOW, RunRequest, to_config
 from bench.config.settings import DEFAULT_MAX_STEPS, DEFAULT_MIN_SECONDS, DEFAULT_MIN_STEPS
 from bench.render import report as report_mod
 from bench.render.console import RunProgress, comparison_tables
-from bench.run.device import detect_host_gpu, list_gpus
+from bench.run.device import cuda_visible, detect_host_gpu, list_gpus
 from bench.run.executors import LocalGpuExecutor, SerialExecutor, gpu_slots
 from bench.run.launcher import Callbacks, OutputExists, Runner, make_plan, new_run_id
 from bench.run.recipes import RecipeUnavailable, check_available
@@ -218,7 +220,12 @@ def make_executor(plan, kind: str, scheduler: Optional[str], gpus: Optional[str]
     if plan.config.device != "cuda":
         raise UsageFailure("--gpus needs --device cuda")
     try:
-        return LocalGpuExecutor(gpu_slots(gpus, list_gpus()), exclusive=exclusive)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        local = list_gpus()
+        if visible is not None and local and not cuda_visible(local, visible):
+            raise UsageFailure(f"--gpus {gpus}: CUDA_VISIBLE_DEVICES={visible!r} leaves none of this host's GPUs "
+                               f"{[g['index'] for g in local]} visible")
+        return LocalGpuExecutor(gpu_slots(gpus, cuda_visible(local, visible)), exclusive=exclusive)
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
 

@@ -79,6 +79,28 @@ def list_gpus() -> list[dict]:
         pynvml.nvmlShutdown()
 
 
+def cuda_visible(gpus: list[dict], visible: Optional[str]) -> list[dict]:
+    """The GPUs of `gpus` (list_gpus) that CUDA_VISIBLE_DEVICES=`visible` lets this process use: NVML
+    indexes or UUIDs ("GPU-..." or a prefix), read as CUDA reads them (up to the first entry that names
+    none); all of them when it is unset (None). Two runs side by side each keep to their own GPUs."""
+    if visible is None:
+        return list(gpus)
+    out = []
+    for token in visible.split(","):
+        token = token.strip()
+        if token.isdigit():
+            found = [g for g in gpus if g["index"] == int(token)]
+        elif token.startswith("GPU-"):
+            found = [g for g in gpus if str(g["uuid"]).startswith(token)]
+        else:
+            found = []
+        if len(found) != 1:
+            break
+        if found[0] not in out:
+            out.append(found[0])
+    return out
+
+
 def visible_gpu_uuid() -> Optional[str]:
     """The NVML UUID ("GPU-...") of the GPU torch calls device 0 in this process (CUDA_VISIBLE_DEVICES
     renumbers devices for CUDA, not for NVML: the UUID names the same card for both)."""

@@ -8,7 +8,7 @@ recipes have hf-kbit and unsloth only) and every other recipe is a *candidate* c
 A pair is *comparable* only when both sides ran ok and the parity check matched them: same
 trainable parameters, same quantisation read back, same first-step loss, and the same training
 fingerprint (LoRA scaling and dropout, optimizer and its hyperparameters, the learning rate of every
-step, the size of the first update: what the first-step loss cannot see, since LoRA B starts at
+step both ran, the size of the first update: what the first-step loss cannot see, since LoRA B starts at
 zero). Recipes of different precision (16-bit LoRA against QLoRA) differ in quantisation by design:
 their parity checks everything else. Every speed-up and memory saving anywhere in the suite is read
 from comparable pairs only; a pair whose sides both ran but did not match is *not matched*.
@@ -18,6 +18,7 @@ A side is a ResultRecord, or any object carrying one as `.record` (the report's 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
 
@@ -197,14 +198,26 @@ def fingerprint_differences(a: Optional[dict], b: Optional[dict]) -> list[str]:
     if not a or not b:
         return []
     out = []
-    for name in ("lora_scaling", "lora_dropout", "optimizer", "lr_per_step"):
+    for name in ("lora_scaling", "lora_dropout", "optimizer"):
         if name in a and name in b and a[name] != b[name]:
             out.append(f"{name.replace('_', ' ')} differs: {a[name]} vs {b[name]}")
+    step = _first_lr_difference(a.get("lr_per_step"), b.get("lr_per_step"))
+    if step is not None:
+        out.append(f"learning rate differs from step {step + 1}: {a['lr_per_step'][step]} vs {b['lr_per_step'][step]}")
     rel = metrics.relative_difference(a.get("first_update_rms"), b.get("first_update_rms"))
     if rel is not None and rel > UPDATE_RMS_RTOL:
         out.append(f"first optimizer update differs by {rel:.0%} (RMS {a['first_update_rms']:.3g} vs "
                    f"{b['first_update_rms']:.3g}): learning rate or optimizer state differ")
     return out
+
+
+def _first_lr_difference(a: Optional[list], b: Optional[list]) -> Optional[int]:
+    """The first step (0-based) at which two learning-rate schedules differ, over the steps both ran (the
+    timed window runs as many steps as its minimum time needs, so the lists' lengths differ); None if none."""
+    for i, (x, y) in enumerate(zip(a or [], b or [])):
+        if not math.isclose(float(x), float(y), rel_tol=1e-6, abs_tol=1e-12):
+            return i
+    return None
 
 
 def _norm(value):

@@ -1,5 +1,6 @@
 # Sourced by the evidence scripts after _env.sh: logging, the time budget, one resumable `bench run`.
-# Needs OUT (the folder results go to), PART, and optionally CACHE and EVIDENCE_BUDGET_S.
+# Needs OUT (the folder results go to), PART, and optionally CACHE, EVIDENCE_BUDGET_S and RESUME_DIR (results
+# files of an earlier command, e.g. copied into the carried .gpu-site/resume/: `bench run --resume` continues them).
 OUT=${OUT:?set OUT to the output folder}
 CACHE=${CACHE:-/tmp/qbcache}
 BUDGET=${EVIDENCE_BUDGET_S:-560}
@@ -15,6 +16,9 @@ bench_run() {  # bench_run NAME LIMIT_S args...: one `bench run`, its console ke
     local name=$1 limit=$2; shift 2
     say "bench run $* -> $name.jsonl (limit ${limit} s)"
     local t0=$SECONDS
+    if [ ! -f "$WORK/$name.jsonl" ] && [ -f "${RESUME_DIR:-/nonexistent}/$name.jsonl" ]; then
+        cp "$RESUME_DIR/$name.jsonl" "$WORK/$name.jsonl" && say "continuing $RESUME_DIR/$name.jsonl"
+    fi
     timeout --signal=INT "$limit" python3 -m bench run "${COMMON[@]}" --out "$WORK/$name.jsonl" --resume "$@" \
         > "$WORK/$name.console.txt" 2>&1
     local rc=$?
@@ -24,7 +28,8 @@ bench_run() {  # bench_run NAME LIMIT_S args...: one `bench run`, its console ke
 }
 checkpoint() {  # checkpoint MODEL: write its synthetic checkpoint once per machine
     say "synthetic checkpoint ${1:-llama-3.1-8b}"
-    MODEL=${1:-llama-3.1-8b} python3 - <<'PY' >> "$LOG" 2>&1
+    mkdir -p "$CACHE"  # parts side by side on two GPUs write one checkpoint once: the second waits
+    MODEL=${1:-llama-3.1-8b} flock "$CACHE/.checkpoint.lock" python3 - <<'PY' >> "$LOG" 2>&1
 import os, time
 from pathlib import Path
 from bench.config.models import resolve_model

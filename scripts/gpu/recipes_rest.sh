@@ -19,7 +19,7 @@ export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM
 PART=${PART:?PART must be t4, a10g, gsm8k or articles}
 . scripts/gpu/_lib.sh
 REPEATS=${REPEATS:-3}
-ALL_RECIPES=hf-trl,hf-kbit,hf-liger,unsloth,hf-lora16,unsloth-lora16
+ALL_RECIPES=hf-trl,unsloth,hf-kbit,hf-liger,hf-lora16,unsloth-lora16  # the headline pair first
 DATA=.gpu-site/data/gsm8k-train-alpaca.json
 
 say "host: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tr '\n' ';')"

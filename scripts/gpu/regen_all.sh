@@ -81,6 +81,12 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
         gate)
             bash scripts/gpu/gate_heavier.sh
             mkdir -p "$OUT/results/gate" && mv "$OUT"/t4-*.jsonl "$OUT/results/gate/" 2>/dev/null ;;
+        kernels-liger)  # Liger's kernels in one profiled step of the hf-liger recipe (its own origin in the table)
+            mkdir -p "$OUT/kernels"
+            timeout "$EVIDENCE_BUDGET_S" python3 -m bench kernels-check --recipe hf-liger --model llama-3.1-8b --seq-len 1024 \
+                --batch-size 1 --warmup-steps 2 --save-dir "$OUT/kernels" --cache-dir "${CACHE:-/tmp/qbcache}" \
+                --timeout $((EVIDENCE_BUDGET_S - 20)) --detail > "$OUT/kernels/kernels-liger.log" 2>&1
+            echo "kernels-check hf-liger: exit code $?" | tee -a "$OUT/kernels/kernels-liger.log" ;;
         kernels-*)
             sub=${part#kernels-}
             PART=$sub bash scripts/gpu/kernels.sh
@@ -104,12 +110,6 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
             mv "$OUT"/*-every-recipe.* "$OUT"/t4-gsm8k-* "$OUT"/articles* "$OUT/results/recipes/" 2>/dev/null
             mv "$OUT/evidence-$sub.console.txt" "$OUT/results/recipes/evidence-$part.console.txt" 2>/dev/null
             mv "$OUT/logs-$sub.tgz" "$OUT/results/recipes/logs-$part.tgz" 2>/dev/null ;;
-        kernels-liger)  # Liger's kernels in one profiled step of the hf-liger recipe (its own origin in the table)
-            mkdir -p "$OUT/kernels"
-            timeout "$EVIDENCE_BUDGET_S" python3 -m bench kernels-check --recipe hf-liger --model llama-3.1-8b --seq-len 1024 \
-                --batch-size 1 --warmup-steps 2 --save-dir "$OUT/kernels" --cache-dir "${CACHE:-/tmp/qbcache}" \
-                --timeout $((EVIDENCE_BUDGET_S - 20)) --detail > "$OUT/kernels/kernels-liger.log" 2>&1
-            echo "kernels-check hf-liger: exit code $?" | tee -a "$OUT/kernels/kernels-liger.log" ;;
         *) echo "unknown part '$part'; the parts: bash scripts/gpu/regen_all.sh list" >&2; return 2 ;;
     esac
 }

@@ -155,3 +155,16 @@ def test_a_killed_dask_worker_makes_its_cells_errors_and_the_run_finishes(cluste
     killer.join(timeout=5)
     assert records["tiny-llama"].status == "ok"
     assert records["slow"].status == "error" and "lost" in records["slow"].error
+
+
+def test_gpus_keep_to_what_cuda_visible_devices_leaves():
+    # Two runs side by side (CUDA_VISIBLE_DEVICES=0 and =1, each `--gpus all`) must not share a GPU.
+    from bench.run.device import cuda_visible
+
+    assert cuda_visible(FAKE_GPUS, None) == FAKE_GPUS
+    assert [g["index"] for g in cuda_visible(FAKE_GPUS, "1")] == [1]
+    assert [g["index"] for g in cuda_visible(FAKE_GPUS, "2,0")] == [2, 0]
+    assert [g["index"] for g in cuda_visible(FAKE_GPUS, "GPU-fake-1")] == [1]
+    assert [g["index"] for g in cuda_visible(FAKE_GPUS, "0,7,1")] == [0]  # CUDA stops at the first unknown
+    assert cuda_visible(FAKE_GPUS, "") == [] and cuda_visible(FAKE_GPUS, "-1") == []
+    assert [s.index for s in gpu_slots("all", cuda_visible(FAKE_GPUS, "1"))] == [1]
