@@ -49,7 +49,17 @@ def worker_env(job: dict) -> dict:
     env.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     if job.get("cache_dir"):  # Unsloth writes generated code; keep it out of the user's cwd
         env.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(job["cache_dir"]) / "unsloth_compiled_cache"))
+    env["CUDA_VISIBLE_DEVICES"] = first_visible_gpu(env.get("CUDA_VISIBLE_DEVICES"))
     return env
+
+
+def first_visible_gpu(visible: Optional[str]) -> str:
+    """A worker measures one GPU: the first that CUDA_VISIBLE_DEVICES=`visible` shows (GPU 0 when unset).
+    On a host of several GPUs, Trainer would otherwise wrap the model in nn.DataParallel, which TRL's
+    SFTTrainer refuses, and the memory read would span cards. `--gpus` pins each worker to its own."""
+    if visible is None:
+        return "0"
+    return visible.split(",")[0].strip()
 
 
 class WorkerProcess:
