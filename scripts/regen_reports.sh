@@ -11,21 +11,28 @@ R=reports/results
 # Every claim judged once over all the evidence (reports/claims.md); each report shows those verdicts.
 CLAIMS=($R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl $R/h100-native.jsonl
         $R/fit-a10g-emulated.jsonl $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl
+        $R/recipes/t4-every-recipe.jsonl $R/recipes/a10g-every-recipe.jsonl
+        $R/recipes/t4-gsm8k-padded.jsonl $R/recipes/t4-gsm8k-packed.jsonl
         reports/kernels/ reports/kernels-benchmark.json)
 $BENCH claims "${CLAIMS[@]}" --out reports/claims.md > /dev/null
 CE=(--claims-doc reports/claims.md); for f in "${CLAIMS[@]}"; do CE+=(--claims-evidence "$f"); done
 $BENCH report $R/t4-emulated.jsonl $R/gate/t4-heavier-r64.jsonl $R/fit-t4-emulated.jsonl --out reports/t4.md "${CE[@]}"
 $BENCH report $R/h100-native.jsonl --out reports/h100.md "${CE[@]}"
 $BENCH report $R/fit-a10g-emulated.jsonl --out reports/a10g.md "${CE[@]}"
-$BENCH report $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl --out reports/recipes.md "${CE[@]}"
+$BENCH report $R/scale-out/t4-default-1gpu.jsonl $R/recipes/h200-ladder.jsonl $R/recipes/t4-every-recipe.jsonl \
+    $R/recipes/a10g-every-recipe.jsonl --out reports/recipes.md "${CE[@]}"
+# Real data (GSM8K, --data): padded batches against packed ones, per recipe
+$BENCH report $R/recipes/t4-gsm8k-padded.jsonl $R/recipes/t4-gsm8k-packed.jsonl --out reports/gsm8k.md "${CE[@]}"
 $BENCH scale-out $R/scale-out/t4-default-1gpu.jsonl $R/scale-out/t4-default-2gpu.jsonl \
     $R/scale-out/t4-default-dask.jsonl --out reports/scale-out.md > /dev/null
 $BENCH fit --from-results $R/fit-t4-emulated.jsonl $R/fit-a10g-emulated.jsonl --out reports/max-fit.md > /dev/null
 # The estimator: calibrated on the H100 loop-driver files (those bench/data/calibration.json is written
-# from), validated on the held-out H200 trainer-driver files (other recipes, seq 8192, batch 4, llama-3.2-1b).
+# from), validated on the held-out trainer-driver files (other recipes, seq 8192, batch 4, llama-3.2-1b, the
+# emulated t4 and a10g caps).
 $BENCH estimate --validate $R/fit-a10g-emulated.jsonl $R/fit-t4-emulated.jsonl $R/h100-native.jsonl \
     $R/t4-emulated.jsonl --validate-on $R/recipes/h200-ladder.jsonl --validate-on $R/scale-out/t4-default-1gpu.jsonl \
     --validate-on $R/smoke/smoke-native.jsonl --validate-on $R/smoke/smoke-t4.jsonl \
+    --validate-on $R/recipes/t4-every-recipe.jsonl --validate-on $R/recipes/a10g-every-recipe.jsonl \
     --out reports/estimator.md > /dev/null
 $BENCH kernels-check --from-results reports/kernels/ $(for f in $R/*.jsonl; do echo --results "$f"; done) \
     --benchmark reports/kernels-benchmark.json --test-log reports/kernels/kernels-tests.txt \
