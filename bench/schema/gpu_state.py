@@ -88,9 +88,23 @@ def _power_text(snapshot: dict[str, Any]) -> str:
     return f"; power limit {limit:.0f} W, the card's default {default:.0f} W"
 
 
+#: The text every state warning starts with: records keep the warnings the worker wrote, and reading a record
+#: replaces these with what state_warnings says today (with_state_warnings), so one rule holds for all records.
+STATE_WARNING_PREFIXES = ("GPU throttled while the cell ran:", "GPU not idle at the cell's")
+
+
+def _at_default_power_limit(snapshot: dict[str, Any]) -> bool:
+    limit, default = snapshot.get("power_limit_w"), snapshot.get("power_limit_default_w")
+    return limit is not None and default is not None and limit >= default - 0.5
+
+
 def state_warnings(state: Optional[dict[str, Any]]) -> list[str]:
     """What the record should warn of: another process on the GPU at the start or end, and clocks held down by
-    power, thermal or hardware slowdown (THROTTLING) at the start, at a timed step or at the end."""
+    power, thermal or hardware slowdown (THROTTLING) at the start, at a timed step or at the end.
+
+    sw_power_cap alone, under the card's default power limit, is not a warning: that is how a datacenter card
+    runs a heavy load (an H200 under training reaches its 700 W and lowers its clocks a little), and a real card
+    of the same model does the same. Under a power limit set below the default it is one."""
     if not state:
         return []
     out = [w for label in ("start", "end") if (w := _not_idle(label, state.get(label)))]
@@ -99,11 +113,22 @@ def state_warnings(state: Optional[dict[str, Any]]) -> list[str]:
         for name in (state.get(part) or {}).get("clock_event_reasons") or []:
             if name in THROTTLING and name not in seen:
                 seen.append(name)
+    where = state.get("end") or state.get("start") or {}
+    if seen == ["sw_power_cap"] and _at_default_power_limit(where):
+        seen = []
     if seen:
-        where = state.get("end") or state.get("start") or {}
         out.append(f"GPU throttled while the cell ran: {', '.join(seen)} (NVML clock-event reasons){_power_text(where)}; "
                    f"its speed may be below the card's")
     return out
+
+
+def with_state_warnings(warnings: list[str], state: Optional[dict[str, Any]]) -> list[str]:
+    """`warnings` with the GPU-state ones (STATE_WARNING_PREFIXES) replaced by state_warnings(state); as they
+    are when the record has no gpu_state."""
+    if not state:
+        return list(warnings)
+    kept = [w for w in warnings if not str(w).startswith(STATE_WARNING_PREFIXES)]
+    return kept + state_warnings(state)
 
 
 def _extreme(pick, old, new):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Optional
 
 from bench.analysis import stats
+from bench.schema.gpu_state import with_state_warnings
 
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -196,10 +197,14 @@ def rate_groups(records: Iterable[ResultRecord]) -> list[list[float]]:
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """A record dict of any readable schema version as a current one (version 1: see the module doc)."""
+    """A record dict of any readable schema version as a current one (version 1: see the module doc); its
+    GPU-state warnings re-derived from its gpu_state (only version 3 records have one)."""
     version = data.get("schema_version")
     if version == SCHEMA_VERSION:
-        return data
+        if not data.get("gpu_state"):
+            return data
+        # warnings about the GPU's state follow today's rule (gpu_state.state_warnings), not the writer's
+        return {**data, "warnings": with_state_warnings(data.get("warnings") or [], data["gpu_state"])}
     if version not in READABLE_VERSIONS:
         raise ResultsError(f"schema_version {version!r}, this qlora-bench reads {', '.join(map(str, READABLE_VERSIONS))}")
     out = dict(data)

@@ -93,3 +93,27 @@ def test_span_of_a_run_uses_the_timed_clocks():
     assert gpu_state_span([None, {}]) is None
     untimed = gpu_state_span([{"start": _snap(sm_clock_mhz=1400), "end": _snap(sm_clock_mhz=1500), "timed": None}])
     assert (untimed.sm_clock_mhz_min, untimed.sm_clock_mhz_max) == (1400, 1500)
+
+
+def test_the_power_cap_at_the_cards_default_limit_is_no_warning():
+    # An H200 training at its default 700 W lowers its clocks a little: a real card of that model does too.
+    state = {"start": _snap(), "timed": {"steps": 20, "clock_event_reasons": ["sw_power_cap"]},
+             "end": _snap(clock_event_reasons=["sw_power_cap"])}
+    assert state_warnings(state) == []
+    lowered = {**state, "end": _snap(clock_event_reasons=["sw_power_cap"], power_limit_w=500.0)}
+    (warning,) = state_warnings(lowered)
+    assert "sw_power_cap" in warning and "power limit 500 W, the card's default 700 W" in warning
+
+
+def test_reading_a_record_applies_todays_state_rule_to_its_stored_warnings():
+    from bench.schema.record import SCHEMA_VERSION, upgrade
+
+    state = {"start": _snap(), "timed": {"steps": 20, "clock_event_reasons": ["sw_power_cap"]}, "end": _snap()}
+    stored = ["TRL cast the LoRA weights to bf16",
+              "GPU throttled while the cell ran: sw_power_cap (NVML clock-event reasons); power limit 700 W"]
+    data = {"schema_version": SCHEMA_VERSION, "gpu_state": state, "warnings": stored}
+    assert upgrade(data)["warnings"] == ["TRL cast the LoRA weights to bf16"]
+    hot = {**state, "end": _snap(clock_event_reasons=["hw_thermal_slowdown"])}
+    assert upgrade({**data, "gpu_state": hot})["warnings"][1].startswith("GPU throttled while the cell ran: "
+                                                                         "sw_power_cap, hw_thermal_slowdown")
+    assert upgrade({**data, "gpu_state": None})["warnings"] == stored
