@@ -10,7 +10,8 @@
 #       with --packing and without
 #   PART=articles ... `bench run --preset articles` (the articles' own comparisons), native H200 tier for
 #       the part with no GPU stated (ARTICLES=articles/s2-7b-lora16,... runs some parts)
-# Each part is resumable (run it again to continue). Then, on the CPU machine: copy the .jsonl and
+# Each part is resumable: run it again on the same machine, or on a fresh one with RESUME_DIR naming a
+# folder that holds its partial results files (scripts/gpu/_lib.sh). Then, on the CPU machine: copy the .jsonl and
 # .console.txt files to reports/results/recipes/ (the articles folder as is) and run
 # scripts/regen_reports.sh.
 set -uo pipefail

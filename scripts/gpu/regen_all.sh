@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates every committed GPU results file at the current commit, in parts that each fit one
-# 10-minute command, then every report. From the repository root with .gpu-site carried (build it with
+# Regenerates every committed GPU results file at the current commit, in parts (most fit one 10-minute
+# command; the every-recipe ones take longer and continue across commands), then every report. From the repository root with .gpu-site carried (build it with
 # ../shared/tools/offline-gpu-site.sh .gpu-site; the GSM8K parts also need
 # .gpu-site/data/gsm8k-train-alpaca.json).
 #
@@ -8,7 +8,10 @@
 #       the parts: what each writes (paths under reports/), the GPU kind it needs, its time on an H200
 #   PART=<part> OUT=<folder> QLORA_BENCH_COMMIT=$(git rev-parse HEAD) bash scripts/gpu/regen_all.sh
 #       one part on the GPU machine; results land under <folder> with their reports/ paths; a part that
-#       runs out of time is resumable: run it again with the same <folder> contents copied back first
+#       runs out of time is resumable: run it again with RESUME_DIR naming the folder that holds its partial
+#       results files (the bench-run parts: recipes-*, gsm8k; e.g. RESUME_DIR=reports/results/recipes to
+#       continue the committed files: the tree travels) or, for default-t4 / native-h100, with the same
+#       <folder> contents copied back first
 #   bash scripts/gpu/regen_all.sh install <folder>...
 #       on the machine with the checkout (CPU): copy the parts' files into reports/, check that every
 #       record names a commit that exists here, then scripts/regen_reports.sh (every report)
@@ -23,7 +26,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-# part | GPU kind (device tool) | about (minutes on an H200) | what it runs | files it writes (under reports/)
+# part | GPU kind (device tool) | about (minutes on an H200; the recipes and gsm8k parts as measured on
+# 2026-11-30 for one repeat, two GPUs) | what it runs | files it writes (under reports/)
 PARTS=$(cat <<'EOF'
 default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
 native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
@@ -37,9 +41,9 @@ smoke|nvidia-h200|5|scripts/gpu/smoke_recipes.sh|results/smoke/smoke-native.json
 scale-default|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=default (1 GPU, then --gpus all)|results/scale-out/t4-default-1gpu.jsonl results/scale-out/t4-default-2gpu.jsonl
 scale-dask|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=dask, then the H200 ladder|results/scale-out/t4-default-dask.jsonl results/recipes/h200-ladder.jsonl
 ladder|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=ladder (continues the ladder)|results/recipes/h200-ladder.jsonl
-recipes-t4|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, emulated T4)|results/recipes/t4-every-recipe.jsonl
-recipes-a10g|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
-gsm8k|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
+recipes-t4|nvidia-h200-x2|12|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, emulated T4)|results/recipes/t4-every-recipe.jsonl
+recipes-a10g|nvidia-h200-x2|10|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
+gsm8k|nvidia-h200-x2|7|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
 articles|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles)|results/recipes/articles/
 kernels-liger|nvidia-h200|2|bench kernels-check --recipe hf-liger --model llama-3.1-8b|kernels/llama-3.1-8b.hf-liger.json
 EOF
