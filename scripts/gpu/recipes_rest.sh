@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The recipe evidence beyond the native ladder, on the two-GPU kind (nvidia-h200-x2), in parts that each fit a 10-minute command, from the repository
-# root with .gpu-site carried and ../shared/data/gsm8k-train-alpaca.json copied to .gpu-site/data/:
+# The recipe evidence beyond the native ladder, on the two-GPU kind (nvidia-h200-x2), in parts stopped by
+# their time budget (EVIDENCE_BUDGET_S) and continued by the next command, from the repository root with
+# .gpu-site carried and ../shared/data/gsm8k-train-alpaca.json copied to .gpu-site/data/:
 #   PART=t4 QLORA_BENCH_COMMIT=$(git rev-parse HEAD) OUT=$OUT bash scripts/gpu/recipes_rest.sh
 #       every recipe on an emulated T4: llama-3.1-8b at seq 2048 / 8192 x batch 1 / 2 / 4 (cells at least
 #       as large as an out-of-memory one are recorded as skipped); REPEATS (default 3) fresh workers per cell,
@@ -11,9 +12,8 @@
 #   PART=articles ... `bench run --preset articles` (the articles' own comparisons), native H200 tier for
 #       the part with no GPU stated (ARTICLES=articles/s2-7b-lora16,... runs some parts)
 # Each part is resumable: run it again on the same machine, or on a fresh one with RESUME_DIR naming a
-# folder that holds its partial results files (scripts/gpu/_lib.sh). Then, on the CPU machine: copy the .jsonl and
-# .console.txt files to reports/results/recipes/ (the articles folder as is) and run
-# scripts/regen_reports.sh.
+# folder that holds its partial results files (scripts/gpu/_lib.sh). Then, on the CPU machine:
+# scripts/gpu/regen_all.sh install <folder> (it runs these parts and places their files).
 set -uo pipefail
 . scripts/gpu/_env.sh
 export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1

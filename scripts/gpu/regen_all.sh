@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates every committed GPU results file at the current commit, in parts (most fit one 10-minute
-# command; the every-recipe ones take longer and continue across commands), then every report. From the repository root with .gpu-site carried (build it with
-# ../shared/tools/offline-gpu-site.sh .gpu-site; the GSM8K parts also need
-# .gpu-site/data/gsm8k-train-alpaca.json).
+# command; the every-recipe ones take longer and continue across commands), then every report. From the
+# repository root with .gpu-site carried (build it with ../shared/tools/offline-gpu-site.sh .gpu-site; the
+# GSM8K parts also need .gpu-site/data/gsm8k-train-alpaca.json).
 #
 #   bash scripts/gpu/regen_all.sh list
 #       the parts: what each writes (paths under reports/), the GPU kind it needs, its time on an H200
