@@ -69,6 +69,17 @@ class DaskExecutor:
             _Drain(client, queue, by_key, futures, on_event).run()
 
 
+def alive_workers(client) -> set[str]:
+    """The addresses of the scheduler's workers, asked of the scheduler now. Not client.scheduler_info(): it
+    returns the client's cached identity, which a periodic refresh (distributed 2025+) overwrites with one
+    that lists no workers, so under load every running group once read as lost."""
+    try:
+        info = client.sync(client.scheduler.identity, n_workers=-1)
+    except TypeError:  # distributed before identity(n_workers)
+        info = client.sync(client.scheduler.identity)
+    return set(info.get("workers", {}))
+
+
 class _Drain:
     """Reads the queue until every group finished or was lost; turns lost groups into error records."""
 
@@ -104,7 +115,7 @@ class _Drain:
                 self.on_event(self.jobs[key], ev, self.places.get(key, {"executor": "dask"}))
 
     def _check_lost(self) -> None:
-        alive = set(self.client.scheduler_info().get("workers", {}))
+        alive = alive_workers(self.client)
         for key, address in self.workers.items():
             if key not in self.done and address not in alive:
                 self._lose(key, f"Dask worker {address} was lost while running this group")

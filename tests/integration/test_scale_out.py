@@ -109,6 +109,19 @@ def cluster():
             yield c
 
 
+def test_alive_workers_asks_the_scheduler_not_the_clients_cache(cluster):
+    """The client's periodic refresh leaves its cached identity without workers (distributed 2026.8): a run
+    under load once read both groups as lost. The scheduler itself still lists them."""
+    from bench.run.dask_executor import alive_workers
+
+    with distributed.Client(cluster.scheduler_address) as client:
+        client.sync(client._update_scheduler_info, n_workers=0)  # what the periodic refresh does
+        assert client._scheduler_identity["workers"] == {}
+        # the race's outcome: the refresh lands between scheduler_info()'s fetch and its return
+        client.scheduler_info = lambda *a, **k: client._scheduler_identity
+        assert alive_workers(client) == set(cluster.scheduler_info["workers"]) and len(alive_workers(client)) == 2
+
+
 def test_dask_run_through_the_cli_matches_a_serial_run(cluster, tmp_path, cache_dir, serial_run):
     out = tmp_path / "dask.jsonl"
     proc = run_bench("run", "--gpu-tier", "t4", "--device", "cpu", "--model", "tiny-llama", "--seq-len", "16,32",
