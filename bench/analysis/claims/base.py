@@ -1,13 +1,14 @@
 """What every check shares: its inputs, the claim's pairs, and the verdict over measurements (pure).
 
-Inputs are the report's entries (objects with `.record`, `.ref` and `.host`, as
-bench.analysis.results.Entry), grouped by environment for pairing, the repeats of each cell, and the
-kernels evidence (kernels-check results, the kernel micro-benchmarks) passed in explicitly.
+Inputs are the report's entries (objects with `.record`, `.ref`, `.host` and the cell's `.repeat_records`, as
+bench.analysis.results.Entry; bench.analysis.speed.repeats_of reads a cell's repeats from them), grouped by
+environment for pairing, and the kernels evidence (kernels-check results, the kernel micro-benchmarks)
+passed in explicitly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from bench.analysis.against import pairs_against
@@ -26,24 +27,8 @@ class Inputs:
     groups: Sequence[Sequence]  # the GPU entries of each environment group (pairs never cross groups)
     unmatched: Sequence[Pair]  # pairs whose parity check failed: their sides never count as cells
     params: dict[str, int]  # base-model parameters per model
-    repeats: dict = field(default_factory=dict)  # (host, cell_id) -> the cell's records, one per repeat
     kernels: Sequence[tuple[str, dict]] = ()  # (source label, kernels-check result) of kernels_check
     benchmark: Optional[tuple[str, dict]] = None  # (source label, pytest-benchmark JSON) of the kernel tests
-
-    def repeats_of(self, side: Any) -> list:
-        """The records of every repeat of a pair side's or entry's cell (the side's own record first)."""
-        own = side.record
-        others = [r for r in self.repeats.get((side.host, own.cell_id), []) if r.repeat != own.repeat]
-        return [own, *others]
-
-
-def repeats_by_cell(entries: Sequence) -> dict:
-    """(host, cell_id) -> the ok records of that cell, one per repeat number (the latest of each)."""
-    out: dict = {}
-    for e in entries:
-        if e.record.ok:
-            out.setdefault((e.host, e.record.cell_id), {})[e.record.repeat] = e.record
-    return {k: [v[n] for n in sorted(v)] for k, v in out.items()}
 
 
 def candidate_record(pair: Pair):

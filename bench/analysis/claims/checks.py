@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from bench.analysis.claims.base import (Inputs, candidate_record, claim_pairs, counted, entry_record, judge, memory_label,
-                                        or_default, pairs_noun, repeats_by_cell, select_cells)
+                                        or_default, pairs_noun, select_cells)
 from bench.analysis.claims.conditions import base_params, select
 from bench.analysis.claims.evidence import Cell, Evidence, Figure, Span, evidence, joined, pair_cells, rule_spans
 from bench.analysis.claims.kernel_checks import check_fallback, check_fast_path_coverage, check_kernel_speedup
@@ -25,8 +25,9 @@ from bench.analysis.claims.measure import MIN_UNITS, Measurement, pair_memory_re
 from bench.analysis.claims.rules import (FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, Claim, candidate_of,
                                          compare)
 from bench.analysis.claims.variants import check_variant
+from bench.analysis.borderline import fits_clearly, is_borderline, memory_cap_bytes
+from bench.analysis.speed import repeats_of
 from bench.analysis.stats import Interval
-from bench.config.tiers import TIERS
 from bench.schema.pairs import Pair
 from bench.units import GiB
 
@@ -45,7 +46,7 @@ def check_claims(claims: Sequence[Claim], entries: Sequence, groups: Sequence[Se
     group; `unmatched`: pairs that are not matched; `kernels`: (source, kernels-check result) pairs;
     `benchmark`: (source, the kernel tests' pytest-benchmark JSON)."""
     inp = Inputs(entries, groups, [p for p in unmatched if p.not_matched], base_params(entries),
-                 repeats_by_cell(entries), tuple(kernels), benchmark)
+                 tuple(kernels), benchmark)
     out = []
     for claim in claims:
         verdict, spans = CHECKS[claim.rule["kind"]](claim.rule, inp)
@@ -54,7 +55,7 @@ def check_claims(claims: Sequence[Claim], entries: Sequence, groups: Sequence[Se
 
 
 def _pair_measurement(rule: dict, pair: Pair, inp: Inputs) -> Optional[Measurement]:
-    ref, cand = inp.repeats_of(pair.reference), inp.repeats_of(pair.candidate)
+    ref, cand = repeats_of(pair.reference), repeats_of(pair.candidate)
     if rule["metric"] == "speedup":
         got = pair_speedup(ref, cand)
     else:
@@ -86,17 +87,10 @@ def _check_pair_metric(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
     return verdict, text + note
 
 
-def _cap_bytes(record) -> Optional[int]:
-    """The memory an OOM cell ran out of: the emulation cap, else the native tier's usable memory."""
-    if record.memory_limit_bytes:
-        return record.memory_limit_bytes
-    tier = TIERS.get(record.tier)
-    return tier.usable_vram_bytes if tier else None
-
 
 def _cell_measurement(rule: dict, entry, inp: Inputs) -> Optional[Measurement]:
     """A cell's figure over its repeats (GiB): their median and, with two or more, their interval."""
-    reps = [r for r in inp.repeats_of(entry) if getattr(r, rule["field"]) is not None]
+    reps = [r for r in repeats_of(entry) if getattr(r, rule["field"]) is not None]
     if not reps:
         return None
     values = [getattr(r, rule["field"]) / GiB for r in reps]
@@ -114,7 +108,7 @@ def _check_cell_value(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
         if e.record.ok and (m := _cell_measurement(rule, e, inp)) is not None:
             ms.append(m)
         elif e.record.status == "oom" and rule["op"] == "at_most":
-            cap = _cap_bytes(e.record)
+            cap = memory_cap_bytes(e.record)
             if cap and cap / GiB >= rule["threshold"]:
                 oom_over.append((cap / GiB, Cell(e.ref)))
     if not ms and not oom_over:
@@ -163,16 +157,16 @@ def _check_fits(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
     parts, fits_any, barely_all = [], False, True
     for e in finished:
         r = e.record
-        tier = TIERS.get(r.tier)
-        usable = tier.usable_vram_bytes if tier else None
+        usable = memory_cap_bytes(r)
         if r.fits_tier:
-            fits_any = True
+            fits_any |= fits_clearly(r)  # a borderline cell is no evidence that it fits (bench.analysis.borderline)
             frac = r.peak_device_bytes / usable if (usable and r.peak_device_bytes) else None
             barely = frac is not None and frac >= rule.get("barely_fraction", 0.8)
             barely_all &= barely
             use = [", device peak ", Figure(r.peak_device_bytes, "bytes"), " of ", Figure(usable, "bytes"),
                    " GiB (", Figure(frac, "percent"), ")"] if frac is not None else []
-            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} fits", *use, " (", Cell(e.ref), ")"])
+            label = "borderline" if is_borderline(r) else "fits"
+            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} {label}", *use, " (", Cell(e.ref), ")"])
         else:
             barely_all = False
             what = {"ok": "exceeded the tier's memory outside the allocator cap", "oom": "out of memory",
@@ -183,7 +177,7 @@ def _check_fits(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
         frac = rule.get("barely_fraction", 0.8)
         return (HOLDS if barely_all else FAILS), \
             [*text, ". Rule: fits with a device peak of at least ", Figure(frac, "percent"),
-             " of the tier's usable memory."]
+             " of the memory a real card of the tier gives a process."]
     return (HOLDS if fits_any else FAILS), [*text, ". Rule: at least one cell fits."]
 
 

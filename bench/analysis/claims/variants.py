@@ -13,6 +13,7 @@ from bench.analysis.claims.base import Inputs, judge, or_default, select_cells
 from bench.analysis.claims.evidence import Cell, Span
 from bench.analysis.claims.measure import Measurement, pair_memory_reduction, pair_speedup
 from bench.analysis.claims.rules import NOT_MEASURED
+from bench.analysis.speed import repeats_of
 from bench.analysis.stats import Interval
 from bench.schema.key import VARIANT_FIELDS, CellKey
 from bench.units import GiB
@@ -48,7 +49,7 @@ def variant_pairs(entries: Sequence, field: str, base: Any = None, variant: Any 
 
 def _variant_measurement(rule: dict, inp: Inputs, b, v) -> Optional[Measurement]:
     """The rule's quantity between a base entry and its variant over their repeats (None when a figure is missing)."""
-    rb, rv = inp.repeats_of(b), inp.repeats_of(v)
+    rb, rv = repeats_of(b), repeats_of(v)
     quantity = rule["quantity"]
     if quantity == "time_overhead":  # extra time per token: base over variant throughput, minus one
         got = pair_speedup(rv, rb)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
+from bench.analysis.borderline import memory_cap_bytes
 from bench.analysis.calibration import Calibration, Predictor
 from bench.analysis.estimate.model import Estimate, estimate_recipe
 from bench.analysis.estimate.shapes import EstimateError
@@ -205,11 +206,11 @@ def fit_verdicts(records: Iterable[ResultRecord], resolve_config: ResolveConfig,
         if r.status not in ("ok", "oom") or r.mode == "cpu":
             continue
         try:
-            tier = get_tier(r.tier)
+            get_tier(r.tier)  # an unknown tier raises: the cell is left out
             est = estimate_for_record(r, resolve_config(r.model), calibration)
         except Exception:  # noqa: BLE001 - a model or tier the estimator cannot resolve: left out
             continue
-        usable = r.memory_limit_bytes or tier.memory_cap_bytes
+        usable = memory_cap_bytes(r)
         predicted_fits = est.total_bytes <= usable
         out.append({"recipe": r.recipe, "driver": r.driver, "model": r.model, "tier": r.tier, "mode": r.mode, "seq_len": r.seq_len,
                     "batch_size": r.batch_size, "predicted_bytes": est.total_bytes, "usable_bytes": usable,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bench.analysis.claims import (CLAIMS_PATH, FAILS, HOLDS, INCONCLUSIVE, MIN_UNITS, NOT_MEASURED, ClaimsInputs,
                                    judge_claims, load_claims, load_claims_inputs)
-from bench.analysis.claims.base import Inputs, repeats_by_cell
+from bench.analysis.claims.base import Inputs
 from bench.analysis.claims.checks import CHECKS
-from bench.analysis.results import Entry, load_results
+from bench.analysis.results import load_results
 from bench.render.blocks import render_markdown
 from bench.render.claims import claims_document, measured_markdown
 from bench.render.report import build_report
@@ -162,16 +162,34 @@ def test_repeats_count_as_evidence():
     loaded = load_results([H100])
     entries = loaded.entries
     group = loaded.groups[0]
-    again = [Entry(dataclasses.replace(e.record, repeat=1, repeats=2), e.path, e.order + 100, e.host, e.ref + "r")
+    # as load_results gives a cell measured twice: one entry carrying the records of both repeats
+    twice = [dataclasses.replace(e, repeat_records=[dataclasses.replace(e.record, repeats=2),
+                                                    dataclasses.replace(e.record, repeat=1, repeats=2)])
              for e in entries]
     claims, _ = load_claims()
     # S3-speed's own rule asks for two pairs (a median over pairs); without that, two repeats are enough
     rule = dict(next(c for c in claims if c.id == "S3-speed").rule, min_pairs=1)
-    one = CHECKS["pair_metric"](rule, Inputs(entries, [group.entries], [], {}, repeats_by_cell(entries)))
-    two = CHECKS["pair_metric"](rule, Inputs(entries + again, [group.entries], [], {},
-                                              repeats_by_cell(entries + again)))
+    one = CHECKS["pair_metric"](rule, Inputs(entries, [group.entries], [], {}))
+    two = CHECKS["pair_metric"](rule, Inputs(twice, [twice], [], {}))
     assert one[0] == INCONCLUSIVE and "too little evidence" in measured_markdown(one[1])
     assert "too little evidence" not in measured_markdown(two[1]) and "2 repeats" in measured_markdown(two[1])
+
+
+def test_repeats_in_a_results_file_reach_the_claims(tmp_path):
+    """The same, through a results file: each cell's second repeat (relabelled real records) is read with the
+    cell, and the claim counts it (claims once read only one record per cell)."""
+    records = read_records(H100)
+    path = _write(tmp_path / "twice.jsonl", [dataclasses.replace(r, repeats=2) for r in records]
+                  + [dataclasses.replace(r, repeat=1, repeats=2) for r in records])
+    claims, _ = load_claims()
+    rule = dict(next(c for c in claims if c.id == "S3-speed").rule, min_pairs=1)
+    claims_file = tmp_path / "claims.json"
+    claims_file.write_text(json.dumps({"claims": [{"id": "X-speed", "text": "t", "source": "s", "checked_as": "c",
+                                                   "rule": rule}]}), encoding="utf-8")
+    once = _verdicts([H100], claims_file)["X-speed"][1]
+    twice = _verdicts([path], claims_file)["X-speed"][1]
+    assert "too little evidence" in once
+    assert "too little evidence" not in twice and "2 repeats" in twice
 
 
 def test_claims_command_and_report_agree(tmp_path):
