@@ -31,7 +31,7 @@ from bench.analysis.frame import items_at, pairs_frame, records_frame
 from bench.analysis.results import Entry, Group, ordered_recipes
 from bench.analysis.speed import median_tokens_per_s
 from bench.config.tiers import TIERS
-from bench.schema.pairs import Pair
+from bench.schema.pairs import Pair, record_of
 from bench.schema.record import ResultRecord
 
 #: A cell's size, as sort columns: tokens per micro-batch, then seq_len, then batch size.
@@ -47,13 +47,15 @@ def cost_per_million_tokens(price_per_hour_usd: float, tokens_per_s: Optional[fl
     return price_per_hour_usd / (tokens_per_s * 3600.0) * 1e6
 
 
-def measured_cost_per_million_tokens(r: ResultRecord) -> Optional[float]:
-    """USD per 1M trained tokens of a native cell at its tier's indicative price; None for an emulated
+def measured_cost_per_million_tokens(side) -> Optional[float]:
+    """USD per 1M trained tokens of a native cell (a record, or an entry with its repeats) at its tier's
+    indicative price and its speed (median_tokens_per_s, the figure every table shows); None for an emulated
     or CPU cell (its tokens/s are not the tier's), an unknown tier, or no tokens/s."""
+    r = record_of(side)
     tier = TIERS.get(r.tier)
     if r.mode != "native" or tier is None:
         return None
-    return cost_per_million_tokens(tier.price_per_hour_usd, r.tokens_per_s)
+    return cost_per_million_tokens(tier.price_per_hour_usd, median_tokens_per_s(side))
 
 
 def fits(r: ResultRecord) -> bool:

@@ -84,7 +84,7 @@ def size_row(scenario: str, choice: SizeChoice, view: Group, speed: str) -> list
         why = [f"highest measured throughput at this size: {median_tokens_per_s(best) or 0:,.0f} tokens/s{speed}, "
                f"{peak_text(best.record, view)} ({link(best.ref)})", *_close_call(choice),
                *_versus(view, choice, best)] + _not_run_text(choice)
-        return [scenario, approach_text(best.record), "; ".join(why), cost_text(view, best.record)]
+        return [scenario, approach_text(best.record), "; ".join(why), cost_text(view, best)]
     if choice.candidates:
         return _no_preference_row(scenario, choice, view)
     if choice.fitting:
@@ -117,7 +117,7 @@ def largest_row(scenario: str, decision: ModelDecision, view: Group) -> list[str
         why.append(f"{name} fits at no measured size (or only borderline, or in unmatched pairs)")
     why += _versus(view, choice, top) + _not_run_text(choice)
     return [f"{scenario}: largest measured size that fits", approach_text(top.record), "; ".join(why),
-            cost_text(view, top.record)]
+            cost_text(view, top)]
 
 
 def decision_rows(group: Group) -> list[list[str]]:

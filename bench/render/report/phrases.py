@@ -7,7 +7,7 @@ import re
 from bench.analysis.against import pair_between
 from bench.analysis.borderline import BORDERLINE_MARGIN, is_borderline, memory_cap_bytes, peak_bytes
 from bench.analysis.decisions import headroom_left, measured_cost_per_million_tokens, memory_saving
-from bench.analysis.speed import INCONCLUSIVE, pair_speedup, speedup_verdict
+from bench.analysis.speed import INCONCLUSIVE, median_tokens_per_s, pair_speedup, speedup_verdict
 from bench.analysis.results import Entry, Group
 from bench.config.recipes import RECIPES
 from bench.config.tiers import TIERS
@@ -98,16 +98,17 @@ def headroom_text(r: ResultRecord, group: Group) -> str:
 EMULATED_COST = "not measured: emulated tier (host-GPU speed)"
 
 
-def cost_text(group: Group, r: ResultRecord) -> str:
-    """'$0.04 per 1M training tokens at $0.35/h and 2,519 tokens/s' for a native cell; no figure for an
-    emulated one (its tokens/s are the host GPU's)."""
+def cost_text(group: Group, side) -> str:
+    """'$0.04 per 1M training tokens at $0.35/h and 2,519 tokens/s' for a native cell (an entry, or a record)
+    at its median per-step tokens/s; no figure for an emulated one (its tokens/s are the host GPU's)."""
     if group.mode == "emulated":
         return EMULATED_COST
-    cost = measured_cost_per_million_tokens(r)
+    cost = measured_cost_per_million_tokens(side)
     tier = TIERS.get(group.tier)
     if cost is None or tier is None:
         return "-"
-    return f"{usd(cost)} per 1M training tokens at ${tier.price_per_hour_usd:.2f}/h and {r.tokens_per_s:,.0f} tokens/s"
+    return (f"{usd(cost)} per 1M training tokens at ${tier.price_per_hour_usd:.2f}/h and "
+            f"{median_tokens_per_s(side):,.0f} tokens/s")
 
 
 def saving_text(fraction, name: str) -> str:

@@ -27,7 +27,7 @@ def plot_specs(spec: TableSpec, stem: str) -> list:
     base = f"{stem}-{group_slug(g)}-{slug(spec.model)}{suffix}"
     title = group_title(g)
     speed_note = " (host-GPU speed)" if g.mode == "emulated" else (" (CPU smoke)" if g.mode == "cpu" else "")
-    cells = records_frame(spec.records)
+    cells = records_frame(spec.entries)  # entries: their repeats give median_tokens_per_s
     seq_lens = sorted(set(cells["seq_len"].tolist()))
     out: list = []
     if g.mode != "cpu":
@@ -48,13 +48,13 @@ def plot_specs(spec: TableSpec, stem: str) -> list:
             limit_label=f"{g.tier}: torch's total on the card ({gib(tier.memory_cap_bytes)} GiB)" if tier else "",
             seq_lens=seq_lens,
         ))
-    fast = cells[cells["ok"] & (cells["tokens_per_s"].fillna(0) != 0)]
+    fast = cells[cells["ok"] & (cells["median_tokens_per_s"].fillna(0) != 0)]
     out.append(ThroughputPlot(
         path=f"{base}-throughput.png",
         title=f"{spec.model} on {title}: training throughput{speed_note}",
-        ylabel=("non-padding tokens/s" if any(r.data for r in spec.records) else "tokens/s") + " (timed steps)" + speed_note,
+        ylabel=("non-padding tokens/s" if any(r.data for r in spec.records) else "tokens/s") + " (median per timed step)" + speed_note,
         recipes=spec.recipes,
-        series=_series(fast, lambda rows: rows["tokens_per_s"]),
+        series=_series(fast, lambda rows: rows["median_tokens_per_s"]),  # the tables' figure (bench.analysis.speed)
         seq_lens=seq_lens,
     ))
     return out

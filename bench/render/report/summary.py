@@ -178,7 +178,7 @@ def _view_items(model: str, label: str, g: Group) -> tuple[str, list[str]]:
     if best is not None:
         details.append(f"Best measured configuration (highest tokens/s among fitting cells, at sizes where every "
                        f"recipe was tried): {approach_text(best.record)} ({link(best.ref)})"
-                       + (f": {cost_text(g, best.record)}." if g.mode == "native" else "."))
+                       + (f": {cost_text(g, best)}." if g.mode == "native" else "."))
     elif any(c.candidates for c in sizes):
         details.append("No best configuration: the cells that fit are at sizes where another recipe was not tried.")
     elif any(fit.largest is not None for fit in fits):

@@ -16,6 +16,7 @@ from bench.analysis.borderline import BORDERLINE_MARGIN, fit_state, fits_clearly
 from bench.analysis.decisions import (cost_per_million_tokens, measured_cost_per_million_tokens, model_decision,
                                       recipe_fit, size_choices)
 from bench.analysis.results import load_results
+from bench.analysis.speed import median_tokens_per_s
 from bench.analysis.verdict import tier_verdict
 from bench.config.tiers import TIERS
 from bench.render.report.matrix import decision_rows
@@ -131,7 +132,7 @@ def test_an_emulated_tier_has_no_measured_cost(tmp_path):
         assert "$" not in row[3] and "per 1M" not in " ".join(row)
     r = native.entries[0].record
     assert measured_cost_per_million_tokens(r) == pytest.approx(
-        cost_per_million_tokens(TIERS["h100"].price_per_hour_usd, r.tokens_per_s))
+        cost_per_million_tokens(TIERS["h100"].price_per_hour_usd, median_tokens_per_s(r)))
     assert "per 1M training tokens" in cost_text(native, r)
 
 
