@@ -21,14 +21,9 @@ from bench.cli.common import UsageFailure, check_writable, console, err_console,
 from bench.render import gate as render
 from bench.schema import baseline as baseline_file
 from bench.schema.pairs import DEFAULT_REFERENCE
-from bench.schema.store import latest_repeats, load, read_records
+from bench.schema.store import load_with_repeats
 
 baseline_app = typer.Typer(no_args_is_help=True, help="Save or inspect gate baselines (explicit; never implicit).")
-
-
-def _repeats(results: List[Path]) -> dict:
-    """cell_id -> the records of every repeat of its latest run in these files (the speed gate's samples)."""
-    return latest_repeats([r for p in results for r in read_records(p)])
 
 
 def _now_utc() -> str:
@@ -49,8 +44,9 @@ def baseline_save(
     check_writable(out, "--out")
     filters = gate.parse_filters(only or [])
     ref = gate.parse_reference(reference)
-    snap = baseline_file.baseline_from_records(load(results, reference=ref), [str(p) for p in results],
-                                               created_at=_now_utc(), reference=ref, repeats=_repeats(results))
+    records, repeats = load_with_repeats(results, reference=ref)
+    snap = baseline_file.baseline_from_records(records, [str(p) for p in results],
+                                               created_at=_now_utc(), reference=ref, repeats=repeats)
     if filters:
         snap.cells = gate.filter_cells(snap.cells, filters)
         if not snap.cells:
@@ -139,8 +135,8 @@ def gate_command(
     if settings.ignore_key and baseline is None:
         raise gate.GateError("--ignore-key needs --baseline (it changes how cells are matched)")
     base = baseline_file.load_baseline(baseline) if baseline is not None else None
-    new = baseline_file.snapshot_from_records(load(results, reference=settings.reference), [str(p) for p in results],
-                                              settings.reference, _repeats(results))
+    records, repeats = load_with_repeats(results, reference=settings.reference)
+    new = baseline_file.snapshot_from_records(records, [str(p) for p in results], settings.reference, repeats)
     report = gate.run_gate(new, base, settings)
 
     if summary_md is not None:

@@ -52,16 +52,34 @@ def read_records(path: Path) -> list[ResultRecord]:
     return records
 
 
-def load(paths: Iterable[Path], allow_empty: bool = False, reference: str = DEFAULT_REFERENCE) -> list[ResultRecord]:
-    """Records of several files, the latest of each cell (`latest_per_cell`), each with its parity
-    against `reference` (bench.schema.pairs.annotate_parity)."""
+def _read_all(paths: Iterable[Path], allow_empty: bool) -> list[ResultRecord]:
     records: list[ResultRecord] = []
     for p in paths:
         recs = read_records(p)
         if not recs and not allow_empty:
             raise ResultsError(f"results file {p} holds no records")
         records.extend(recs)
-    return annotate_parity(latest_per_cell(records), reference)
+    return records
+
+
+def load(paths: Iterable[Path], allow_empty: bool = False, reference: str = DEFAULT_REFERENCE) -> list[ResultRecord]:
+    """Records of several files, the latest of each cell (`latest_per_cell`), each with its parity
+    against `reference` (bench.schema.pairs.annotate_parity)."""
+    return annotate_parity(latest_per_cell(_read_all(paths, allow_empty)), reference)
+
+
+def load_with_repeats(paths: Iterable[Path], allow_empty: bool = False, reference: str = DEFAULT_REFERENCE
+                      ) -> tuple[list[ResultRecord], dict[str, list[ResultRecord]]]:
+    """`load`'s records and each cell's latest repeats (`latest_repeats`: cell_id -> records), the files read
+    once. For the records of one host (the gate's): ResultsError when a cell was measured on two."""
+    records = _read_all(paths, allow_empty)
+    try:
+        repeats = latest_repeats(records)
+    except ValueError:
+        hosts = sorted(set(hosts_of(records)))
+        raise ResultsError(f"these results hold cells measured on more than one GPU ({', '.join(hosts)}): a baseline "
+                           "or a gate compares one GPU's cells; pass the results of one GPU") from None
+    return annotate_parity([representative(reps) for reps in repeats.values()], reference), repeats
 
 
 def hosts_of(records: list[ResultRecord]) -> list[str]:

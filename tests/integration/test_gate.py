@@ -808,3 +808,21 @@ def test_workflow_commands_run_against_real_files(cpu_results, tmp_path):
     assert proc.returncode == 1
     assert f"`{victim}` (status): ok in the baseline, now oom" in Path(env["GITHUB_STEP_SUMMARY"]).read_text()
     assert run_step("budget").returncode == 1
+
+
+def test_results_of_two_gpus_are_refused_with_a_message(tmp_path):
+    """A cell measured on two GPUs (a real record, its copy relabelled as another GPU's) is two results: a
+    baseline or gate of one GPU's cells refuses them with a usage error, not a traceback."""
+    import dataclasses
+
+    from bench.schema.store import append_record
+
+    t4 = FROZEN_RESULTS / "t4-emulated.jsonl"
+    other = tmp_path / "other-gpu.jsonl"
+    for r in read_records(t4):
+        append_record(other, dataclasses.replace(r, env={**r.env, "gpu_name": "NVIDIA A100-SXM4-80GB"}))
+    for args in (["baseline", "save", str(t4), str(other), "--out", str(tmp_path / "b.json")],
+                 ["gate", str(t4), str(other), "--baseline", str(REPO / "baselines" / "t4.json")]):
+        proc = run_bench(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert "more than one GPU" in proc.stderr and "Traceback" not in proc.stderr
