@@ -15,6 +15,7 @@ Intervals are deterministic: the bootstrap's random generator is seeded.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -123,10 +124,12 @@ def _percentile_interval(draws: list[float], estimate: Optional[float], level: f
     return Interval(estimate, quantile(draws, tail), quantile(draws, 1.0 - tail), level)
 
 
-def _usable(groups: Sequence[Sequence[float]]) -> list[list[float]]:
-    return [list(g) for g in groups if g]
+def _usable(groups: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(g) for g in groups if g)
 
 
+# The bootstraps are seeded, so the same samples always give the same interval: one report reads a cell's
+# speed and a pair's speed-up in several places (tables, summary, matrix, ladder, claims), computed once here.
 def bootstrap_interval(groups: Sequence[Sequence[float]], statistic: Callable[[Sequence[float]], float] = median,
                        level: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
                        seed: int = BOOTSTRAP_SEED) -> Interval:
@@ -134,15 +137,7 @@ def bootstrap_interval(groups: Sequence[Sequence[float]], statistic: Callable[[S
 
     `groups`: one sequence of values per repeat. Fewer than two values in all: the estimate, no interval.
     """
-    usable = _usable(groups)
-    pooled = [v for g in usable for v in g]
-    if not pooled:
-        return Interval(None, None, None, level)
-    estimate = statistic(pooled)
-    if len(pooled) < 2:
-        return Interval(estimate, None, None, level)
-    rng = random.Random(seed)
-    return _percentile_interval([statistic(_resample(usable, rng)) for _ in range(resamples)], estimate, level)
+    return _bootstrap_interval(_usable(groups), statistic, level, resamples, seed)
 
 
 def bootstrap_ratio(numerator: Sequence[Sequence[float]], denominator: Sequence[Sequence[float]],
@@ -153,7 +148,26 @@ def bootstrap_ratio(numerator: Sequence[Sequence[float]], denominator: Sequence[
 
     No interval unless both sides have two values or more; no estimate when a side is empty or zero.
     """
-    num, den = _usable(numerator), _usable(denominator)
+    return _bootstrap_ratio(_usable(numerator), _usable(denominator), statistic, level, resamples, seed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bootstrap_interval(usable: tuple[tuple[float, ...], ...], statistic: Callable[[Sequence[float]], float],
+                        level: float, resamples: int, seed: int) -> Interval:
+    pooled = [v for g in usable for v in g]
+    if not pooled:
+        return Interval(None, None, None, level)
+    estimate = statistic(pooled)
+    if len(pooled) < 2:
+        return Interval(estimate, None, None, level)
+    rng = random.Random(seed)
+    return _percentile_interval([statistic(_resample(usable, rng)) for _ in range(resamples)], estimate, level)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bootstrap_ratio(num: tuple[tuple[float, ...], ...], den: tuple[tuple[float, ...], ...],
+                     statistic: Callable[[Sequence[float]], float], level: float, resamples: int,
+                     seed: int) -> Interval:
     pooled_n = [v for g in num for v in g]
     pooled_d = [v for g in den for v in g]
     if not pooled_n or not pooled_d or statistic(pooled_d) == 0:
