@@ -78,10 +78,16 @@ def side_speed(side: Any) -> CellSpeed:
     return cell_speed(repeats_of(side))
 
 
+def median_of_rates(groups: Sequence[Sequence[float]]) -> Optional[float]:
+    """The median of per-step tokens/s grouped by repeat, pooled (`speed_of_rates`' estimate without its
+    bootstrap); None without any."""
+    return stats.median([v for group in groups for v in group])
+
+
 def median_tokens_per_s(side: Any) -> Optional[float]:
     """A pair side's cell speed without its interval: the median per-step tokens/s over every repeat (the
     estimate `side_speed` gives, without the bootstrap); None without timed steps."""
-    return stats.median([v for group in rate_groups(repeats_of(side)) for v in group])
+    return median_of_rates(rate_groups(repeats_of(side)))
 
 
 def ratio_of_rates(numerator: Sequence[Sequence[float]], denominator: Sequence[Sequence[float]]) -> Interval:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from bench.analysis.gate.options import GateError, GateSettings, filters_text
-from bench.analysis.speed import ratio_of_rates, speed_of_rates
+from bench.analysis.speed import median_of_rates, ratio_of_rates
 from bench.analysis.stats import Interval
 from bench.schema.baseline import METRICS, CellFigures, Snapshot, index_by_key
 from bench.schema.key import GATE_FIELDS, normalised
@@ -275,8 +275,8 @@ def _speed_figures(row: CellRow) -> None:
     ratio = ratio_of_rates(new.step_rates or [], base.step_rates or [])
     if ratio.known:
         row.speed_rule, row.speed_ratio = "interval", ratio
-        row.baseline_tokens_per_s = speed_of_rates(base.step_rates).tokens_per_s.estimate
-        row.new_tokens_per_s = speed_of_rates(new.step_rates).tokens_per_s.estimate
+        row.baseline_tokens_per_s = median_of_rates(base.step_rates)
+        row.new_tokens_per_s = median_of_rates(new.step_rates)
     else:
         row.speed_rule, row.why_point = "point", _why_point(base, new)
         row.baseline_tokens_per_s, row.new_tokens_per_s = base.tokens_per_s, new.tokens_per_s
