@@ -52,9 +52,9 @@ def commits_not_in_repository(shas) -> list[str]:
         return []
     missing = []
     for sha in sorted({str(s) for s in shas if s}):
-        found = subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=REPO_ROOT, capture_output=True,
-                               timeout=10).returncode == 0
-        if not found or not all(c in "0123456789abcdef" for c in sha.lower()):
+        hexadecimal = all(c in "0123456789abcdef" for c in sha.lower())
+        if not hexadecimal or subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=REPO_ROOT,
+                                             capture_output=True, timeout=10).returncode != 0:
             missing.append(sha)
     return missing
 

@@ -49,8 +49,6 @@ kernels-liger|nvidia-h200|2|bench kernels-check --recipe hf-liger --model llama-
 EOF
 )
 
-field() { echo "$PARTS" | awk -F'|' -v p="$1" -v f="$2" '$1 == p {print $f}'; }
-
 list_parts() {
     printf '%-14s %-15s %4s  %s\n' part "GPU kind" min "runs -> writes (under reports/)"
     echo "$PARTS" | while IFS='|' read -r name kind minutes what files; do
@@ -118,8 +116,9 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
     esac
 }
 
-COMMITS_PY='
-import json, sys
+UNKNOWN_COMMITS_PY='
+import json, re, sys
+from bench.run.env import commits_not_in_repository
 commits = set()
 for path in sys.argv[1:]:
     text = open(path, encoding="utf-8").read()
@@ -127,20 +126,22 @@ for path in sys.argv[1:]:
     for row in rows:
         info = row.get("commit_info") or {}
         commits.add(str((row.get("env") or {}).get("git_commit") or info.get("id")))
-print("\n".join(sorted(commits)))
+# not in this repository (bench.run.env), or not a full 40-digit id (a record must name its commit exactly)
+print("\n".join(sorted(set(commits_not_in_repository(commits)) | {c for c in commits if not re.fullmatch("[0-9a-f]{40}", c)})))
 '
-commits_of() {  # the suite commits the records (and benchmark files) under the given paths name
-    find "$@" \( -name '*.jsonl' -o -name '*.json' \) -print0 2>/dev/null | xargs -0 -r python3 -c "$COMMITS_PY"
+unknown_commits() {  # the commits the records (and benchmark files) under the given paths name that are not here
+    find "$@" \( -name '*.jsonl' -o -name '*.json' \) -print0 2>/dev/null | xargs -0 -r python3 -c "$UNKNOWN_COMMITS_PY"
 }
 
 install() {  # install FOLDER...: their reports/ paths into reports/, commits checked, reports regenerated
     local folder bad
-    bad=$(commits_of "$@" | while IFS= read -r sha; do
-        if ! [[ $sha =~ ^[0-9a-f]{40}$ ]] || ! git cat-file -e "$sha^{commit}" 2>/dev/null; then
-            echo "records name commit '$sha', which is not in this repository: refused" >&2; echo bad
-        fi
-    done)
-    [ -z "$bad" ] || return 2
+    bad=$(unknown_commits "$@")
+    if [ -n "$bad" ]; then
+        echo "$bad" | while IFS= read -r sha; do
+            echo "records name commit '$sha', which is not in this repository: refused" >&2
+        done
+        return 2
+    fi
     for folder in "$@"; do
         (cd "$folder" && find . -type f \( -path './results/*' -o -path './kernels/*' -o -name kernels-benchmark.json \) \
             -print) | while read -r f; do mkdir -p "reports/$(dirname "$f")"; cp "$folder/$f" "reports/$f"; done
