@@ -48,10 +48,10 @@ MD
 ## Speed noise: the unchanged recipe against a 10 % speed gate
 
 The same re-run, now with `--max-slowdown 10%`. Nothing changed, so any difference in tokens/s is
-run-to-run noise on one GPU. As a point figure a cell can read more than 10 % slower (a point rule
-failed it, which is why the speed gate used to be off); the gate reads the 95 % interval of new /
-baseline median per-step tokens/s and fails only when the whole interval lies below 0.9, so the noise
-passes, noted as such (docs/ci/README.md, "Speed").
+run-to-run noise on one GPU. A point rule (one figure a side) can fail on that noise alone, which is why
+the speed gate used to be off; the gate reads the 95 % interval of new / baseline median per-step
+tokens/s and fails only when the whole interval lies below 0.9 (docs/ci/README.md, "Speed"). Its verdict
+on this re-run follows.
 MD
     gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%
