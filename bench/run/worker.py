@@ -198,18 +198,18 @@ class Worker:
     def step_events(self, cell: Cell):
         """The drivers' on_step(i, seconds, loss) callback: a `step` event per optimizer step, with the timed
         window's state: `of` the steps in all when the window has only a step count (no --min-seconds),
-        else None (open-ended); `min_of` warm-up + minimum steps, `max_of` the upper bound, `timed_s` the
-        seconds of timed steps so far and `min_seconds`."""
+        else None (open-ended: kept for launchers of an older version, on a cluster); `min_of` warm-up + minimum
+        steps, `timed_s` the seconds of timed steps so far and `min_seconds`."""
         t = cell.train
         timed_s = 0.0
-        min_of, max_of = t.warmup_steps + t.steps, t.warmup_steps + t.max_timed_steps
+        min_of = t.warmup_steps + t.steps
 
         def on_step(i: int, seconds: float, loss: float) -> None:
             nonlocal timed_s
             if i >= t.warmup_steps:
                 timed_s += seconds
             self.ev.emit("step", cell_id=cell.cell_id, step=i, of=None if t.min_seconds else min_of, min_of=min_of,
-                         max_of=max_of, warmup=t.warmup_steps, timed_s=timed_s, min_seconds=t.min_seconds,
+                         warmup=t.warmup_steps, timed_s=timed_s, min_seconds=t.min_seconds,
                          seconds=seconds, loss=loss)
 
         return on_step
