@@ -157,14 +157,13 @@ def model_recipes(group: Group, model: str) -> list[str]:
 
 @dataclass
 class PairFigures:
-    """One candidate recipe's pairs against one reference, for a model in a group: the comparable
-    ones' speed-ups and memory savings, and the pairs that are not matched (named, never compared)."""
+    """One candidate recipe's pairs against one reference, for a model in a group: the comparable ones (their
+    speed-ups and memory savings with intervals: bench.analysis.speed), and the pairs that are not matched
+    (named, never compared)."""
 
     reference: str
     candidate: str
     comparable: list[Pair[Entry]]
-    speedups: list[float]  # candidate tokens/s over the reference's
-    savings: list[float]  # fractions of the reference's peak memory saved, on `saving_field`
     saving_field: str  # "peak_device_bytes", or "peak_allocated_bytes" where no device figure exists
     unmatched: list[Pair[Entry]]
     any_both_sides: bool  # some pair has both sides measured
@@ -180,11 +179,10 @@ def pair_figures(group: Group, model: str) -> list[PairFigures]:
     for ref, cand in sorted(combos, key=lambda rc: (order.index(rc[0]), order.index(rc[1]))):
         these = mine[(mine["reference_recipe"] == ref) & (mine["candidate_recipe"] == cand)]
         comparable = these[these["comparable"].astype(bool)]
-        field_name, savings = "peak_device_bytes", comparable["memory_reduction_device"].dropna()
-        if savings.empty:
-            field_name, savings = "peak_allocated_bytes", comparable["memory_reduction_allocated"].dropna()
-        out.append(PairFigures(ref, cand, items_at(group.pairs, comparable), comparable["speedup"].dropna().tolist(),
-                               savings.tolist(), field_name, items_at(group.pairs, these[these["not_matched"].astype(bool)]),
+        has_device = comparable["memory_reduction_device"].notna().any()
+        field_name = "peak_device_bytes" if has_device else "peak_allocated_bytes"
+        out.append(PairFigures(ref, cand, items_at(group.pairs, comparable), field_name,
+                               items_at(group.pairs, these[these["not_matched"].astype(bool)]),
                                bool((these["reference_status"].notna() & these["candidate_status"].notna()).any())))
     return out
 
