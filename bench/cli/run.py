@@ -246,7 +246,8 @@ def _run_plan(plan, out: Path, resume: bool, cache_dir: Optional[Path], executor
                             callbacks=Callbacks(on_status=progress.status, on_record=progress.record))
         except OutputExists as exc:
             raise UsageFailure(f"{exc.path} exists: pass --resume to continue it, or another --out") from None
-        kept = len([c for c in plan.cells if c.cell_id in runner.finished])
+        finished = runner.finished  # a property that reads every cell's repeats: once
+        kept = len([c for c in plan.cells if c.cell_id in finished])
         if kept:
             console.print(f"resuming: {kept} finished cells kept")
         progress.progress.advance(progress.task, runner.measurements())

@@ -9,6 +9,7 @@ every record is appended and fsync'ed as it arrives, with where it ran and how m
 from __future__ import annotations
 
 import fcntl
+import functools
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -107,6 +108,11 @@ class Runner:
         self._running: dict[str, int] = {}  # cell_id -> most cells seen running beside it
         self._cells = {c.cell_id: c for c in self.plan.cells}
 
+    @functools.cached_property
+    def launcher_env(self) -> dict:
+        """The launcher's environment (`_launcher_env`: NVML, package versions, git), read once per run."""
+        return _launcher_env()
+
     def repeats_of(self, cell_id: str) -> list[ResultRecord]:
         """The cell's latest record of each repeat so far, ordered by repeat."""
         by_repeat = self.repeat_records.get(cell_id, {})
@@ -183,8 +189,8 @@ class Runner:
     def group_jobs(self, repeat: int = 0) -> list[GroupJob]:
         """The plan's groups that still have cells to run in measurement `repeat`, as jobs an executor can run
         anywhere (each a fresh worker)."""
-        env = _launcher_env()
-        jobs = [self.group_job(recipe, ref, cells, env, repeat) for recipe, ref, cells in self.plan.groups]
+        jobs = [self.group_job(recipe, ref, cells, self.launcher_env, repeat)
+                for recipe, ref, cells in self.plan.groups]
         return [job for job in jobs if len(job.finished) < len(job.cells)]
 
     def group_job(self, recipe: str, ref: ModelRef, cells: list[Cell], env: Optional[dict] = None,
@@ -203,7 +209,7 @@ class Runner:
             oom_cells=[c.cell_id for c in cells if c.cell_id in oom],
             memory_limit_bytes=self.plan.tier_plan.memory_limit_bytes,
             attn_implementation=self.plan.config.attn_implementation,
-            launcher_env=env if env is not None else _launcher_env(), repeat=repeat, repeats=repeats)
+            launcher_env=env if env is not None else self.launcher_env, repeat=repeat, repeats=repeats)
 
     def run(self) -> list[ResultRecord]:
         """Measure every cell `repeats` times: repeat 0 of every group, then repeat 1, ... (each group's repeat
