@@ -5,10 +5,11 @@ the median; its spread the 20th-80th percentiles and the coefficient of variatio
 deviation / mean); its uncertainty a 95 % bootstrap interval that resamples repeats, then steps within
 each resampled repeat (so a run-to-run shift widens the interval, not only step-to-step jitter).
 
-A cell is `noisy` when its CV is above NOISY_CV: 5 %. On an idle GPU a training step repeats to within
-1-2 %; above 5 % something else is changing the step time (data of varying length, another process,
-clock throttling, a too-short window), and a difference of that size between two recipes is not read as
-a speed-up.
+A cell is `noisy` when its CV is above NOISY_CV: 5 %. A steady cell on an idle GPU repeats its steps far
+more closely than that (each record's `step_s_cv` shows how closely: reports/results/); above it something
+else is changing the step time (data of varying length, another process, clock throttling, compilation
+of new shapes, a too-short window), and a difference of that size between two recipes is not read as a
+speed-up.
 
 Intervals are deterministic: the bootstrap's random generator is seeded.
 """
