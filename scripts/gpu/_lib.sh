@@ -27,9 +27,10 @@ bench_run() {  # bench_run NAME LIMIT_S args...: one `bench run`, its console ke
     cp "$WORK/$name.jsonl" "$WORK/$name.console.txt" "$OUT/" 2>/dev/null
 }
 checkpoint() {  # checkpoint MODEL: write its synthetic checkpoint once per machine
-    say "synthetic checkpoint ${1:-llama-3.1-8b}"
-    mkdir -p "$CACHE"  # parts side by side on two GPUs write one checkpoint once: the second waits
-    MODEL=${1:-llama-3.1-8b} flock "$CACHE/.checkpoint.lock" python3 - <<'PY' >> "$LOG" 2>&1
+    local model=${1:-llama-3.1-8b}
+    say "synthetic checkpoint $model"
+    mkdir -p "$CACHE"  # parts side by side on two GPUs write one model's checkpoint once: the second waits
+    MODEL=$model flock "$CACHE/.checkpoint-$model.lock" python3 - <<'PY' >> "$LOG" 2>&1
 import os, time
 from pathlib import Path
 from bench.config.models import resolve_model
@@ -38,5 +39,10 @@ t = time.time()
 path, built = ensure_synthetic_checkpoint(resolve_model(os.environ["MODEL"]), cache_dir=Path(os.environ.get("CACHE", "/tmp/qbcache")), device="cuda")
 print(f"checkpoint {path} built in {built:.1f} s ({time.time() - t:.1f} s)")
 PY
+}
+checkpoints() {  # checkpoints MODEL...: several models' checkpoints written side by side (disk- more than GPU-bound)
+    local m
+    for m in "$@"; do checkpoint "$m" & done
+    wait
 }
 pack_logs() { tar czf "$OUT/logs-$PART.tgz" -C "$WORK" $(cd "$WORK" && ls -d *.logs dask-*.log 2>/dev/null) 2>/dev/null; }

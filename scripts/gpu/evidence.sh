@@ -7,7 +7,7 @@
 #   PART=dask ...   the same matrix through a Dask scheduler with one worker per GPU on this host, then
 #       (within the time left) the 8B ladder on the native tier: every recipe at seq 2048 / 8192 x
 #       batch 1 / 2 / 4 with --gpus all (resumable: run PART=ladder to continue it)
-#   PART=ladder ... continue the ladder
+#   PART=ladder ... continue the ladder (REPEATS=1: only the cells with no record yet)
 # Every part writes under $OUT: <name>.jsonl (records), <name>.console.txt, logs-<part>.tgz (worker logs).
 # The synthetic 8B checkpoint is written once per machine (/tmp/qbcache), so parts run back to back on
 # a warm machine skip it. Then, on the CPU machine: copy the .jsonl / .console.txt files to
@@ -18,7 +18,7 @@ export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM
 PART=${PART:-default}
 . scripts/gpu/_lib.sh
 LADDER=(--gpu-tier h200 --model llama-3.1-8b --recipe hf-trl,unsloth,hf-kbit,hf-liger,hf-lora16,unsloth-lora16
-        --seq-len 2048,8192 --batch-size 1,2,4 --repeats 3 --gpus all)  # the timed window's defaults (10 steps, 10 s)
+        --seq-len 2048,8192 --batch-size 1,2,4 --repeats "${REPEATS:-3}" --gpus all)  # the timed window's defaults (10 steps, 10 s)
 
 say "host: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tr '\n' ';')"
 checkpoint

@@ -10,14 +10,17 @@
 #   PART=gsm8k ...  hf-trl, hf-kbit and unsloth on GSM8K (--data), emulated T4, seq 1024 x batch 2 / 4,
 #       with --packing and without
 #   PART=articles ... `bench run --preset articles` (the articles' own comparisons), native H200 tier for
-#       the part with no GPU stated (ARTICLES=articles/s2-7b-lora16,... runs some parts)
+#       the part with no GPU stated (ARTICLES=articles/s2-7b-lora16,... runs some parts); RESUME_DIR/articles/
+#       continues an earlier command's part files
+#   PART=long-context ... Unsloth at 32k tokens on llama-3.1-8b, mistral-7b-v0.3, qwen2.5-7b and at 4k on
+#       phi-3-mini (native H200, memory only): the estimator's held-out span
 # Each part is resumable: run it again on the same machine, or on a fresh one with RESUME_DIR naming a
 # folder that holds its partial results files (scripts/gpu/_lib.sh). Then, on the CPU machine:
 # scripts/gpu/regen_all.sh install <folder> (it runs these parts and places their files).
 set -uo pipefail
 . scripts/gpu/_env.sh
 export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-PART=${PART:?PART must be t4, a10g, gsm8k or articles}
+PART=${PART:?PART must be t4, a10g, gsm8k, articles or long-context}
 . scripts/gpu/_lib.sh
 REPEATS=${REPEATS:-3}
 ALL_RECIPES=hf-trl,unsloth,hf-kbit,hf-liger,hf-lora16,unsloth-lora16  # the headline pair first
@@ -40,12 +43,29 @@ case "$PART" in
         --seq-len 1024 --batch-size 2,4 --gpus all
     ;;
   articles)
-    say "bench run --preset articles -> articles/"
+    # the preset's four models written side by side first (each ~45 s alone), then every part with --gpus all
+    checkpoints mistral-7b-v0.3 llama-3.1-8b phi-3-mini qwen2.5-7b
+    mkdir -p "$WORK/articles"
+    if [ -d "${RESUME_DIR:-/nonexistent}/articles" ] && [ -z "$(ls -A "$WORK/articles")" ]; then
+        cp "$RESUME_DIR"/articles/*.jsonl "$WORK/articles/" 2>/dev/null && say "continuing $RESUME_DIR/articles"
+    fi
+    say "bench run --preset ${ARTICLES:-articles} -> articles/ (limit $(left) s)"
     timeout --signal=INT "$(left)" python3 -m bench run "${COMMON[@]}" --gpu-tier h200 --preset "${ARTICLES:-articles}" \
-        --out "$OUT/articles" --resume --gpus all > "$OUT/articles.console.txt" 2>&1
+        --out "$WORK/articles" --resume --gpus all >> "$WORK/articles.console.txt" 2>&1
     say "exit code $?"
+    mkdir -p "$OUT/articles" && cp "$WORK"/articles/*.jsonl "$OUT/articles/" 2>/dev/null
+    cp "$WORK/articles.console.txt" "$OUT/"
     ;;
-  *) echo "PART must be t4, a10g, gsm8k or articles" >&2; exit 2 ;;
+  long-context)
+    # the estimator's held-out span (issue 11): Unsloth's QLoRA at 32k tokens per sequence on three
+    # architectures (and Phi-3-mini at its 4k context), memory only: 1 warm-up + 2 timed steps per cell
+    checkpoints llama-3.1-8b mistral-7b-v0.3 qwen2.5-7b phi-3-mini
+    PROBE=(--gpu-tier h200 --recipe unsloth --batch-size 1 --warmup-steps 1 --min-steps 2 --min-seconds 0 --gpus all)
+    bench_run h200-unsloth-long-context "$(( $(left) - 100 ))" "${PROBE[@]}" \
+        --model llama-3.1-8b,mistral-7b-v0.3,qwen2.5-7b --seq-len 32768
+    bench_run h200-unsloth-phi3-4k "$(left)" "${PROBE[@]}" --model phi-3-mini --seq-len 4096
+    ;;
+  *) echo "PART must be t4, a10g, gsm8k, articles or long-context" >&2; exit 2 ;;
 esac
 pack_logs
 say "part $PART done in $((SECONDS - START)) s"

@@ -45,6 +45,7 @@ recipes-t4|nvidia-h200-x2|12|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, 
 recipes-a10g|nvidia-h200-x2|10|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
 gsm8k|nvidia-h200-x2|7|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
 articles|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles)|results/recipes/articles/
+long-context|nvidia-h200-x2|6|scripts/gpu/recipes_rest.sh PART=long-context (Unsloth at 32k, 3 architectures)|results/estimator/h200-unsloth-long-context.jsonl results/estimator/h200-unsloth-phi3-4k.jsonl
 kernels-liger|nvidia-h200|2|bench kernels-check --recipe hf-liger --model llama-3.1-8b|kernels/llama-3.1-8b.hf-liger.json
 EOF
 )
@@ -105,10 +106,11 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
             mkdir -p "$OUT/results/scale-out" "$OUT/results/recipes"
             mv "$OUT"/h200-ladder.* "$OUT/results/recipes/" 2>/dev/null
             mv "$OUT"/t4-default-* "$OUT"/evidence-* "$OUT"/logs-* "$OUT/results/scale-out/" 2>/dev/null ;;
-        recipes-t4|recipes-a10g|gsm8k|articles)
+        recipes-t4|recipes-a10g|gsm8k|articles|long-context)
             sub=${part#recipes-}
             PART=$sub bash scripts/gpu/recipes_rest.sh
-            mkdir -p "$OUT/results/recipes"
+            mkdir -p "$OUT/results/recipes" "$OUT/results/estimator"
+            mv "$OUT"/h200-unsloth-* "$OUT/results/estimator/" 2>/dev/null
             mv "$OUT"/*-every-recipe.* "$OUT"/t4-gsm8k-* "$OUT"/articles* "$OUT/results/recipes/" 2>/dev/null
             mv "$OUT/evidence-$sub.console.txt" "$OUT/results/recipes/evidence-$part.console.txt" 2>/dev/null
             mv "$OUT/logs-$sub.tgz" "$OUT/results/recipes/logs-$part.tgz" 2>/dev/null ;;
