@@ -190,9 +190,11 @@ PRESET_SET_DEFAULTS = {"grad_accum": 1, "optimizer": "adamw_8bit"}
 
 def preset_request(part, base: RunRequest) -> RunRequest:
     """The RunRequest of one preset part: the user's options, then what the part sets."""
+    run = dict(base.run or {})
+    run["repeats"] = max(int(run.get("repeats") or 1), part.repeats)  # the user's --repeats, or the part's floor
     return replace(base, tier=part.tier or base.tier, model=part.models, recipe=part.recipes,
                    reference=part.reference, seq_len=part.seq_lens, batch_size=part.batch_sizes,
-                   train={**(base.train or {}), **part.train})
+                   train={**(base.train or {}), **part.train}, run=run)
 
 
 def make_executor(plan, kind: str, scheduler: Optional[str], gpus: Optional[str], exclusive: bool):
@@ -298,6 +300,7 @@ def presets():
             tier = part.tier or "the run's tier"
             sizes = f"seq {part.seq_lens or 'tier default'} x batch {part.batch_sizes or 'tier default'}"
             extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in part.train.items())
+            extra += f", {part.repeats} repeats" if part.repeats > 1 else ""
             claims = f" ({', '.join(part.claims)})" if part.claims else ""
             console.print(f"\n  [bold cyan]{part.name}[/]{claims}: {escape(part.what)}", highlight=False)
             console.print(f"    {tier}; {part.models}; {part.recipes} against {part.reference}; {sizes}{extra}",

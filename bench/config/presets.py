@@ -29,6 +29,9 @@ class PresetPart:
     seq_lens: Optional[str] = None  # None: the tier's default matrix
     batch_sizes: Optional[str] = None
     train: dict = field(default_factory=dict)  # TrainSettings fields
+    #: at least this many measurements of each cell (fresh workers): a part whose claim rests on one cell
+    #: needs repeats to reach a verdict (bench.analysis.claims: two independent measurements at least)
+    repeats: int = 1
 
 
 PRESETS: dict[str, tuple[PresetPart, ...]] = {
@@ -38,13 +41,13 @@ PRESETS: dict[str, tuple[PresetPart, ...]] = {
             "a 7B model at 2048 context: 16-bit LoRA with AdamW (the article's 'standard HF + bf16 + AdamW') "
             "against Unsloth's QLoRA pipeline, same optimizer",
             tier="a100-40gb", models="mistral-7b-v0.3", recipes="hf-lora16,unsloth", reference="hf-lora16",
-            seq_lens="2048", batch_sizes="1", train={"optimizer": "adamw_torch"}),
+            seq_lens="2048", batch_sizes="1", train={"optimizer": "adamw_torch"}, repeats=3),
         PresetPart(
             "s4-l4-mistral", ("S4-fit", "S4-memory", "S4-speed"),
             "Mistral-7B at seq 2048, batch 2, gradient accumulation 4 on an L4 (24 GB): vanilla QLoRA "
             "(PEFT's recipe) against Unsloth",
             tier="l4", models="mistral-7b-v0.3", recipes="hf-kbit,unsloth", reference="hf-kbit",
-            seq_lens="2048", batch_sizes="2", train={"grad_accum": 4}),
+            seq_lens="2048", batch_sizes="2", train={"grad_accum": 4}, repeats=3),
         PresetPart(
             "s7-unsloth-vram", ("S7",),
             "Unsloth QLoRA peak memory at seq 2048, batch 1/2/4/8, on the article's four architectures "

@@ -233,8 +233,8 @@ def _coverage_lines(result: OutOfSample) -> list[str]:
                          f"{c['seq_len'][0]}..{c['seq_len'][1]} | {c['batch_size'][0]}..{c['batch_size'][1]} |")
     gaps = coverage_gaps(result)
     lines += ["", f"Requirement (issue 11): at least {MIN_ARCHITECTURES} architectures, and `{UNSLOTH_RECIPE}` "
-              f"measured from {UNSLOTH_SEQ_SPAN[0]} to {UNSLOTH_SEQ_SPAN[1]:,} tokens per sequence on each; a GPU run fills "
-              "what is not covered.", ""]
+              f"measured from {UNSLOTH_SEQ_SPAN[0]} to {UNSLOTH_SEQ_SPAN[1]:,} tokens per sequence on each (or to its "
+              "context, max_position_embeddings, where that is shorter); a GPU run fills what is not covered.", ""]
     return lines + ([f"- {g}" for g in gaps] if gaps else ["- covered, in sample and out of sample"])
 
 

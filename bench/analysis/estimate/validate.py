@@ -47,6 +47,7 @@ class ValidationRow:
     predicted_bytes: int
     measured_bytes: int
     peak_phase: str
+    context_tokens: Optional[int] = None  # the model config's max_position_embeddings (its trained context)
 
     @property
     def error_bytes(self) -> int:
@@ -138,6 +139,7 @@ def validate_records(records: Iterable[ResultRecord], resolve_config: ResolveCon
             gpu_name=(r.env or {}).get("gpu_name"), seq_len=r.seq_len, batch_size=r.batch_size, dtype=r.dtype,
             gradient_checkpointing=r.gradient_checkpointing, predicted_bytes=est.total_bytes,
             measured_bytes=int(r.peak_device_bytes), peak_phase=est.peak_phase,
+            context_tokens=config.get("max_position_embeddings"),
         ))
     return rows, skipped
 

@@ -137,3 +137,29 @@ def test_hold_out_rules_read_as_written(records):
     assert E.parse_split_rule("architecture=phi3,llama").holds_out(r, "llama")
     assert E.parse_split_rule(f"family={r.backend}").holds_out(r, "llama")
     assert str(E.parse_split_rule("seq_len = 1024, 2048")) == "seq_len=1024,2048"
+
+
+def _row(model: str, arch: str, seq_len: int, context: int, recipe: str = "unsloth") -> E.ValidationRow:
+    return E.ValidationRow(cell_id=f"{model}-{recipe}-s{seq_len}", recipe=recipe, driver="trainer", model=model,
+                           architecture=arch, tier="h200", mode="native", gpu_name="NVIDIA H200", seq_len=seq_len,
+                           batch_size=1, dtype="bfloat16", gradient_checkpointing="unsloth", predicted_bytes=2**30,
+                           measured_bytes=2**30, peak_phase="layer", context_tokens=context)
+
+
+def test_unsloth_span_ends_at_the_architecture_context_when_shorter():
+    long = [_row(m, a, s, 32768) for m, a in (("llama-3.1-8b", "llama"), ("mistral-7b-v0.3", "mistral"))
+            for s in (2048, 32768)]
+    phi_at_2k = [_row("phi-3-mini", "phi3", 2048, 4096)]
+    result = E.OutOfSample(split=None, calibration=None, fitted={}, in_sample=[], held_out=long + phi_at_2k)
+    gaps = E.coverage_gaps(result)
+    # Phi-3-mini is trained at 4k: its span ends there, not at 30k ...
+    assert "not covered: unsloth on phi3 at seq_len >= 4,096 (its context) (measured 2048..2048)" in gaps
+    assert not any("llama" in g or "mistral" in g for g in gaps)
+    # ... and a cell at its context covers it; three architectures are then covered in and out of sample.
+    result = E.OutOfSample(split=None, calibration=None, fitted={}, in_sample=[],
+                           held_out=long + phi_at_2k + [_row("phi-3-mini", "phi3", 4096, 4096)])
+    assert E.coverage_gaps(result) == []
+    # A long-context architecture measured only to 8k still lacks the 30k end.
+    short = [_row("qwen2.5-7b", "qwen2", s, 131072) for s in (2048, 8192)]
+    result = E.OutOfSample(split=None, calibration=None, fitted={}, in_sample=[], held_out=long + short)
+    assert "not covered: unsloth on qwen2 at seq_len >= 30,000 (measured 2048..8192)" in E.coverage_gaps(result)

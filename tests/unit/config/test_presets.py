@@ -44,6 +44,18 @@ def test_the_run_s_own_options_survive_and_the_tier_follows_the_part():
     assert to_config(preset_request(by_name["s3-peft"], base)).tier == "h100"  # no GPU stated: the run's
 
 
+def test_a_part_resting_on_one_cell_measures_it_enough_times_for_a_verdict():
+    by_name = {p.name: p for p in PRESETS["articles"]}
+    for name in ("s2-7b-lora16", "s4-l4-mistral"):  # one size each: a claim needs two measurements at least
+        part = by_name[name]
+        assert len(part.seq_lens.split(",")) == len(part.batch_sizes.split(",")) == 1
+        assert to_config(preset_request(part, RunRequest(tier="h100"))).repeats == 3
+        # the user's --repeats, when larger, wins
+        assert to_config(preset_request(part, RunRequest(tier="h100", run={"repeats": 5}))).repeats == 5
+    assert to_config(preset_request(by_name["s7-unsloth-vram"], RunRequest(tier="h100", run={"repeats": 2}))).repeats == 2
+    assert to_config(preset_request(by_name["s3-peft"], RunRequest(tier="h100"))).repeats == 1
+
+
 def test_part_selection():
     assert [p.name for p in preset_parts("articles/s7-unsloth-vram,s2-7b-lora16")[1]] == ["s7-unsloth-vram",
                                                                                           "s2-7b-lora16"]
