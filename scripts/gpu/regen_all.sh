@@ -26,8 +26,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-# part | GPU kind (device tool) | about (minutes on an H200; the recipes and gsm8k parts as measured on
-# 2026-11-30 for one repeat, two GPUs) | what it runs | files it writes (under reports/)
+# part | GPU kind (device tool) | about (minutes on an H200; the recipes, gsm8k, articles and long-context parts
+# as measured on 2026-11-30, the recipes ones for one repeat; articles took ~16 min on two GPUs with one repeat) | what it runs | files it writes (under reports/)
 PARTS=$(cat <<'EOF'
 default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
 native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
@@ -44,8 +44,8 @@ ladder|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=ladder (continues the ladde
 recipes-t4|nvidia-h200-x2|12|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, emulated T4)|results/recipes/t4-every-recipe.jsonl
 recipes-a10g|nvidia-h200-x2|10|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
 gsm8k|nvidia-h200-x2|7|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
-articles|nvidia-h200-x2|9|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles)|results/recipes/articles/
-long-context|nvidia-h200-x2|6|scripts/gpu/recipes_rest.sh PART=long-context (Unsloth at 32k, 3 architectures)|results/estimator/h200-unsloth-long-context.jsonl results/estimator/h200-unsloth-phi3-4k.jsonl
+articles|nvidia-h200-x2|20|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles; S2 and S4 x 3 repeats)|results/recipes/articles/
+long-context|nvidia-h200|8|scripts/gpu/recipes_rest.sh PART=long-context (Unsloth at 32k, 3 architectures)|results/estimator/h200-unsloth-long-context.jsonl results/estimator/h200-unsloth-phi3-4k.jsonl
 kernels-liger|nvidia-h200|2|bench kernels-check --recipe hf-liger --model llama-3.1-8b|kernels/llama-3.1-8b.hf-liger.json
 EOF
 )
@@ -70,7 +70,7 @@ run_default() {  # run_default NAME TIER: one resumable `bench run --gpu-tier TI
 }
 
 run_part() {  # run_part PART: one part on this GPU machine, files under $OUT with their reports/ paths
-    local part=$1 sub
+    local part=$1 sub dest
     case $part in
         default-t4) run_default t4-emulated t4 ;;
         native-h100)
@@ -105,15 +105,17 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
             PART=${part#scale-} bash scripts/gpu/evidence.sh
             mkdir -p "$OUT/results/scale-out" "$OUT/results/recipes"
             mv "$OUT"/h200-ladder.* "$OUT/results/recipes/" 2>/dev/null
+            [ "$part" = ladder ] && mv "$OUT"/evidence-* "$OUT"/logs-* "$OUT/results/recipes/" 2>/dev/null
             mv "$OUT"/t4-default-* "$OUT"/evidence-* "$OUT"/logs-* "$OUT/results/scale-out/" 2>/dev/null ;;
         recipes-t4|recipes-a10g|gsm8k|articles|long-context)
             sub=${part#recipes-}
             PART=$sub bash scripts/gpu/recipes_rest.sh
-            mkdir -p "$OUT/results/recipes" "$OUT/results/estimator"
+            dest=recipes; [ "$part" = long-context ] && dest=estimator
+            mkdir -p "$OUT/results/$dest"
             mv "$OUT"/h200-unsloth-* "$OUT/results/estimator/" 2>/dev/null
             mv "$OUT"/*-every-recipe.* "$OUT"/t4-gsm8k-* "$OUT"/articles* "$OUT/results/recipes/" 2>/dev/null
-            mv "$OUT/evidence-$sub.console.txt" "$OUT/results/recipes/evidence-$part.console.txt" 2>/dev/null
-            mv "$OUT/logs-$sub.tgz" "$OUT/results/recipes/logs-$part.tgz" 2>/dev/null ;;
+            mv "$OUT/evidence-$sub.console.txt" "$OUT/results/$dest/evidence-$part.console.txt" 2>/dev/null
+            mv "$OUT/logs-$sub.tgz" "$OUT/results/$dest/logs-$part.tgz" 2>/dev/null ;;
         *) echo "unknown part '$part'; the parts: bash scripts/gpu/regen_all.sh list" >&2; return 2 ;;
     esac
 }
