@@ -173,6 +173,10 @@ def _check_fits(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
                     "skipped": "not run: a smaller cell ran out of memory"}[r.status]
             parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} {what} (", Cell(e.ref), ")"])
     text = joined(parts, "; ")
+    units = sum(len(repeats_of(e)) for e in finished)
+    if units < MIN_UNITS:  # one peak is one reading, as for every other rule (bench.analysis.claims.measure)
+        return INCONCLUSIVE, [f"too little evidence: {units} measurement{'s' if units != 1 else ''} (cells or repeats), a "
+                              f"verdict needs at least {MIN_UNITS}: ", *text, "."]
     if rule.get("expect") == "barely":
         frac = rule.get("barely_fraction", 0.8)
         return (HOLDS if barely_all else FAILS), \

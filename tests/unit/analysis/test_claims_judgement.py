@@ -213,3 +213,23 @@ def test_inputs_of_each_kind_are_told_apart(tmp_path):
     inputs = load_claims_inputs([T4, KERNELS, BENCHMARK])
     assert isinstance(inputs, ClaimsInputs) and inputs.results is not None and inputs.benchmark is not None
     assert {name for name, _ in inputs.kernels} == {p.name for p in KERNELS.glob("*.json") if p != BENCHMARK}
+
+
+def test_a_fit_claim_on_one_reading_is_inconclusive(tmp_path):
+    """A fit verdict, like every other, needs two independent measurements (cells or repeats)."""
+    def fits_rule(seq_len: int) -> Path:
+        claim = {"id": "X-fit", "text": "t", "source": "s", "checked_as": "c",
+                 "rule": {"kind": "fits", "recipe": "hf-kbit", "where": {"models": ["llama-3.1-8b"], "tiers": ["t4"],
+                          "modes": ["native", "emulated"], "seq_len": seq_len, "batch_size": 1}, "expect": "fits"}}
+        path = tmp_path / f"fits-{seq_len}.json"
+        path.write_text(json.dumps({"claims": [claim]}), encoding="utf-8")
+        return path
+
+    verdict, text = _verdicts([T4], fits_rule(1024))["X-fit"]  # one hf-kbit cell at seq 1024 batch 1
+    assert verdict == INCONCLUSIVE and "too little evidence: 1 measurement (cells or repeats)" in text
+    # the cell measured twice (repeat 1 relabels the same real records): now a verdict
+    records = read_records(T4)
+    twice = _write(tmp_path / "twice.jsonl", [dataclasses.replace(r, repeats=2) for r in records]
+                   + [dataclasses.replace(r, repeat=1, repeats=2) for r in records])
+    verdict, text = _verdicts([twice], fits_rule(1024))["X-fit"]
+    assert verdict == HOLDS and "too little evidence" not in text
