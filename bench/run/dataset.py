@@ -14,12 +14,13 @@ trains on the same ids.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from bench.config.settings import file_sha256
 
 FORMS = ("alpaca", "chat", "text")
 SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -62,14 +63,6 @@ class DatasetInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_examples(path: Path) -> list[dict[str, Any]]:

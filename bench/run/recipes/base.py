@@ -33,6 +33,14 @@ class LoadedModel:
     quantization: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, model, tokenizer, info: dict[str, Any]) -> "LoadedModel":
+        """A recipe's built model, its parameters counted and its quantization read back (every recipe's
+        last step); `info` is what the recipe reports besides (4-bit modules, dtypes, checkpointing)."""
+        trainable, total = count_params(model)
+        return cls(model=model, tokenizer=tokenizer, trainable_params=trainable, total_params=total,
+                   quantization=quantization_summary(model), info=info)
+
 
 def count_params(model) -> tuple[int, int]:
     """(trainable, total) parameter counts; 4-bit weights count as their unpacked element count."""

@@ -4,7 +4,7 @@ on) and get_peft_model."""
 
 from __future__ import annotations
 
-from bench.run.recipes.base import RecipeSettings, LoadedModel, count_4bit_linears, count_params, quantization_summary
+from bench.run.recipes.base import RecipeSettings, LoadedModel, count_4bit_linears
 
 
 def load(path: str, s: RecipeSettings) -> LoadedModel:
@@ -42,14 +42,7 @@ def load(path: str, s: RecipeSettings) -> LoadedModel:
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    trainable, total = count_params(model)
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        trainable_params=trainable,
-        total_params=total,
-        quantization=quantization_summary(model),
-        info={"linear4bit_modules": count_4bit_linears(model),
-              "gradient_checkpointing": "transformers gradient_checkpointing_enable via prepare_model_for_kbit_training"
-              if s.checkpointing != "none" else "off"},
-    )
+    return LoadedModel.of(model, tokenizer, {
+        "linear4bit_modules": count_4bit_linears(model),
+        "gradient_checkpointing": "transformers gradient_checkpointing_enable via prepare_model_for_kbit_training"
+        if s.checkpointing != "none" else "off"})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 
-from bench.run.recipes.base import LoadedModel, RecipeSettings, count_4bit_linears, count_params, quantization_summary
+from bench.run.recipes.base import LoadedModel, RecipeSettings, count_4bit_linears
 
 
 def load(path: str, s: RecipeSettings, *, quantize: bool, liger: bool = False) -> LoadedModel:
@@ -40,17 +40,13 @@ def load(path: str, s: RecipeSettings, *, quantize: bool, liger: bool = False) -
         from transformers.integrations.liger import apply_liger_kernel
 
         apply_liger_kernel(model, {"fused_linear_cross_entropy": False})
-    trainable, total = count_params(model)
     lora_dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad})
-    return LoadedModel(
-        model=model, tokenizer=tokenizer, trainable_params=trainable, total_params=total,
-        quantization=quantization_summary(model),
-        info={"linear4bit_modules": count_4bit_linears(model), "lora_dtype": ",".join(lora_dtypes),
-              "embedding_dtype": str(model.get_input_embeddings().weight.dtype).removeprefix("torch."),
-              "gradient_checkpointing": "transformers (use_reentrant=False), as Trainer.train enables it"
-              if s.checkpointing != "none" else "off",
-              "liger": liger},
-    )
+    return LoadedModel.of(model, tokenizer, {
+        "linear4bit_modules": count_4bit_linears(model), "lora_dtype": ",".join(lora_dtypes),
+        "embedding_dtype": str(model.get_input_embeddings().weight.dtype).removeprefix("torch."),
+        "gradient_checkpointing": "transformers (use_reentrant=False), as Trainer.train enables it"
+        if s.checkpointing != "none" else "off",
+        "liger": liger})
 
 
 def attach_lora_with_trl(model, tokenizer, s: RecipeSettings):

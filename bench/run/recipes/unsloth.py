@@ -12,7 +12,7 @@ import logging
 import os
 from contextlib import redirect_stdout
 
-from bench.run.recipes.base import RecipeSettings, LoadedModel, count_4bit_linears, count_params, quantization_summary
+from bench.run.recipes.base import RecipeSettings, LoadedModel, count_4bit_linears
 from kernels_check.static import parse_unsloth_log
 
 # Unsloth's own statistics ping and update checks have nothing to reach offline.
@@ -62,21 +62,13 @@ def load(path: str, s: RecipeSettings, *, load_in_4bit: bool = True) -> LoadedMo
     text = banner.getvalue()
     log = parse_unsloth_log(text)  # "Unsloth X: Fast Y patching", "... patched N layers with ..."
     patched = log["patched"]
-    trainable, total = count_params(model)
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        trainable_params=trainable,
-        total_params=total,
-        quantization=quantization_summary(model),
-        info={
-            "unsloth_version": getattr(unsloth, "__version__", None),
-            "model_class": type(model.base_model.model).__name__ if hasattr(model, "base_model") else type(model).__name__,
-            "linear4bit_modules": count_4bit_linears(model),
-            "patching_banner": log["fast_name"],
-            "embedding_device": str(model.get_input_embeddings().weight.device),
-            "compiled_fallback": os.environ.get("UNSLOTH_USE_NEW_MODEL") == "1",
-            "patched_layers": {k: patched[k] for k in ("layers", "qkv", "o", "mlp")} if patched else None,
-            "banner": text[-3000:],
-        },
-    )
+    return LoadedModel.of(model, tokenizer, {
+        "unsloth_version": getattr(unsloth, "__version__", None),
+        "model_class": type(model.base_model.model).__name__ if hasattr(model, "base_model") else type(model).__name__,
+        "linear4bit_modules": count_4bit_linears(model),
+        "patching_banner": log["fast_name"],
+        "embedding_device": str(model.get_input_embeddings().weight.device),
+        "compiled_fallback": os.environ.get("UNSLOTH_USE_NEW_MODEL") == "1",
+        "patched_layers": {k: patched[k] for k in ("layers", "qkv", "o", "mlp")} if patched else None,
+        "banner": text[-3000:],
+    })
