@@ -6,6 +6,9 @@
 #
 #   bash scripts/gpu/regen_all.sh list
 #       the parts: what each writes (paths under reports/), the GPU kind it needs, its time on an H200
+#   bash scripts/gpu/regen_all.sh status
+#       (CPU) each part's committed files: records, schema versions, the commits and dates they name, and
+#       whether the part is current (schema 3, commits that exist) or still to re-measure
 #   PART=<part> OUT=<folder> QLORA_BENCH_COMMIT=$(git rev-parse HEAD) bash scripts/gpu/regen_all.sh
 #       one part on the GPU machine; results land under <folder> with their reports/ paths; a part that
 #       runs out of time is resumable: run it again with RESUME_DIR naming the folder that holds its partial
@@ -55,6 +58,10 @@ list_parts() {
     echo "$PARTS" | while IFS='|' read -r name kind minutes what files; do
         printf '%-14s %-15s %4s  %s\n%35s-> %s\n' "$name" "$kind" "$minutes" "$what" "" "$files"
     done
+}
+
+status_parts() {  # status_parts: each part'"'"'s committed files, and whether they are current
+    echo "$PARTS" | python3 scripts/gpu/regen_status.py
 }
 
 host_gpu() { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1; }
@@ -155,6 +162,7 @@ install() {  # install FOLDER...: their reports/ paths into reports/, commits ch
 
 case ${1:-} in
     list) list_parts; exit 0 ;;
+    status) status_parts; exit $? ;;
     install) shift; install "$@"; exit $? ;;
 esac
 OUT=${OUT:?set OUT (the folder results go to)}

@@ -128,3 +128,21 @@ def test_one_script_regenerates_every_committed_results_file():
     assert committed
     missing = [c for c in committed if c not in written and not any(w.endswith("/") and c.startswith(w) for w in written)]
     assert not missing, f"no regen_all.sh part writes {missing}"
+
+
+def test_regen_status_says_which_parts_are_current():
+    """`regen_all.sh status` reads every part's committed files: one row per part, each "current" or what
+    is left to re-measure, judged from the records (schema version, commits that exist here)."""
+    import subprocess
+
+    listing = subprocess.run(["bash", str(REPO / "scripts" / "gpu" / "regen_all.sh"), "list"], capture_output=True,
+                             text=True, check=True).stdout
+    parts = [line.split()[0] for line in listing.splitlines()[1:] if line and not line[0].isspace()]
+    status = subprocess.run(["bash", str(REPO / "scripts" / "gpu" / "regen_all.sh"), "status"], capture_output=True,
+                            text=True, check=True, cwd=REPO).stdout.splitlines()
+    rows = {line.split()[0]: line for line in status[1:]}
+    assert list(rows) == parts
+    for name, line in rows.items():
+        assert " current (" in line or " re-measure: " in line, line
+    # the files naming a placeholder commit (reports/PROVENANCE.md) are never read as current
+    assert "commits not in this repository: PLACEHOLDER" in rows["gate"]
