@@ -29,8 +29,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-# part | GPU kind (device tool) | about (minutes on an H200; the recipes, gsm8k, articles and long-context parts
-# as measured on 2026-11-30, the recipes ones for one repeat; articles took ~16 min on two GPUs with one repeat) | what it runs | files it writes (under reports/)
+# part | GPU kind (device tool) | about (minutes on an H200; the recipes, gsm8k, articles and long-context
+# parts as measured on 2026-11-30, the recipes ones for one repeat of each cell; articles took ~16 min on two
+# GPUs with one repeat; ladder: 36 cells x 3 repeats, estimated) | what it runs | files it writes (under reports/)
 PARTS=$(cat <<'EOF'
 default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
 native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
@@ -43,7 +44,7 @@ kernels-3|nvidia-h200|7|scripts/gpu/kernels.sh PART=3|kernels/mistral-7b-v0.3.js
 smoke|nvidia-h200|5|scripts/gpu/smoke_recipes.sh|results/smoke/smoke-native.jsonl results/smoke/smoke-t4.jsonl
 scale-default|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=default (1 GPU, then --gpus all)|results/scale-out/t4-default-1gpu.jsonl results/scale-out/t4-default-2gpu.jsonl
 scale-dask|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=dask, then the H200 ladder|results/scale-out/t4-default-dask.jsonl results/recipes/h200-ladder.jsonl
-ladder|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=ladder (continues the ladder)|results/recipes/h200-ladder.jsonl
+ladder|nvidia-h200-x2|27|scripts/gpu/evidence.sh PART=ladder (the H200 ladder, every recipe; resumable)|results/recipes/h200-ladder.jsonl
 recipes-t4|nvidia-h200-x2|12|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, emulated T4)|results/recipes/t4-every-recipe.jsonl
 recipes-a10g|nvidia-h200-x2|10|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
 gsm8k|nvidia-h200-x2|7|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
@@ -60,7 +61,7 @@ list_parts() {
     done
 }
 
-status_parts() {  # status_parts: each part'"'"'s committed files, and whether they are current
+status_parts() {  # status_parts: the committed files of every part, and whether each part is current
     echo "$PARTS" | python3 scripts/gpu/regen_status.py
 }
 
