@@ -238,8 +238,8 @@ def _unsloth_span_gap(rows: list[ValidationRow], arch: str) -> Optional[str]:
 def coverage_gaps(result: OutOfSample) -> list[str]:
     """'not covered: ...' lines: what the requirement (MIN_ARCHITECTURES architectures; Unsloth from
     UNSLOTH_SEQ_SPAN[0] to UNSLOTH_SEQ_SPAN[1] tokens per sequence, or to the architecture's context, on
-    each) still lacks, over all usable cells and over the held-out ones (what is only in the calibration set is not validated
-    out of sample)."""
+    each) still lacks, over all usable cells and over the held-out ones (what is only in the calibration
+    set is not validated out of sample)."""
     gaps = []
     for label, rows in (("not covered", result.in_sample + result.held_out),
                         ("not covered out of sample", result.held_out)):
