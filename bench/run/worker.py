@@ -42,6 +42,15 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def allocator_warnings(retries: Optional[int]) -> list[str]:
+    """A cell whose allocator had to free its cache and retry (torch's num_alloc_retries) ran under memory
+    pressure: its slow steps may be those retries, as they would be on a real card with that memory."""
+    if not retries:
+        return []
+    return [f"allocator retried {retries} time{'s' if retries != 1 else ''} after freeing its cached blocks (device "
+            "memory nearly full, under the cap or the card): steps that retried are slower, so step times vary"]
+
+
 class Events:
     def __init__(self, fd: int):
         self.fd = fd
@@ -88,6 +97,7 @@ class Worker:
         self.job = job
         self.ev = ev
         self.on_cuda = job["device"] == "cuda"
+        self.retries_before = 0  # torch's num_alloc_retries when the current cell started (it counts per process)
         self.fast_paths_summary: Optional[dict] = None  # profiled once per worker (one model), then reused
         self.gpu_probe: Optional[GpuProbe] = None  # NVML energy and GPU state, opened by the first cell on CUDA
 
@@ -169,6 +179,7 @@ class Worker:
         if self.on_cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+            self.retries_before = int(torch.cuda.memory_stats().get("num_alloc_retries", 0))  # cumulative per process
         self.sampler.start()
         result, failure = None, None
         on_step = self.step_events(cell)
@@ -223,6 +234,8 @@ class Worker:
             rec.peak_reserved_bytes = int(torch.cuda.max_memory_reserved())
             rec.peak_device_bytes = peak_device
             rec.device_memory_source = self.sampler.source
+            rec.allocator_retries = int(torch.cuda.memory_stats().get("num_alloc_retries", 0)) - self.retries_before
+            rec.warnings += allocator_warnings(rec.allocator_retries)
         rec.peak_rss_bytes = peak_rss_bytes()
         limit = self.job["plan"]["memory_limit_bytes"]
         if self.on_cuda and limit and peak_device is not None:

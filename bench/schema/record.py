@@ -75,6 +75,9 @@ class ResultRecord:
     # memory (bytes); GPU fields are None in cpu mode
     peak_allocated_bytes: Optional[int] = None  # torch.cuda.max_memory_allocated over the cell
     peak_reserved_bytes: Optional[int] = None  # torch.cuda.max_memory_reserved over the cell
+    # times torch's caching allocator freed its cache and retried a cudaMalloc during the cell (memory
+    # pressure near the cap; each retry synchronises the GPU and slows that step); None: not read (cpu, older)
+    allocator_retries: Optional[int] = None
     peak_device_bytes: Optional[int] = None  # NVML used memory, sampled in a thread (context incl.)
     device_memory_source: Optional[str] = None  # "nvml-process" | "nvml-device" | None
     memory_limit_bytes: Optional[int] = None  # emulation cap: torch's total on a real card of the tier; None if native
