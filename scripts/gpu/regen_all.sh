@@ -30,8 +30,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 # part | GPU kind (device tool) | about (minutes on an H200; the recipes, gsm8k, articles and long-context
-# parts as measured on 2026-11-30, the recipes ones for one repeat of each cell; articles took ~16 min on two
-# GPUs with one repeat; ladder: 36 cells x 3 repeats, estimated) | what it runs | files it writes (under reports/)
+# parts as measured on 2026-11-30, the recipes ones for one repeat of each cell; articles took ~31 GPU-minutes
+# with one repeat (9 min on two GPUs, then 13.5 on one); ladder: 36 cells x 3 repeats, estimated) | what it runs | files it writes (under reports/)
 PARTS=$(cat <<'EOF'
 default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
 native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
@@ -48,7 +48,7 @@ ladder|nvidia-h200-x2|27|scripts/gpu/evidence.sh PART=ladder (the H200 ladder, e
 recipes-t4|nvidia-h200-x2|12|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, emulated T4)|results/recipes/t4-every-recipe.jsonl
 recipes-a10g|nvidia-h200-x2|10|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
 gsm8k|nvidia-h200-x2|7|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
-articles|nvidia-h200-x2|20|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles; S2 and S4 x 3 repeats)|results/recipes/articles/
+articles|nvidia-h200-x2|18|scripts/gpu/recipes_rest.sh PART=articles (bench run --preset articles; S2 and S4 x 3 repeats)|results/recipes/articles/
 long-context|nvidia-h200|8|scripts/gpu/recipes_rest.sh PART=long-context (Unsloth at 32k, 3 architectures)|results/estimator/h200-unsloth-long-context.jsonl results/estimator/h200-unsloth-phi3-4k.jsonl
 kernels-liger|nvidia-h200|2|bench kernels-check --recipe hf-liger --model llama-3.1-8b|kernels/llama-3.1-8b.hf-liger.json
 EOF
