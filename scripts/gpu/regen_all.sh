@@ -31,7 +31,8 @@ cd "$(dirname "$0")/../.."
 
 # part | GPU kind (device tool) | about (minutes on an H200; the recipes, gsm8k, articles and long-context
 # parts as measured on 2026-11-30, the recipes ones for one repeat of each cell; articles took ~31 GPU-minutes
-# with one repeat (9 min on two GPUs, then 13.5 on one); ladder: 36 cells x 3 repeats, estimated) | what it runs | files it writes (under reports/)
+# with one repeat (9 min on two GPUs, then 13.5 on one); estimated: articles with its S2 / S4 repeats, the ladder
+# with 36 cells x 3 repeats) | what it runs | files it writes (under reports/)
 PARTS=$(cat <<'EOF'
 default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
 native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
@@ -62,7 +63,7 @@ list_parts() {
 }
 
 status_parts() {  # status_parts: the committed files of every part, and whether each part is current
-    echo "$PARTS" | python3 scripts/gpu/regen_status.py
+    echo "$PARTS" | python3 scripts/gpu/evidence_files.py status
 }
 
 host_gpu() { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1; }
@@ -128,21 +129,8 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
     esac
 }
 
-UNKNOWN_COMMITS_PY='
-import json, re, sys
-from bench.run.env import commits_not_in_repository
-commits = set()
-for path in sys.argv[1:]:
-    text = open(path, encoding="utf-8").read()
-    rows = [json.loads(l) for l in text.splitlines() if l.strip()] if path.endswith(".jsonl") else [json.loads(text)]
-    for row in rows:
-        info = row.get("commit_info") or {}
-        commits.add(str((row.get("env") or {}).get("git_commit") or info.get("id")))
-# not in this repository (bench.run.env), or not a full 40-digit id (a record must name its commit exactly)
-print("\n".join(sorted(set(commits_not_in_repository(commits)) | {c for c in commits if not re.fullmatch("[0-9a-f]{40}", c)})))
-'
 unknown_commits() {  # the commits the records (and benchmark files) under the given paths name that are not here
-    find "$@" \( -name '*.jsonl' -o -name '*.json' \) -print0 2>/dev/null | xargs -0 -r python3 -c "$UNKNOWN_COMMITS_PY"
+    find "$@" \( -name '*.jsonl' -o -name '*.json' \) -print0 2>/dev/null | xargs -0 -r python3 scripts/gpu/evidence_files.py bad-commits
 }
 
 install() {  # install FOLDER...: their reports/ paths into reports/, commits checked, reports regenerated
