@@ -14,6 +14,10 @@ say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
 left() { echo $((BUDGET - (SECONDS - START))); }
 bench_run() {  # bench_run NAME LIMIT_S args...: one `bench run`, its console kept; stopped at LIMIT_S (resumable)
     local name=$1 limit=$2; shift 2
+    if [ "$limit" -lt 30 ]; then  # `timeout 0` would mean no limit at all: a part out of time starts nothing
+        say "not started (${limit} s left of the part's budget): bench run $* -> $name.jsonl"
+        return 0
+    fi
     say "bench run $* -> $name.jsonl (limit ${limit} s)"
     local t0=$SECONDS
     if [ ! -f "$WORK/$name.jsonl" ] && [ -f "${RESUME_DIR:-/nonexistent}/$name.jsonl" ]; then

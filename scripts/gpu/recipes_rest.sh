@@ -49,10 +49,14 @@ case "$PART" in
     if [ -d "${RESUME_DIR:-/nonexistent}/articles" ] && [ -z "$(ls -A "$WORK/articles")" ]; then
         cp "$RESUME_DIR"/articles/*.jsonl "$WORK/articles/" 2>/dev/null && say "continuing $RESUME_DIR/articles"
     fi
-    say "bench run --preset ${ARTICLES:-articles} -> articles/ (limit $(left) s)"
-    timeout --signal=INT "$(left)" python3 -m bench run "${COMMON[@]}" --gpu-tier h200 --preset "${ARTICLES:-articles}" \
-        --out "$WORK/articles" --resume --gpus all >> "$WORK/articles.console.txt" 2>&1
-    say "exit code $?"
+    if [ "$(left)" -lt 30 ]; then
+        say "not started ($(left) s left of the part's budget): bench run --preset ${ARTICLES:-articles}"
+    else
+        say "bench run --preset ${ARTICLES:-articles} -> articles/ (limit $(left) s)"
+        timeout --signal=INT "$(left)" python3 -m bench run "${COMMON[@]}" --gpu-tier h200 --preset "${ARTICLES:-articles}" \
+            --out "$WORK/articles" --resume --gpus all >> "$WORK/articles.console.txt" 2>&1
+        say "exit code $?"
+    fi
     mkdir -p "$OUT/articles" && cp "$WORK"/articles/*.jsonl "$OUT/articles/" 2>/dev/null
     cp "$WORK/articles.console.txt" "$OUT/"
     ;;
