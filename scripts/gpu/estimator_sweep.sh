@@ -32,8 +32,8 @@ NAME=estimator-sweep-h100-part$PART
 WORK=/tmp/qb-work
 mkdir -p "$OUT" "$WORK"
 RES="$WORK/$NAME.jsonl"
-if [ ! -f "$RES" ] && [ -f "reports/results/$NAME.jsonl" ]; then
-    cp "reports/results/$NAME.jsonl" "$RES"   # continue a part that ran out of time last call
+if [ ! -f "$RES" ] && [ -f "${RESUME_DIR:-/nonexistent}/$NAME.jsonl" ]; then
+    cp "$RESUME_DIR/$NAME.jsonl" "$RES"   # continue a part that ran out of time last call (RESUME_DIR=reports/results: the committed file)
 fi
 CONSOLE="$WORK/$NAME.console.txt"
 START=$SECONDS

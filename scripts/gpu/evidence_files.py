@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's bench, installed or not
 from bench.run.env import commits_not_in_repository
 from bench.schema.record import SCHEMA_VERSION
 

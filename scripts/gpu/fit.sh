@@ -11,8 +11,10 @@
 # (x1.1, x1.2, ...) until one probe fits and one fails, then bisects once (seq, to ~5 %) or twice
 # (batch). Every probe is a real training cell (1 warm-up + 1 timed step) appended to the results.
 # It starts no probe after FIT_BUDGET_S seconds (default 420) and then exits 3: run the same
-# command again; it resumes from /tmp/qb-work while the machine is warm, else from the committed
-# copy in reports/results/.
+# command again; it resumes from /tmp/qb-work while the machine is warm, else from RESUME_DIR when
+# set (a folder holding fit-<tier>-emulated.jsonl from the earlier command; RESUME_DIR=reports/results
+# continues the committed file). Without either it starts afresh: a re-measurement at HEAD never
+# quietly reuses the committed probes.
 #
 # Writes under $OUT (at most 5 files): fit-<tier>-emulated.jsonl (every probe),
 # fit-<tier>-emulated.console.txt, fit-<tier>-emulated.logs/<backend>-llama-3.1-8b.log,
@@ -38,8 +40,8 @@ NAME=fit-$TIER-emulated
 WORK=/tmp/qb-work
 mkdir -p "$OUT" "$WORK"
 RES="$WORK/$NAME.jsonl"
-if [ ! -f "$RES" ] && [ -f "reports/results/$NAME.jsonl" ]; then
-    cp "reports/results/$NAME.jsonl" "$RES"
+if [ ! -f "$RES" ] && [ -f "${RESUME_DIR:-/nonexistent}/$NAME.jsonl" ]; then
+    cp "$RESUME_DIR/$NAME.jsonl" "$RES"
 fi
 CONSOLE="$WORK/$NAME.console.txt"
 say() { echo "== $(date +%T) $*" | tee -a "$CONSOLE"; }

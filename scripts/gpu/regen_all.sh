@@ -12,9 +12,10 @@
 #   PART=<part> OUT=<folder> QLORA_BENCH_COMMIT=$(git rev-parse HEAD) bash scripts/gpu/regen_all.sh
 #       one part on the GPU machine; results land under <folder> with their reports/ paths; a part that
 #       runs out of time is resumable: run it again with RESUME_DIR naming the folder that holds its partial
-#       results files (the bench-run parts: recipes-*, gsm8k; e.g. RESUME_DIR=reports/results/recipes to
-#       continue the committed files: the tree travels) or, for default-t4 / native-h100, with the same
-#       <folder> contents copied back first
+#       results files (the bench-run parts: recipes-*, gsm8k, articles; fit-*; e.g. RESUME_DIR=reports/results/recipes
+#       to continue the committed files: the tree travels) or, for default-t4 / native-h100, with the same
+#       <folder> contents copied back first; without it a part starts afresh (a re-measurement never reuses
+#       the committed records) unless an earlier command on the same warm machine left them in /tmp/qb-work
 #   bash scripts/gpu/regen_all.sh install <folder>...
 #       on the machine with the checkout (CPU): copy the parts' files into reports/, check that every
 #       record names a commit that exists here, then scripts/regen_reports.sh (every report)
