@@ -37,11 +37,12 @@ if [ -f "$RERUN" ]; then
 
 ## A second, independent run of the baseline recipe (scripts/gpu/gate_heavier.sh)
 
-The baseline's hf-kbit cells run again on the GPU in a new process (same recipe and steps), gated on
+The baseline's hf-trl cells (its reference recipe: TRL's SFTTrainer) run again on the GPU in new
+processes (same recipe and timed window), gated on
 VRAM (the default; the speed gate is off unless `--max-slowdown` is given). The same run against
 a 10 % speed gate follows, under "Speed noise".
 MD
-    gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
+    gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-trl --only seq_len=1024 \
         --max-vram-increase 5%
     cat >> "$pass" <<'MD'
 
@@ -53,7 +54,7 @@ the speed gate used to be off; the gate reads the 95 % interval of new / baselin
 tokens/s and fails only when the whole interval lies below 0.9 (docs/ci/README.md, "Speed"). Its verdict
 on this re-run follows.
 MD
-    gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-kbit --only seq_len=1024 \
+    gate "$pass" "$RERUN" --baseline baselines/t4.json --only recipe=hf-trl --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%
 fi
 
@@ -76,10 +77,10 @@ if [ -f "$HEAVIER" ]; then
 
 ## A heavier recipe: LoRA rank 64 instead of 16 (scripts/gpu/gate_heavier.sh)
 
-The same hf-kbit cells (llama-3.1-8b, t4 emulated, seq 1024, batch 1 and 2) run on the GPU with
+The same hf-trl cells (llama-3.1-8b, t4 emulated, seq 1024, batch 1 and 2) run on the GPU with
 `--lora-r 64`. lora_r is part of the cell key, so the gate matches the two settings with
 `--ignore-key lora_r`, as a team does when it bumps the rank in its recipe.
 MD
-    gate "$fail" "$HEAVIER" --baseline baselines/t4.json --ignore-key lora_r --only recipe=hf-kbit --only seq_len=1024 \
+    gate "$fail" "$HEAVIER" --baseline baselines/t4.json --ignore-key lora_r --only recipe=hf-trl --only seq_len=1024 \
         --max-vram-increase 5% --max-slowdown 10%
 fi

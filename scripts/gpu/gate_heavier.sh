@@ -3,16 +3,17 @@
 # heavier recipe that should fail, both gated against the committed baseline baselines/t4.json
 # (saved from reports/results/t4-emulated.jsonl with `bench baseline save`).
 #
-#   1. rerun:   the baseline recipe again (HF, llama-3.1-8b, t4 emulated, seq 1024, batch 1,2):
-#               same cell keys; gated on VRAM by scripts/gate_evidence.sh (and on speed, to show
-#               how much tokens/s moves between two runs of one recipe).
+#   1. rerun:   the baseline's reference recipe again (hf-trl: TRL's SFTTrainer, what HF users run;
+#               llama-3.1-8b, t4 emulated, seq 1024, batch 1,2, the default timed window as in the
+#               baseline): same cell keys; gated on VRAM by scripts/gate_evidence.sh (and on speed, to
+#               show how much tokens/s moves between two runs of one recipe).
 #   2. heavier: the same cells with LoRA rank 64 instead of 16 - what a team does when it bumps
 #               lora_r in its recipe. lora_r is part of the cell key, so the gate compares the two
 #               recipes with --ignore-key lora_r (printed in the output); expected FAIL, naming the
 #               cells (more VRAM; batch 2 already runs near the T4's memory in the baseline, so it
 #               may now go over it or OOM).
 #
-# Run from the repository root on the GPU machine (H100, no network), ~4 minutes:
+# Run from the repository root on the GPU machine (no network), ~4 minutes:
 #   bash scripts/gpu/gate_heavier.sh
 # Writes under $OUT (6 files): t4-rerun.jsonl, t4-heavier-r64.jsonl (the results), gate-rerun.md,
 # gate-fail.md, gate-fail.json (the gate's own output there), gate.log.
@@ -27,9 +28,8 @@ BASELINE=${BASELINE:-baselines/t4.json}
 CACHE=${CACHE:-/tmp/qbcache}
 LOG="$OUT/gate.log"
 WORK=$(mktemp -d /tmp/gate-heavier.XXXXXX)  # bench run also writes worker logs: keep them out of $OUT
-MATRIX=(--gpu-tier t4 --model llama-3.1-8b --backend hf --seq-len 1024 --batch-size 1,2 --min-steps 4 --min-seconds 0 --warmup-steps 2
-        --cache-dir "$CACHE")
-SUBSET=(--only backend=hf --only seq_len=1024)
+MATRIX=(--gpu-tier t4 --model llama-3.1-8b --recipe hf-trl --seq-len 1024 --batch-size 1,2 --cache-dir "$CACHE")
+SUBSET=(--only recipe=hf-trl --only seq_len=1024)
 TOL=(--max-vram-increase 5% --max-slowdown 10%)
 
 say() { echo "== $*" | tee -a "$LOG"; }
