@@ -7,11 +7,22 @@ from pathlib import Path
 
 import pytest
 
+from bench.run.env import git_commit
 from tests.helpers import FROZEN_RESULTS, run_bench, run_once, session_root
 
 # Tiny models gain nothing from intra-op threads, and the suite runs one xdist worker per core, each starting
 # training subprocesses: one thread per process keeps them from contending (inherited by every subprocess).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_commit_info(config, commit_info):
+    """pytest-benchmark files (tests/gpu/test_kernels.py -> reports/kernels-benchmark.json) name the suite's
+    commit as results records do (bench.run.env.git_commit): QLORA_BENCH_COMMIT on a tree copied to the GPU
+    box, whose stale .git would name an older commit (and that commit's times, and "dirty")."""
+    info = git_commit()
+    if info["commit_source"] == "env":
+        commit_info.update(id=info["git_commit"], dirty=None, time=None, author_time=None)
 
 
 

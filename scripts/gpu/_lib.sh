@@ -9,6 +9,7 @@ WORK=${WORK:-/tmp/qb-work}
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/evidence-$PART.console.txt"
 COMMON=(--cache-dir "$CACHE" --cell-timeout 420 --load-timeout 420)
+LOGS=()  # the worker-log folders (under $WORK) of the runs this part started: pack_logs packs these only
 
 say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
 left() { echo $((BUDGET - (SECONDS - START))); }
@@ -19,6 +20,7 @@ bench_run() {  # bench_run NAME LIMIT_S args...: one `bench run`, its console ke
         return 0
     fi
     say "bench run $* -> $name.jsonl (limit ${limit} s)"
+    LOGS+=("$name.logs")
     local t0=$SECONDS
     if [ ! -f "$WORK/$name.jsonl" ] && [ -f "${RESUME_DIR:-/nonexistent}/$name.jsonl" ]; then
         cp "$RESUME_DIR/$name.jsonl" "$WORK/$name.jsonl" && say "continuing $RESUME_DIR/$name.jsonl"
@@ -49,4 +51,10 @@ checkpoints() {  # checkpoints MODEL...: several models' checkpoints written sid
     for m in "$@"; do checkpoint "$m" & done
     wait
 }
-pack_logs() { tar czf "$OUT/logs-$PART.tgz" -C "$WORK" $(cd "$WORK" && ls -d *.logs dask-*.log 2>/dev/null) 2>/dev/null; }
+pack_logs() {  # this part's worker logs (LOGS, and the dask part's scheduler / worker logs), not those of
+    # other parts that share $WORK on a warm machine or beside it on the other GPU
+    local have=() p
+    for p in "${LOGS[@]}"; do [ -e "$WORK/$p" ] && have+=("$p"); done
+    if [ "$PART" = dask ]; then for p in "$WORK"/dask-*.log; do [ -e "$p" ] && have+=("${p##*/}"); done; fi
+    if [ ${#have[@]} -gt 0 ]; then tar czf "$OUT/logs-$PART.tgz" -C "$WORK" "${have[@]}"; fi
+}

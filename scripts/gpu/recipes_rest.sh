@@ -43,8 +43,9 @@ case "$PART" in
         --seq-len 1024 --batch-size 2,4 --gpus all
     ;;
   articles)
-    # the preset's four models written side by side first (each ~45 s alone), then every part with --gpus all
-    checkpoints mistral-7b-v0.3 llama-3.1-8b phi-3-mini qwen2.5-7b
+    # the chosen parts' models written side by side first (each ~45 s alone), then every part with --gpus all
+    checkpoints $(python3 -c "import sys; from bench.config.presets import preset_parts
+print(' '.join(sorted({m for part in preset_parts(sys.argv[1])[1] for m in part.models.split(',')})))" "${ARTICLES:-articles}")
     mkdir -p "$WORK/articles"
     if [ -d "${RESUME_DIR:-/nonexistent}/articles" ] && [ -z "$(ls -A "$WORK/articles")" ]; then
         cp "$RESUME_DIR"/articles/*.jsonl "$WORK/articles/" 2>/dev/null && say "continuing $RESUME_DIR/articles"
@@ -57,6 +58,7 @@ case "$PART" in
             --out "$WORK/articles" --resume --gpus all >> "$WORK/articles.console.txt" 2>&1
         say "exit code $?"
     fi
+    for logs in "$WORK"/articles/*.logs; do [ -e "$logs" ] && LOGS+=("articles/${logs##*/}"); done
     mkdir -p "$OUT/articles" && cp "$WORK"/articles/*.jsonl "$OUT/articles/" 2>/dev/null
     cp "$WORK/articles.console.txt" "$OUT/"
     ;;

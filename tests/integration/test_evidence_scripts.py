@@ -1,0 +1,43 @@
+"""The GPU evidence scripts' CPU-side plumbing: what a part packs, and the commit its files name."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+from tests.helpers import REPO
+
+
+def test_pack_logs_packs_only_the_parts_own_worker_logs(tmp_path):
+    """Two parts share /tmp/qb-work on a warm machine (and beside each other on two GPUs): a part's
+    logs-<part>.tgz holds the worker logs of the runs it started, not every *.logs folder there."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    for name in ("mine.logs", "articles/s2.logs", "other-part.logs"):
+        (work / name).mkdir(parents=True)
+        (work / name / "worker.log").write_text("log\n")
+    script = ('. scripts/gpu/_lib.sh; LOGS+=(mine.logs never-ran.logs); '
+              'for l in "$WORK"/articles/*.logs; do LOGS+=("articles/${l##*/}"); done; pack_logs')
+    env = {**os.environ, "OUT": str(out), "WORK": str(work), "PART": "articles"}
+    proc = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out / "logs-articles.tgz") as tar:
+        folders = {m.name.split("/worker.log")[0] for m in tar.getmembers() if m.name.endswith("worker.log")}
+    assert folders == {"mine.logs", "articles/s2.logs"}
+
+
+def test_benchmark_files_name_the_commit_the_gpu_tree_was_copied_from(tmp_path):
+    """A pytest-benchmark file written on the GPU box (reports/kernels-benchmark.json) names
+    QLORA_BENCH_COMMIT, as the results records do, not the commit of a stale .git there."""
+    (tmp_path / "test_timed.py").write_text("def test_timed(benchmark):\n    benchmark(sum, [1, 2, 3])\n")
+    sha = "8d69091efc7bb1e4b5f38fc07a18d2b2fa097bf1"
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "QLORA_BENCH_COMMIT": sha, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           "-p", "tests.conftest", str(tmp_path / "test_timed.py"), f"--benchmark-json={out}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    commit = json.loads(out.read_text())["commit_info"]
+    assert commit["id"] == sha and commit["dirty"] is None
