@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 BENCH=${BENCH:-python3 -m bench}
 export BENCH COLUMNS=${COLUMNS:-200}
 R=reports/results
+# Every plot under reports/ is a report's: written again below, so plots of results no report shows any more
+# (a file measured again on another GPU names another plot) do not linger.
+rm -f reports/*.png
 # `bench run --preset articles`: the articles' own comparisons, each against the baseline its article used
 ARTICLES=($R/recipes/articles/s2-7b-lora16.jsonl $R/recipes/articles/s4-l4-mistral.jsonl
           $R/recipes/articles/s7-unsloth-vram.jsonl $R/recipes/articles/s3-peft.jsonl)

@@ -3,9 +3,9 @@
   python3 scripts/gpu/evidence_files.py status < PARTS
       per regen_all.sh part (stdin: its `part|kind|minutes|what|files` table), the records of its committed
       files under reports/, their schema versions, the dates and commits they name, and "current" (every
-      record at today's schema, every commit exact and in this repository) or what is still to re-measure
+      record at today's schema, every commit an id of one commit of this repository) or what is still to re-measure
   python3 scripts/gpu/evidence_files.py bad-commits FILE...
-      the commits the given results / kernels-check / pytest-benchmark files name that are not exact ids of
+      the commits the given results / kernels-check / pytest-benchmark files name that are not ids (7 to 40 digits) of one commit of
       this repository (one per line; nothing when all are): regen_all.sh install refuses them
 """
 
@@ -33,10 +33,11 @@ def commit_of(row: dict) -> str:
 
 
 def bad_commits(commits) -> set[str]:
-    """Of `commits`, those that do not name a commit of this repository exactly: not in it (bench.run.env), or
-    not a full 40-digit id (a record must name its commit exactly)."""
+    """Of `commits`, those that do not name one commit of this repository: not a hexadecimal id of 7 to 40 digits
+    (a placeholder, "unknown"), or not in it (bench.run.env: a mistyped id, or an abbreviation that names no
+    commit or several)."""
     commits = set(commits)
-    return set(commits_not_in_repository(commits)) | {c for c in commits if not re.fullmatch("[0-9a-f]{40}", c)}
+    return set(commits_not_in_repository(commits)) | {c for c in commits if not re.fullmatch("[0-9a-f]{7,40}", c)}
 
 
 def part_files(files: str) -> list[Path]:

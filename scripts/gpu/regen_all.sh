@@ -30,18 +30,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-# part | GPU kind (device tool) | about (minutes on an H200; the recipes, gsm8k, articles and long-context
-# parts as measured on 2026-11-30, the recipes ones for one repeat of each cell; articles took ~31 GPU-minutes
-# with one repeat (9 min on two GPUs, then 13.5 on one); estimated: articles with its S2 / S4 repeats, the ladder
-# with 36 cells x 3 repeats) | what it runs | files it writes (under reports/)
+# part | GPU kind (device tool) | about (minutes on an H200, as measured on 2026-11-30: the recipes ones for one
+# repeat of each cell; articles took ~31 GPU-minutes with one repeat (9 min on two GPUs, then 13.5 on one), its
+# S2 / S4 parts with 3 repeats ~6 and ~5; default-t4, fit-*, gate, kernels-1/2 and smoke at 8d69091 or be52e34,
+# two parts side by side on two GPUs; estimated: the ladder with 36 cells x 3 repeats, native-h100, kernels-3,
+# scale-*) | what it runs | files it writes (under reports/)
 PARTS=$(cat <<'EOF'
 default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
 native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
-fit-t4|nvidia-h200|9|scripts/gpu/fit.sh TIER=t4|results/fit-t4-emulated.jsonl
-fit-a10g|nvidia-h200|9|scripts/gpu/fit.sh TIER=a10g|results/fit-a10g-emulated.jsonl
-gate|nvidia-h200|8|scripts/gpu/gate_heavier.sh|results/gate/t4-rerun.jsonl results/gate/t4-heavier-r64.jsonl
-kernels-1|nvidia-h200|6|scripts/gpu/kernels.sh PART=1 (kernel tests, micro-benchmarks, 2 models)|kernels/llama-3.2-1b.json kernels/pythia-1b.json kernels-benchmark.json kernels/kernels-tests.txt
-kernels-2|nvidia-h200|6|scripts/gpu/kernels.sh PART=2|kernels/llama-3.2-3b.json kernels/phi-3-mini.json kernels/llama-3.1-8b.json
+fit-t4|nvidia-h200|5|scripts/gpu/fit.sh TIER=t4|results/fit-t4-emulated.jsonl
+fit-a10g|nvidia-h200|5|scripts/gpu/fit.sh TIER=a10g|results/fit-a10g-emulated.jsonl
+gate|nvidia-h200|3|scripts/gpu/gate_heavier.sh|results/gate/t4-rerun.jsonl results/gate/t4-heavier-r64.jsonl
+kernels-1|nvidia-h200|3|scripts/gpu/kernels.sh PART=1 (kernel tests, micro-benchmarks, 2 models)|kernels/llama-3.2-1b.json kernels/pythia-1b.json kernels-benchmark.json kernels/kernels-tests.txt
+kernels-2|nvidia-h200|4|scripts/gpu/kernels.sh PART=2|kernels/llama-3.2-3b.json kernels/phi-3-mini.json kernels/llama-3.1-8b.json
 kernels-3|nvidia-h200|7|scripts/gpu/kernels.sh PART=3|kernels/mistral-7b-v0.3.json kernels/qwen2.5-7b.json kernels/gemma-2-9b.json
 smoke|nvidia-h200|5|scripts/gpu/smoke_recipes.sh|results/smoke/smoke-native.jsonl results/smoke/smoke-t4.jsonl
 scale-default|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=default (1 GPU, then --gpus all)|results/scale-out/t4-default-1gpu.jsonl results/scale-out/t4-default-2gpu.jsonl
@@ -130,8 +131,9 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
     esac
 }
 
-unknown_commits() {  # the commits the records (and benchmark files) under the given paths name that are not here
-    find "$@" \( -name '*.jsonl' -o -name '*.json' \) -print0 2>/dev/null | xargs -0 -r python3 scripts/gpu/evidence_files.py bad-commits
+unknown_commits() {  # the commits the files install copies (results/, kernels/, the benchmark file) name that are not here
+    find "$@" \( -path '*/results/*' -o -path '*/kernels/*' -o -name kernels-benchmark.json \) \( -name '*.jsonl' -o -name '*.json' \) \
+        -print0 2>/dev/null | xargs -0 -r python3 scripts/gpu/evidence_files.py bad-commits
 }
 
 install() {  # install FOLDER...: their reports/ paths into reports/, commits checked, reports regenerated
@@ -143,7 +145,9 @@ install() {  # install FOLDER...: their reports/ paths into reports/, commits ch
         done
         return 2
     fi
-    for folder in "$@"; do
+    for folder in "$@"; do  # a results file's worker logs come whole: the logs of the run it replaces go
+        (cd "$folder" && find . -type d -name '*.logs' \( -path './results/*' -o -path './kernels/*' \) -print) \
+            | while read -r d; do rm -rf "reports/${d:?}"; done
         (cd "$folder" && find . -type f \( -path './results/*' -o -path './kernels/*' -o -name kernels-benchmark.json \) \
             -print) | while read -r f; do mkdir -p "reports/$(dirname "$f")"; cp "$folder/$f" "reports/$f"; done
     done

@@ -144,5 +144,5 @@ def test_regen_status_says_which_parts_are_current():
     assert list(rows) == parts
     for name, line in rows.items():
         assert " current (" in line or " re-measure: " in line, line
-    # the files naming a placeholder commit (reports/PROVENANCE.md) are never read as current
-    assert "commits not in this repository: PLACEHOLDER" in rows["gate"]
+    # the H100's schema-1 file (no H100 is lent to re-measure it: reports/PROVENANCE.md) is never read as current
+    assert "re-measure: schema 1 records" in rows["native-h100"]

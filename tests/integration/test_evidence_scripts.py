@@ -41,3 +41,16 @@ def test_benchmark_files_name_the_commit_the_gpu_tree_was_copied_from(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     commit = json.loads(out.read_text())["commit_info"]
     assert commit["id"] == sha and commit["dirty"] is None
+
+
+def test_install_refuses_ids_that_name_no_single_commit_here(tmp_path):
+    """`regen_all.sh install` refuses records whose commit is a placeholder, a mistyped id or too short to
+    name one commit; a full id or an abbreviation of a commit of this repository passes."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    named = [head, head[:7], "PLACEHOLDER", "unknown", "9cd5d8e1c5c4f2e5b3dd7d3ee0f3e9b1fba2a1d0", head[:4]]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"env": {"git_commit": sha}}) + "\n" for sha in named))
+    proc = subprocess.run([sys.executable, "scripts/gpu/evidence_files.py", "bad-commits", str(results)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert set(proc.stdout.split("\n")) - {""} == {"PLACEHOLDER", "unknown", named[4], head[:4]}
