@@ -34,7 +34,8 @@ def test_benchmark_files_name_the_commit_the_gpu_tree_was_copied_from(tmp_path):
     (tmp_path / "test_timed.py").write_text("def test_timed(benchmark):\n    benchmark(sum, [1, 2, 3])\n")
     sha = "8d69091efc7bb1e4b5f38fc07a18d2b2fa097bf1"
     out = tmp_path / "bench.json"
-    env = {**os.environ, "QLORA_BENCH_COMMIT": sha, "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not an xdist worker's session
+    env.update(QLORA_BENCH_COMMIT=sha, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
                            "-p", "tests.conftest", str(tmp_path / "test_timed.py"), f"--benchmark-json={out}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
