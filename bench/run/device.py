@@ -1,7 +1,8 @@
 """The GPU a worker runs on: detection (NVML), CUDA start-up with the emulated tier's memory cap,
 and the samplers and timers used while a cell trains: the memory sampler, the step timer, and the
 NVML probe (energy counter, clocks, temperature, power, clock-event reasons, other processes) read
-around each cell's timed window (`TimedWindow`; the record's `gpu_state`, bench.schema.gpu_state).
+around each cell's timed window (`TimedWindow`; the record's `gpu_state`, bench.schema.gpu_state), and the
+host's CPU load over the same window (the record's `host_cpu`, bench.schema.host_cpu).
 
 Nothing here is imported by the launcher's process except `detect_host_gpu` (NVML only, no CUDA
 context): CUDA belongs to the worker subprocesses.
@@ -18,6 +19,7 @@ from typing import Any, Callable, Optional
 from bench.analysis.metrics import energy_between
 from bench.config.tiers import HostGpu, torch_memory_fraction
 from bench.schema.gpu_state import add_to_span, clock_event_names
+from bench.schema.host_cpu import HostCpuSample, host_cpu, proc_stat_jiffies
 
 
 def detect_host_gpu(index: int = 0, allow_torch: bool = False) -> Optional[HostGpu]:
@@ -344,23 +346,44 @@ class GpuProbe:
                 "processes": self.processes(), "own_pid": os.getpid()}
 
 
-class TimedWindow:
-    """NVML around one cell: the GPU's state before its first step and after its last (`begin`, `finish`), a
-    reading after each timed step, and the energy counter at the end of the last warm-up step (before the first
-    step when there is none) and at the end of every timed step (the last read stands: the timed window may run
-    any number of steps). Without an open probe (a CPU, no NVML) it reads nothing and reports None."""
+def read_host_sample(proc_stat: str = "/proc/stat") -> Optional[HostCpuSample]:
+    """The host's CPU jiffies, this process's CPU seconds and the clock now; None where /proc/stat is missing."""
+    try:
+        with open(proc_stat, encoding="ascii") as f:
+            jiffies = proc_stat_jiffies(f.read())
+    except OSError:
+        return None
+    if jiffies is None:
+        return None
+    times = os.times()
+    return HostCpuSample(busy_jiffies=jiffies[0], total_jiffies=jiffies[1], own_cpu_s=times.user + times.system,
+                         wall_s=time.monotonic())
 
-    def __init__(self, probe: Optional[GpuProbe], warmup_steps: int):
+
+class TimedWindow:
+    """NVML and the host's CPU around one cell: the GPU's state before its first step and after its last
+    (`begin`, `finish`), a reading after each timed step, the energy counter at the end of the last warm-up step
+    (before the first step when there is none) and at the end of every timed step (the last read stands: the
+    timed window may run any number of steps), and the host's CPU time at those same two points (`host_cpu`).
+    Without an open probe (a CPU, no NVML) it reads no GPU figure and reports None for them."""
+
+    def __init__(self, probe: Optional[GpuProbe], warmup_steps: int,
+                 read_host: Callable[[], Optional[HostCpuSample]] = read_host_sample):
         self.probe = probe if probe is not None and probe.is_open else None
         self.warmup_steps = warmup_steps
+        self.read_host = read_host
         self.start: Optional[dict] = None
         self.end: Optional[dict] = None
         self.timed: dict = {}
         self.energy_start_mj: Optional[int] = None
         self.energy_end_mj: Optional[int] = None
         self.energy_end_step: Optional[int] = None  # the step index (warm-up counted) of the last end read
+        self.host_start: Optional[HostCpuSample] = None
+        self.host_end: Optional[HostCpuSample] = None
 
     def begin(self) -> None:
+        if self.warmup_steps <= 0:
+            self.host_start = self.read_host()
         if self.probe is None:
             return
         self.start = self.probe.snapshot()
@@ -369,6 +392,10 @@ class TimedWindow:
 
     def after_step(self, index: int) -> None:
         """Step `index` (0-based, warm-up counted) finished, synchronised with the device."""
+        if index == self.warmup_steps - 1:
+            self.host_start = self.read_host()
+        elif index >= self.warmup_steps:
+            self.host_end = self.read_host()
         if self.probe is None:
             return
         if index == self.warmup_steps - 1:
@@ -393,6 +420,10 @@ class TimedWindow:
     def energy_j(self) -> Optional[float]:
         """Joules from the end of the warm-up to the last timed step's end, or None."""
         return energy_between(self.energy_start_mj, self.energy_end_mj)
+
+    def host_cpu(self) -> Optional[dict]:
+        """The record's host_cpu (bench.schema.host_cpu) over the timed steps, or None."""
+        return host_cpu(self.host_start, self.host_end, os.cpu_count())
 
     def state(self) -> Optional[dict]:
         """The record's gpu_state (bench.schema.gpu_state), or None without a probe."""

@@ -33,6 +33,7 @@ from bench.run.dataset import load_tokenized
 from bench.run.drivers import TrainResult, TrainSpec, restore_trainable, snapshot_trainable, train
 from bench.run.drivers.loop import train_loop
 from bench.schema.gpu_state import state_warnings
+from bench.schema.host_cpu import host_cpu_warnings
 from bench.schema.record import SCHEMA_VERSION, ResultRecord
 from bench.units import GiB
 from kernels_check import summarize_fast_paths
@@ -308,10 +309,13 @@ class Worker:
         return window
 
     def record_gpu_state(self, rec: ResultRecord, cell: Cell, window: TimedWindow) -> None:
-        """The GPU's state, its warnings (another process, throttling), and the energy of the timed steps: joules
+        """The GPU's state, its warnings (another process, throttling), the host's CPU load and its warning (other
+        processes busy on the host), and the energy of the timed steps: joules
         from the end of the warm-up to the last timed step's end, per 1,000 non-padding tokens of those steps."""
         rec.gpu_state = window.state()
         rec.warnings += state_warnings(rec.gpu_state)
+        rec.host_cpu = window.host_cpu()
+        rec.warnings += host_cpu_warnings(rec.host_cpu)
         rec.energy_j = window.energy_j
         if rec.energy_j is not None and window.energy_end_step is not None:
             tokens = sum(rec.step_tokens[cell.train.warmup_steps:window.energy_end_step + 1])

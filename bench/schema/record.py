@@ -107,6 +107,9 @@ class ResultRecord:
     # the GPU while the cell ran (bench/run/device.py): SM clock, temperature, power limit, throttle
     # reasons, other processes; None on a CPU
     gpu_state: Optional[dict[str, Any]] = None
+    # the host's CPUs over the timed steps (bench/schema/host_cpu.py): cores kept busy by every process, by this
+    # worker, by the others; None where unread (no /proc/stat, older records)
+    host_cpu: Optional[dict[str, Any]] = None
     # training
     losses: list[float] = field(default_factory=list)  # one per optimizer step
     loss_first: Optional[float] = None

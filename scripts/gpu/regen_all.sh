@@ -24,6 +24,11 @@
 #       its seconds (EVIDENCE_BUDGET_S, default 560; resumable as above); BUNDLE=1 packs $OUT into one
 #       parts.tgz (the device tool returns at most 8 files); install takes the unpacked folder
 #
+# Two parts side by side on a two-GPU machine (CUDA_VISIBLE_DEVICES=0 for one, =1 for the other) halve the wall
+# time, and their memory is measured as alone; their speeds are not: each part's steps partly wait on the CPU
+# and the other part keeps the host's CPUs busy (records' host_cpu, and a warning when others kept a quarter of
+# the cores busy). Run a part whose speeds matter (the ladder, the articles' speed claims) alone on the host.
+#
 # QLORA_BENCH_COMMIT must be the commit of the tree the GPU runs (the GPU copy has no .git); install
 # refuses records whose commit is not in this repository. A part needing a GPU this machine is not
 # (native-h100 on an H200, say) says so and writes nothing: an emulated tier is never a native one.

@@ -96,3 +96,12 @@ def test_cpu_records_carry_their_window(cpu_results: Path):
     for r in read_records(cpu_results):
         assert r.timed_steps == r.steps == len(r.step_s) - r.warmup_steps
         assert r.step_s_p20 <= r.step_s_median <= r.step_s_p80 and r.step_s_cv is not None and r.min_seconds == 0.0
+
+
+def test_cpu_records_carry_the_hosts_cpu_load_over_their_timed_steps(cpu_results: Path):
+    import os
+
+    for r in read_records(cpu_results):
+        host = r.host_cpu
+        assert host["cores"] == os.cpu_count() and 0 < host["seconds"] <= sum(r.step_s[r.warmup_steps:]) + 5
+        assert host["own_cores"] > 0 and host["other_cores"] == pytest.approx(max(0.0, host["busy_cores"] - host["own_cores"]), abs=0.02)

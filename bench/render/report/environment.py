@@ -11,6 +11,7 @@ from bench.render.blocks import Block, Note, Table
 from bench.render.report.labels import file_link
 from bench.render.text import gib, md_escape, short_gpu
 from bench.schema.gpu_state import GpuStateSpan, gpu_state_span
+from bench.schema.host_cpu import host_cpu_warnings
 from bench.schema.record import ResultRecord
 
 CORE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "unsloth", "unsloth_zoo",
@@ -117,6 +118,9 @@ def environment_rows(group: Group, results_dir: Path) -> list[list[str]]:
     state = gpu_state_text(es)
     if state:
         rows.append(["GPU state", state])
+    host = host_cpu_text(es)
+    if host:
+        rows.append(["host CPU", host])
     files = sorted({e.path for e in es}, key=str)
     rows.append(["results files", ", ".join(file_link(p, results_dir) for p in files)])
     n_ok = sum(1 for e in es if e.record.ok)
@@ -142,6 +146,19 @@ def gpu_state_text(entries: Sequence[Entry]) -> Optional[str]:
     texts = [f"{md_escape(run)}: {_span_text(span)}" for run, states in runs.items()
              if (span := gpu_state_span(states)) is not None]
     return "; ".join(texts) or None
+
+
+def host_cpu_text(entries: Sequence[Entry]) -> Optional[str]:
+    """The cores other processes kept busy on the host over the cells' timed steps (bench.schema.host_cpu), the
+    least and most of any cell, and how many cells carry the busy-host warning; None when no record has it."""
+    states = [e.record.host_cpu for e in entries if e.record.host_cpu]
+    if not states:
+        return None
+    others = [s["other_cores"] for s in states]
+    busy = sum(1 for s in states if host_cpu_warnings(s))
+    return (f"other processes kept {min(others):.1f}-{max(others):.1f} of {max(s['cores'] for s in states)} cores "
+            f"busy over the timed steps ({len(states)} cell{'s' if len(states) != 1 else ''}"
+            + (f"; {busy} with the busy-host warning: their speed may be the host's contention" if busy else "") + ")")
 
 
 def environment_blocks(group: Group, results_dir: Path) -> list[Block]:

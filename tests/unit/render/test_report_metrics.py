@@ -88,3 +88,18 @@ def test_console_table_shows_mfu_and_hfu(tmp_path):
     assert "MFU / HFU" in text
     for r in records:
         assert f"{r.mfu * 100:.1f} / {r.hfu * 100:.1f} %" in text
+
+
+def test_the_environment_shows_the_hosts_cpu_load_and_the_cells_it_warns_of(tmp_path):
+    """Records with the host's CPU load (format inputs): the range of cores other processes kept busy, and how
+    many cells that many busy cores warns of (bench.schema.host_cpu.HOST_BUSY_SHARE)."""
+    out = tmp_path / "host.jsonl"
+    for n, r in enumerate(read_records(NATIVE)):
+        other = [0.4, 9.0][n]
+        append_record(out, dataclasses.replace(r, host_cpu={"cores": 32, "seconds": 10.0, "busy_cores": other + 1,
+                                                            "own_cores": 1.0, "other_cores": other}))
+    (group,) = load_results([out]).groups
+    assert dict(environment_rows(group, tmp_path))["host CPU"] == (
+        "other processes kept 0.4-9.0 of 32 cores busy over the timed steps (2 cells; 1 with the busy-host warning: "
+        "their speed may be the host's contention)")
+    assert "host CPU" not in dict(environment_rows(load_results([NATIVE]).groups[0], tmp_path))
