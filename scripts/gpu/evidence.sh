@@ -7,7 +7,11 @@
 #   PART=dask ...   the same matrix through a Dask scheduler with one worker per GPU on this host, then
 #       (within the time left) the 8B ladder on the native tier: every recipe at seq 2048 / 8192 x
 #       batch 1 / 2 / 4 with --gpus all (resumable: run PART=ladder to continue it)
-#   PART=ladder ... continue the ladder (REPEATS=1: only the cells with no record yet)
+#   PART=ladder ... continue the ladder (or start it). REPEATS (default 1) measurements of each cell, each in a
+#       fresh worker; every command that continues one ladder file must pass the same (--resume refuses
+#       another). One repeat of its 36 cells should take about 12 minutes on two H200s (recipes_rest.sh's 36
+#       every-recipe cells did), three repeats three times that: past one session's GPU time with the scale-out
+#       parts, so the default is one (each cell's interval is then over its timed steps)
 # Every part writes under $OUT: <name>.jsonl (records), <name>.console.txt, logs-<part>.tgz (worker logs).
 # The synthetic 8B checkpoint is written once per machine (/tmp/qbcache), so parts run back to back on
 # a warm machine skip it. Then, on the CPU machine: copy the .jsonl / .console.txt files to
@@ -18,7 +22,7 @@ export COLUMNS=160 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM
 PART=${PART:-default}
 . scripts/gpu/_lib.sh
 LADDER=(--gpu-tier h200 --model llama-3.1-8b --recipe hf-trl,unsloth,hf-kbit,hf-liger,hf-lora16,unsloth-lora16
-        --seq-len 2048,8192 --batch-size 1,2,4 --repeats "${REPEATS:-3}" --gpus all)  # the timed window's defaults (10 steps, 10 s)
+        --seq-len 2048,8192 --batch-size 1,2,4 --repeats "${REPEATS:-1}" --gpus all)  # the timed window's defaults (10 steps, 10 s)
 
 say "host: $(nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tr '\n' ';')"
 checkpoint

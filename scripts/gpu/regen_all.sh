@@ -38,8 +38,8 @@ cd "$(dirname "$0")/../.."
 # part | GPU kind (device tool) | about (minutes on an H200, as measured on 2026-11-30: the recipes ones for one
 # repeat of each cell; articles took ~31 GPU-minutes with one repeat (9 min on two GPUs, then 13.5 on one), its
 # S2 / S4 parts with 3 repeats ~6 and ~5; default-t4, fit-*, gate, kernels-1/2 and smoke at 8d69091 or be52e34,
-# two parts side by side on two GPUs; estimated: the ladder with 36 cells x 3 repeats, native-h100, kernels-3,
-# scale-*) | what it runs | files it writes (under reports/)
+# two parts side by side on two GPUs; estimated: the ladder (36 cells x REPEATS=1, like recipes-t4), native-h100,
+# kernels-3, scale-*) | what it runs | files it writes (under reports/)
 PARTS=$(cat <<'EOF'
 default-t4|nvidia-h200|7|bench run --gpu-tier t4 (the default matrix, emulated)|results/t4-emulated.jsonl
 native-h100|an H100|7|bench run --gpu-tier h100 (native: needs an H100)|results/h100-native.jsonl
@@ -52,7 +52,7 @@ kernels-3|nvidia-h200|7|scripts/gpu/kernels.sh PART=3|kernels/mistral-7b-v0.3.js
 smoke|nvidia-h200|5|scripts/gpu/smoke_recipes.sh|results/smoke/smoke-native.jsonl results/smoke/smoke-t4.jsonl
 scale-default|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=default (1 GPU, then --gpus all)|results/scale-out/t4-default-1gpu.jsonl results/scale-out/t4-default-2gpu.jsonl
 scale-dask|nvidia-h200-x2|9|scripts/gpu/evidence.sh PART=dask, then the H200 ladder|results/scale-out/t4-default-dask.jsonl results/recipes/h200-ladder.jsonl
-ladder|nvidia-h200-x2|27|scripts/gpu/evidence.sh PART=ladder (the H200 ladder, every recipe; resumable)|results/recipes/h200-ladder.jsonl
+ladder|nvidia-h200-x2|12|scripts/gpu/evidence.sh PART=ladder (the H200 ladder, every recipe; resumable)|results/recipes/h200-ladder.jsonl
 recipes-t4|nvidia-h200-x2|12|scripts/gpu/recipes_rest.sh PART=t4 (every recipe, emulated T4)|results/recipes/t4-every-recipe.jsonl
 recipes-a10g|nvidia-h200-x2|10|scripts/gpu/recipes_rest.sh PART=a10g|results/recipes/a10g-every-recipe.jsonl
 gsm8k|nvidia-h200-x2|7|scripts/gpu/recipes_rest.sh PART=gsm8k (--data, packed and padded)|results/recipes/t4-gsm8k-padded.jsonl results/recipes/t4-gsm8k-packed.jsonl
