@@ -156,7 +156,10 @@ def _check_fits(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
         return NOT_MEASURED, [*or_default(why, "no cell meeting the conditions finished"), extra + "."]
     parts, fits_any, barely_all = [], False, True
     for e in finished:
-        r = e.record
+        reps = [x for x in repeats_of(e) if x.status in ("ok", "oom", "skipped")] or [e.record]  # errors say nothing
+        # a cell fits as its worst repeat does: one that did not fit, else the one with the highest device peak
+        r = next((x for x in reps if not x.fits_tier), None) or max(reps, key=lambda x: x.peak_device_bytes or 0)
+        of = f", the highest of {len(reps)} repeats" if len(reps) > 1 else ""
         usable = memory_cap_bytes(r)
         if r.fits_tier:
             fits_any |= fits_clearly(r)  # a borderline cell is no evidence that it fits (bench.analysis.borderline)
@@ -166,12 +169,13 @@ def _check_fits(rule: dict, inp: Inputs) -> tuple[str, list[Span]]:
             use = [", device peak ", Figure(r.peak_device_bytes, "bytes"), " of ", Figure(usable, "bytes"),
                    " GiB (", Figure(frac, "percent"), ")"] if frac is not None else []
             label = "borderline" if is_borderline(r) else "fits"
-            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} {label}", *use, " (", Cell(e.ref), ")"])
+            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} {label}", *use, " (", Cell(e.ref), of, ")"])
         else:
             barely_all = False
             what = {"ok": "exceeded the tier's memory outside the allocator cap", "oom": "out of memory",
                     "skipped": "not run: a smaller cell ran out of memory"}[r.status]
-            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} {what} (", Cell(e.ref), ")"])
+            parts.append([f"{r.recipe} s{r.seq_len} b{r.batch_size} {what} (", Cell(e.ref),
+                          f", {sum(not x.fits_tier for x in reps)} of {len(reps)} repeats" if len(reps) > 1 else "", ")"])
     text = joined(parts, "; ")
     units = sum(len(repeats_of(e)) for e in finished)
     if units < MIN_UNITS:  # one peak is one reading, as for every other rule (bench.analysis.claims.measure)

@@ -233,3 +233,23 @@ def test_a_fit_claim_on_one_reading_is_inconclusive(tmp_path):
                    + [dataclasses.replace(r, repeat=1, repeats=2) for r in records])
     verdict, text = _verdicts([twice], fits_rule(1024))["X-fit"]
     assert verdict == HOLDS and "too little evidence" not in text
+
+
+def test_a_fit_claim_reads_every_repeat_and_the_worst_stands(tmp_path):
+    """A cell measured several times fits as its worst repeat does: the highest device peak is the one judged
+    and shown, and one repeat that ran out of memory makes the cell not fit."""
+    claim = {"id": "X-fit", "text": "t", "source": "s", "checked_as": "c",
+             "rule": {"kind": "fits", "recipe": "hf-kbit", "where": {"models": ["llama-3.1-8b"], "tiers": ["t4"],
+                      "modes": ["native", "emulated"], "seq_len": 1024, "batch_size": 1}, "expect": "fits"}}
+    rule_file = tmp_path / "fits.json"
+    rule_file.write_text(json.dumps({"claims": [claim]}), encoding="utf-8")
+    records = [r for r in read_records(T4) if r.backend == "hf" and r.seq_len == 1024 and r.batch_size == 1]
+    (r,) = records
+    higher = dataclasses.replace(r, repeat=1, repeats=2, peak_device_bytes=r.peak_device_bytes + 2**30)
+    path = _write(tmp_path / "twice.jsonl", [dataclasses.replace(r, repeats=2), higher])
+    verdict, text = _verdicts([path], rule_file)["X-fit"]
+    assert verdict == HOLDS and f"{higher.peak_device_bytes / 2**30:.2f}" in text and "the highest of 2 repeats" in text
+    oom = dataclasses.replace(r, repeat=1, repeats=2, status="oom", error="OOM")
+    path = _write(tmp_path / "oom.jsonl", [dataclasses.replace(r, repeats=2), oom])
+    verdict, text = _verdicts([path], rule_file)["X-fit"]
+    assert verdict == FAILS and "out of memory" in text and "1 of 2 repeats" in text
