@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -43,20 +44,22 @@ def git_commit() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None, "commit_source": None}
 
 
+#: A commit id a record may name: 7 to 40 hexadecimal digits (git's abbreviations and full ids).
+COMMIT_ID = re.compile("[0-9a-f]{7,40}")
+
+
 def commits_not_in_repository(shas) -> list[str]:
-    """Of the commit ids records name, those this checkout does not have (a mistyped id, a placeholder, a
-    commit never pushed): sorted; empty where there is no git checkout to ask."""
+    """Of the commit ids records name, those that name no one commit of this checkout, sorted: anything but an id
+    of COMMIT_ID's form (a placeholder, "unknown") always; where there is a git checkout to ask, also a mistyped
+    id, a commit never pushed, or an abbreviation that names several commits."""
+    shas = sorted({str(s) for s in shas if s})
+    malformed = [sha for sha in shas if not COMMIT_ID.fullmatch(sha)]
     try:
         subprocess.run(["git", "rev-parse", "--git-dir"], cwd=REPO_ROOT, capture_output=True, timeout=10, check=True)
     except Exception:
-        return []
-    missing = []
-    for sha in sorted({str(s) for s in shas if s}):
-        hexadecimal = all(c in "0123456789abcdef" for c in sha.lower())
-        if not hexadecimal or subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=REPO_ROOT,
-                                             capture_output=True, timeout=10).returncode != 0:
-            missing.append(sha)
-    return missing
+        return malformed
+    return sorted(malformed + [sha for sha in shas if sha not in malformed and subprocess.run(
+        ["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=REPO_ROOT, capture_output=True, timeout=10).returncode != 0])
 
 
 def gpu_info() -> dict[str, Any]:
