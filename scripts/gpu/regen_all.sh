@@ -136,9 +136,14 @@ run_part() {  # run_part PART: one part on this GPU machine, files under $OUT wi
     esac
 }
 
-unknown_commits() {  # the commits the files install copies (results/, kernels/, the benchmark file) name that are not here
-    find "$@" \( -path '*/results/*' -o -path '*/kernels/*' -o -name kernels-benchmark.json \) \( -name '*.jsonl' -o -name '*.json' \) \
-        -print0 2>/dev/null | xargs -0 -r python3 scripts/gpu/evidence_files.py bad-commits
+installed() {  # installed FOLDER TYPE: the paths (./..., find -type TYPE) under FOLDER that install takes
+    (cd "$1" && find . -type "$2" \( -path './results/*' -o -path './kernels/*' -o -name kernels-benchmark.json \) -print)
+}
+
+unknown_commits() {  # the commits the files install takes (results/, kernels/, the benchmark file) name that are not here
+    local folder
+    for folder in "$@"; do installed "$folder" f | grep -E '\.jsonl?$' | sed "s|^\.|$folder|"; done \
+        | tr '\n' '\0' | xargs -0 -r python3 scripts/gpu/evidence_files.py bad-commits
 }
 
 install() {  # install FOLDER...: their reports/ paths into reports/, commits checked, reports regenerated
@@ -151,10 +156,8 @@ install() {  # install FOLDER...: their reports/ paths into reports/, commits ch
         return 2
     fi
     for folder in "$@"; do  # a results file's worker logs come whole: the logs of the run it replaces go
-        (cd "$folder" && find . -type d -name '*.logs' \( -path './results/*' -o -path './kernels/*' \) -print) \
-            | while read -r d; do rm -rf "reports/${d:?}"; done
-        (cd "$folder" && find . -type f \( -path './results/*' -o -path './kernels/*' -o -name kernels-benchmark.json \) \
-            -print) | while read -r f; do mkdir -p "reports/$(dirname "$f")"; cp "$folder/$f" "reports/$f"; done
+        installed "$folder" d | grep '\.logs$' | while read -r d; do rm -rf "reports/${d:?}"; done
+        installed "$folder" f | while read -r f; do mkdir -p "reports/$(dirname "$f")"; cp "$folder/$f" "reports/$f"; done
     done
     bash scripts/regen_reports.sh
 }

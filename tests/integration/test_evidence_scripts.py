@@ -55,3 +55,17 @@ def test_install_refuses_ids_that_name_no_single_commit_here(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert set(proc.stdout.split("\n")) - {""} == {"PLACEHOLDER", "unknown", named[4], head[:4]}
+
+
+def test_install_checks_the_commits_of_the_files_it_takes_and_refuses_before_copying(tmp_path):
+    """`regen_all.sh install` reads the commits of what it would copy (results/, kernels/, the benchmark file),
+    not of a part's other outputs (a gate's summary JSON names none), and copies nothing when one is refused."""
+    folder = tmp_path / "part"
+    (folder / "results" / "gate").mkdir(parents=True)
+    (folder / "results" / "gate" / "refused.jsonl").write_text(json.dumps({"env": {"git_commit": "PLACEHOLDER"}}) + "\n")
+    (folder / "gate-fail.json").write_text(json.dumps({"verdict": "fail"}))
+    proc = subprocess.run(["bash", "scripts/gpu/regen_all.sh", "install", str(folder)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["records name commit 'PLACEHOLDER', which is not in this repository: refused"]
+    assert not (REPO / "reports" / "results" / "gate" / "refused.jsonl").exists()
