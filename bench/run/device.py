@@ -382,27 +382,26 @@ class TimedWindow:
         self.host_end: Optional[HostCpuSample] = None
 
     def begin(self) -> None:
+        if self.probe is not None:
+            self.start = self.probe.snapshot()
         if self.warmup_steps <= 0:
-            self.host_start = self.read_host()
-        if self.probe is None:
-            return
-        self.start = self.probe.snapshot()
-        if self.warmup_steps <= 0:
+            self._timed_start()
+
+    def _timed_start(self) -> None:
+        """The reads where the timed steps start: the energy counter and the host's CPU time."""
+        self.host_start = self.read_host()
+        if self.probe is not None:
             self.energy_start_mj = self.probe.energy_mj()
 
     def after_step(self, index: int) -> None:
         """Step `index` (0-based, warm-up counted) finished, synchronised with the device."""
         if index == self.warmup_steps - 1:
-            self.host_start = self.read_host()
+            self._timed_start()
         elif index >= self.warmup_steps:
             self.host_end = self.read_host()
-        if self.probe is None:
-            return
-        if index == self.warmup_steps - 1:
-            self.energy_start_mj = self.probe.energy_mj()
-        elif index >= self.warmup_steps:
-            self.energy_end_mj, self.energy_end_step = self.probe.energy_mj(), index
-            self.timed = add_to_span(self.timed, self.probe.reading())
+            if self.probe is not None:
+                self.energy_end_mj, self.energy_end_step = self.probe.energy_mj(), index
+                self.timed = add_to_span(self.timed, self.probe.reading())
 
     def wrap(self, on_step: Optional[Callable[[int, float, float], None]]) -> Callable[[int, float, float], None]:
         """The driver's step callback (step index, seconds, loss) with this window's reads before `on_step`."""
