@@ -43,18 +43,19 @@ case "$PART" in
         --seq-len 1024 --batch-size 2,4 --gpus all
     ;;
   articles)
+    ARTICLES=${ARTICLES:-articles}  # the preset, or some of its parts
     # the chosen parts' models written side by side first (each ~45 s alone), then every part with --gpus all
     checkpoints $(python3 -c "import sys; from bench.config.presets import preset_parts
-print(' '.join(sorted({m for part in preset_parts(sys.argv[1])[1] for m in part.models.split(',')})))" "${ARTICLES:-articles}")
+print(' '.join(sorted({m for part in preset_parts(sys.argv[1])[1] for m in part.models.split(',')})))" "$ARTICLES")
     mkdir -p "$WORK/articles"
     if [ -d "${RESUME_DIR:-/nonexistent}/articles" ] && [ -z "$(ls -A "$WORK/articles")" ]; then
         cp "$RESUME_DIR"/articles/*.jsonl "$WORK/articles/" 2>/dev/null && say "continuing $RESUME_DIR/articles"
     fi
     if [ "$(left)" -lt 30 ]; then
-        say "not started ($(left) s left of the part's budget): bench run --preset ${ARTICLES:-articles}"
+        say "not started ($(left) s left of the part's budget): bench run --preset $ARTICLES"
     else
-        say "bench run --preset ${ARTICLES:-articles} -> articles/ (limit $(left) s)"
-        timeout --signal=INT "$(left)" python3 -m bench run "${COMMON[@]}" --gpu-tier h200 --preset "${ARTICLES:-articles}" \
+        say "bench run --preset $ARTICLES -> articles/ (limit $(left) s)"
+        timeout --signal=INT "$(left)" python3 -m bench run "${COMMON[@]}" --gpu-tier h200 --preset "$ARTICLES" \
             --out "$WORK/articles" --resume --gpus all >> "$WORK/articles.console.txt" 2>&1
         say "exit code $?"
     fi
